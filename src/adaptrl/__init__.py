@@ -1,0 +1,18 @@
+"""adaptrl: meta-reinforcement learning that adapts on held-out tasks in a few steps."""
+
+from adaptrl.algos import MAML, MAMLConfig, make_algorithm
+from adaptrl.envs import make_family, register_env
+from adaptrl.errors import AdaptrlError, ConfigError, RunError
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "MAML",
+    "MAMLConfig",
+    "AdaptrlError",
+    "ConfigError",
+    "RunError",
+    "make_algorithm",
+    "make_family",
+    "register_env",
+]

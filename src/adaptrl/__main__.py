@@ -1,0 +1,5 @@
+import sys
+
+from adaptrl.cli import main
+
+sys.exit(main())

@@ -1,0 +1,32 @@
+"""Meta-learners by name. Each has a frozen Config dataclass and the surface
+``meta_train_step(tasks)``, ``adapt(tasks, ...)``, ``state_dict()``, ``load_state_dict()``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from adaptrl.algos.maml import MAML, MAMLConfig
+from adaptrl.config import build_dataclass
+from adaptrl.envs import Family
+from adaptrl.errors import ConfigError
+
+ALGORITHMS: dict[str, tuple[type, type]] = {"maml": (MAMLConfig, MAML)}
+
+DESCRIPTIONS = {"maml": "MAML with a TRPO meta-update, second- or first-order (Finn et al. 2017)"}
+
+
+def algo_config(name: str, values: dict[str, Any]) -> Any:
+    if name not in ALGORITHMS:
+        raise ConfigError(f"unknown algorithm '{name}'; available: {', '.join(ALGORITHMS)}")
+    return build_dataclass(ALGORITHMS[name][0], values, "algo")
+
+
+def make_algorithm(
+    name: str, config: Any, family: Family, device: torch.device | str, generator: torch.Generator
+):
+    return ALGORITHMS[name][1](config, family, device, generator)
+
+
+__all__ = ["ALGORITHMS", "MAML", "MAMLConfig", "algo_config", "make_algorithm"]

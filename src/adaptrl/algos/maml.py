@@ -1,0 +1,329 @@
+"""MAML with a TRPO meta-update (Finn, Abbeel, Levine 2017, "Model-Agnostic Meta-Learning for
+Fast Adaptation of Deep Networks", https://arxiv.org/abs/1703.03400).
+
+Inner loop: ``num_inner_steps`` vanilla policy-gradient steps per task with ``inner_lr``, the
+advantages from rllab's linear feature baseline fitted per task (GAE with λ = 1 is the plain
+Monte-Carlo advantage). Outer loop: TRPO on the post-adaptation surrogate, differentiating
+through the inner update (second order) unless ``first_order``. All tasks' inner gradients are one
+``vmap(grad(...))`` call; there is no Python loop over tasks.
+
+Deliberate deviations from the paper, each a switch:
+* ``curvature_episodes``: the Fisher-vector products of conjugate gradient use the first k
+  episodes of each task (as OpenAI baselines' TRPO subsamples its FVP batch); the line search
+  still checks the exact KL and loss on all episodes, so the trust region is enforced exactly.
+  0 uses all episodes (the paper).
+* Advantages are standardised per task (as in rllab's ``center_adv`` and pytorch-maml-rl).
+* ``num_inner_steps = 0`` trains the multi-task "pretrained" reference with the same machinery.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+from torch.func import functional_call, grad, vmap
+
+from adaptrl.envs import Family, Tasks, repeat_tasks
+from adaptrl.errors import ConfigError
+from adaptrl.policies import (
+    GaussianMLPPolicy,
+    Params,
+    expand_log_std,
+    forward_params,
+    gaussian_kl,
+    gaussian_log_prob,
+)
+from adaptrl.returns import discounted_returns, fit_linear_baseline, gae, normalize_per_task
+from adaptrl.sampling import GaussianActor, Trajectories, rollout
+from adaptrl.trust_region import trpo_step
+
+
+@dataclass(frozen=True)
+class MAMLConfig:
+    """MAML-TRPO settings; defaults are the paper's 2D-navigation settings."""
+
+    meta_batch_size: int = 20
+    """Tasks per meta-iteration."""
+    episodes_per_task: int = 20
+    """Episodes sampled per task for each inner step and for the post-adaptation batch."""
+    num_inner_steps: int = 1
+    """Policy-gradient steps in the inner loop (0 = multi-task 'pretrained' baseline)."""
+    inner_lr: float = 0.1
+    """Step size of the inner policy-gradient step."""
+    first_order: bool = False
+    """Drop second derivatives through the inner update (first-order MAML)."""
+    gamma: float = 0.99
+    """Discount for returns and advantages."""
+    gae_lambda: float = 1.0
+    """GAE λ (1.0: Monte-Carlo returns minus the baseline, as in the paper)."""
+    max_kl: float = 0.01
+    """TRPO trust-region radius (mean KL of the adapted policies)."""
+    cg_iters: int = 10
+    """Conjugate-gradient iterations for the natural-gradient direction."""
+    cg_damping: float = 1e-5
+    """Damping added to Fisher-vector products."""
+    line_search_steps: int = 15
+    """Backtracking steps before an update is rejected."""
+    line_search_backtrack: float = 0.8
+    """Step shrink factor per backtrack."""
+    curvature_episodes: int = 0
+    """Episodes per task in the Fisher-vector products (0 = all); see the module docstring."""
+    hidden_sizes: tuple[int, ...] = (100, 100)
+    """Policy MLP hidden layers (paper: two layers of 100 ReLU units)."""
+    activation: str = "relu"
+    """Hidden activation: relu or tanh."""
+    init_std: float = 1.0
+    """Initial standard deviation of the Gaussian policy."""
+
+    def __post_init__(self) -> None:
+        for name in ("meta_batch_size", "episodes_per_task", "cg_iters", "line_search_steps"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"algo.{name} must be > 0, got {getattr(self, name)}")
+        for name in ("inner_lr", "max_kl", "init_std"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"algo.{name} must be > 0, got {getattr(self, name)}")
+        if self.num_inner_steps < 0:
+            raise ConfigError("algo.num_inner_steps must be >= 0")
+        if not 0 < self.gamma <= 1 or not 0 <= self.gae_lambda <= 1:
+            raise ConfigError("algo.gamma must be in (0, 1] and algo.gae_lambda in [0, 1]")
+        if not 0 < self.line_search_backtrack < 1:
+            raise ConfigError("algo.line_search_backtrack must be in (0, 1)")
+        if self.cg_damping < 0 or self.curvature_episodes < 0:
+            raise ConfigError("algo.cg_damping and algo.curvature_episodes must be >= 0")
+        if not self.hidden_sizes or any(h <= 0 for h in self.hidden_sizes):
+            raise ConfigError("algo.hidden_sizes must be a non-empty list of positive sizes")
+        if self.activation not in ("relu", "tanh"):
+            raise ConfigError(f"algo.activation must be relu or tanh, got {self.activation!r}")
+
+
+@dataclass
+class PGBatch:
+    """Policy-gradient data laid out per task: obs [T, n, E, d], actions [T, n, E, A],
+    advantages and mask [T, n, E] (advantages standardised per task, 0 where masked)."""
+
+    obs: torch.Tensor
+    actions: torch.Tensor
+    advantages: torch.Tensor
+    mask: torch.Tensor
+
+    def episodes(self, count: int) -> PGBatch:
+        return PGBatch(
+            *(x[:, :, :count] for x in (self.obs, self.actions, self.advantages, self.mask))
+        )
+
+
+@dataclass
+class Adaptation:
+    """Result of adapting to n tasks: per-task parameters and the return after each step."""
+
+    params: Params
+    """Adapted parameters with a leading task dimension (shared if no step was taken)."""
+    per_task: bool
+    returns: torch.Tensor
+    """Mean episode return after 0..K steps: [K + 1, n]."""
+
+
+class MAML:
+    """Meta-learner: ``meta_train_step(tasks)``, ``adapt(tasks, ...)``, state dicts."""
+
+    x_label = "gradient steps"
+
+    def __init__(
+        self,
+        config: MAMLConfig,
+        family: Family,
+        device: torch.device | str,
+        generator: torch.Generator,
+    ) -> None:
+        self.config, self.family = config, family
+        self.device, self.generator = torch.device(device), generator
+        probe = family.make_env(1, device)
+        if len(probe.single_action_space.shape) != 1:
+            raise ConfigError(
+                f"MAML needs a continuous (Box) action space; env "
+                f"'{family.spec.name}' has {probe.single_action_space}"
+            )
+        self.policy = GaussianMLPPolicy(
+            probe.single_observation_space.shape[0],
+            probe.single_action_space.shape[0],
+            config.hidden_sizes,
+            config.activation,
+            config.init_std,
+        ).to(self.device)
+        self._envs: dict[int, object] = {}
+
+    # ----------------------------------------------------------------------------- sampling
+    def _env(self, num_envs: int):
+        if num_envs not in self._envs:
+            self._envs[num_envs] = self.family.make_env(num_envs, self.device)
+        return self._envs[num_envs]
+
+    def _sample(self, tasks: Tasks, params: Params, per_task: bool, episodes: int) -> Trajectories:
+        n = next(iter(tasks.values())).shape[0]
+        env = self._env(n * episodes)
+        env.set_tasks(repeat_tasks(tasks, episodes))
+        actor = GaussianActor(self.policy, params, per_task, n, self.generator)
+        return rollout(env, actor, n, self.generator)
+
+    def _pg_batch(self, traj: Trajectories) -> PGBatch:
+        c = self.config
+        ends = traj.terminated | traj.truncated
+        returns = discounted_returns(traj.rewards, ends, c.gamma)
+        values = fit_linear_baseline(
+            traj.by_task(traj.obs), traj.by_task(returns), traj.by_task(traj.mask)
+        ).reshape(returns.shape)
+        # Value after the last step is 0: each row is one finite-horizon episode.
+        next_values = torch.cat([values[1:], torch.zeros_like(values[:1])])
+        adv = gae(traj.rewards, values, next_values, traj.terminated, ends, c.gamma, c.gae_lambda)
+        mask = traj.by_task(traj.mask)
+        return PGBatch(
+            traj.by_task(traj.obs),
+            traj.by_task(traj.actions),
+            normalize_per_task(traj.by_task(adv), mask),
+            mask,
+        )
+
+    # ----------------------------------------------------------------------------- inner loop
+    def _task_pg_loss(self, params: Params, obs, actions, advantages, mask) -> torch.Tensor:
+        """REINFORCE loss of one task: obs [T, E, d] -> scalar."""
+        mean, log_std = functional_call(self.policy, params, (obs,))
+        log_prob = gaussian_log_prob(actions, mean, log_std)
+        return -(log_prob * advantages).sum() / mask.sum().clamp_min(1.0)
+
+    def inner_step(self, params: Params, per_task: bool, batch: PGBatch, lr: float) -> Params:
+        """θ'ᵢ = θᵢ - lr ∇ L_i(θᵢ) for all tasks at once (pure: params in, params out).
+
+        Differentiable with respect to ``params`` (second order) unless ``first_order``.
+        """
+        in_dims = (0 if per_task else None, 1, 1, 1, 1)
+        grads = vmap(grad(self._task_pg_loss), in_dims=in_dims)(
+            params, batch.obs, batch.actions, batch.advantages, batch.mask
+        )
+        if self.config.first_order:
+            grads = {k: g.detach() for k, g in grads.items()}
+        return {k: params[k] - lr * grads[k] for k in params}
+
+    def _adapt_through(self, batches: list[PGBatch]) -> tuple[Params, bool]:
+        params, per_task = self.policy.params(), False
+        for batch in batches:
+            params, per_task = self.inner_step(params, per_task, batch, self.config.inner_lr), True
+        return params, per_task
+
+    # ----------------------------------------------------------------------------- outer loss
+    def _distribution(self, params: Params, per_task: bool, obs: torch.Tensor):
+        mean, log_std = forward_params(self.policy, params, obs, per_task, task_dim=1)
+        return mean, expand_log_std(log_std, mean, per_task, task_dim=1)
+
+    def _surrogate_and_kl(
+        self, params, per_task, post: PGBatch, old
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """TRPO surrogate -E[π/π_old · A] and mean KL(π_old || π), averaged per task then over tasks."""
+        mean, log_std = self._distribution(params, per_task, post.obs)
+        log_prob = gaussian_log_prob(post.actions, mean, log_std)
+        old_mean, old_log_std, old_log_prob = old
+        ratio = torch.exp(log_prob - old_log_prob)
+        count = post.mask.sum((0, 2)).clamp_min(1.0)
+        surrogate = -((ratio * post.advantages).sum((0, 2)) / count).mean()
+        kl = gaussian_kl(old_mean, old_log_std, mean, log_std)
+        return surrogate, ((kl * post.mask).sum((0, 2)) / count).mean()
+
+    def _old_distribution(self, params, per_task, post: PGBatch):
+        with torch.no_grad():
+            mean, log_std = self._distribution(
+                {k: v.detach() for k, v in params.items()}, per_task, post.obs
+            )
+            return mean, log_std, gaussian_log_prob(post.actions, mean, log_std)
+
+    # ----------------------------------------------------------------------------- meta-step
+    def meta_train_step(self, tasks: Tasks) -> dict[str, float]:
+        """Sample → adapt → sample → TRPO meta-update. Returns detached metrics."""
+        c = self.config
+        start = time.perf_counter()
+        params, per_task = {k: v.detach() for k, v in self.policy.params().items()}, False
+        batches, pre_return = [], None
+        for _ in range(c.num_inner_steps):
+            traj = self._sample(tasks, params, per_task, c.episodes_per_task)
+            pre_return = traj.task_returns().mean() if pre_return is None else pre_return
+            batches.append(self._pg_batch(traj))
+            params, per_task = self.inner_step(params, per_task, batches[-1], c.inner_lr), True
+            params = {k: v.detach() for k, v in params.items()}
+        post_traj = self._sample(tasks, params, per_task, c.episodes_per_task)
+        post = self._pg_batch(post_traj)
+        sampled = time.perf_counter()
+
+        adapted, per_task = self._adapt_through(batches)
+        old = self._old_distribution(adapted, per_task, post)
+        loss, _ = self._surrogate_and_kl(adapted, per_task, post, old)
+
+        k = c.curvature_episodes
+        if 0 < k < c.episodes_per_task:
+            sub_batches = [b.episodes(k) for b in batches]
+            sub_post = post.episodes(k)
+            sub_adapted, _ = self._adapt_through(sub_batches)
+            sub_old = self._old_distribution(sub_adapted, per_task, sub_post)
+            _, curvature_kl = self._surrogate_and_kl(sub_adapted, per_task, sub_post, sub_old)
+        else:
+            _, curvature_kl = self._surrogate_and_kl(adapted, per_task, post, old)
+
+        def evaluate() -> tuple[float, float]:
+            with torch.no_grad():
+                new, new_per_task = self._adapt_through(batches)
+                new_loss, new_kl = self._surrogate_and_kl(new, new_per_task, post, old)
+            return float(new_loss), float(new_kl)
+
+        theta = list(self.policy.parameters())
+        trpo = trpo_step(
+            theta,
+            loss,
+            curvature_kl,
+            evaluate,
+            c.max_kl,
+            c.cg_damping,
+            c.cg_iters,
+            c.line_search_backtrack,
+            c.line_search_steps,
+        )
+        end = time.perf_counter()
+        post_return = post_traj.task_returns().mean()
+        steps = post_traj.num_steps * (1 + c.num_inner_steps)  # approx: pre batches similar
+        return {
+            "adapt/return_pre": float(pre_return if pre_return is not None else post_return),
+            "adapt/return_post": float(post_return),
+            "loss/surrogate": float(loss.detach()),
+            **trpo,
+            "perf/sample_s": sampled - start,
+            "perf/update_s": end - sampled,
+            "perf/iteration_s": end - start,
+            "perf/env_steps_per_s": steps / max(sampled - start, 1e-9),
+        }
+
+    # ----------------------------------------------------------------------------- meta-test
+    def adapt(
+        self,
+        tasks: Tasks,
+        num_steps: int,
+        inner_lrs: tuple[float, ...] | None = None,
+        episodes_per_task: int | None = None,
+    ) -> Adaptation:
+        """Adapt to ``tasks`` with ``num_steps`` policy-gradient steps, recording the return
+        before adaptation and after every step. Step k uses ``inner_lrs[k]`` (last repeats)."""
+        lrs = inner_lrs or (self.config.inner_lr,)
+        episodes = episodes_per_task or self.config.episodes_per_task
+        params = {k: v.detach() for k, v in self.policy.params().items()}
+        per_task, returns = False, []
+        for step in range(num_steps + 1):
+            traj = self._sample(tasks, params, per_task, episodes)
+            returns.append(traj.task_returns())
+            if step == num_steps:
+                break
+            lr = lrs[min(step, len(lrs) - 1)]
+            params = self.inner_step(params, per_task, self._pg_batch(traj), lr)
+            params, per_task = {k: v.detach() for k, v in params.items()}, True
+        return Adaptation(params, per_task, torch.stack(returns))
+
+    def state_dict(self) -> dict:
+        return {"policy": self.policy.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.policy.load_state_dict(state["policy"])

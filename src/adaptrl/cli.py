@@ -1,0 +1,146 @@
+"""``adaptrl train | evaluate | report | list``: a thin layer over the library.
+
+Every user error (AdaptrlError) becomes one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import replace
+
+from adaptrl.errors import AdaptrlError, ConfigError
+
+
+def _train(args: argparse.Namespace) -> None:
+    from adaptrl.config import apply_overrides, build_run_config, load_preset
+    from adaptrl.runs import Run
+    from adaptrl.trainer import Trainer
+
+    if args.resume:
+        if args.preset or args.overrides:
+            raise ConfigError("--resume continues a run with its own config; drop PRESET/--set")
+        run = Run.open(args.resume)
+        config = run.config()
+        if args.iterations:  # allow extending a finished run
+            config = replace(config, train=replace(config.train, num_iterations=args.iterations))
+    else:
+        if not args.preset:
+            raise ConfigError("train needs a PRESET (see 'adaptrl list') or --resume RUN")
+        overrides = list(args.overrides)
+        for key, value in (
+            ("train.seed", args.seed),
+            ("train.device", args.device),
+            ("train.num_iterations", args.iterations),
+        ):
+            if value is not None:
+                overrides.append(f"{key}={value}")
+        config = build_run_config(apply_overrides(load_preset(args.preset), overrides))
+        run = Run.create(args.out or f"runs/{config.preset or config.algorithm}", config)
+    trainer = Trainer(run, config, resume=bool(args.resume))
+    if trainer.iteration >= config.train.num_iterations:
+        print(f"{run.path}: already trained for {trainer.iteration} iterations")
+        return
+    metrics = trainer.train(progress=not args.quiet)
+    shown = {k: round(v, 3) for k, v in metrics.items() if k.startswith(("adapt/", "time/"))}
+    print(f"trained {run.path} to iteration {trainer.iteration}: {shown}")
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    from adaptrl.evaluation import evaluate_run, format_table
+    from adaptrl.runs import Run
+
+    if args.num_tasks is not None and args.num_tasks <= 0:
+        raise ConfigError(f"--num-tasks must be > 0, got {args.num_tasks}")
+    splits = ["train", "test"] if args.split == "both" else [args.split]
+    run = Run.open(args.run)
+    results = evaluate_run(
+        run, splits, args.num_tasks, references=not args.no_references, progress=not args.quiet
+    )
+    print(format_table(results))
+    print(f"wrote {run.eval_dir}/")
+
+
+def _report(args: argparse.Namespace) -> None:
+    from adaptrl.report import write_report
+    from adaptrl.runs import Run
+
+    paths = write_report(Run.open(args.run))
+    print(f"wrote {paths['md']} and {paths['html']}")
+
+
+def _list(args: argparse.Namespace) -> None:
+    from adaptrl.algos import DESCRIPTIONS
+    from adaptrl.config import list_presets, load_preset
+    from adaptrl.envs import registered_envs
+
+    print("presets:")
+    for name in list_presets():
+        data = load_preset(name)
+        print(f"  {name:28s} {data.get('algorithm')} on {data.get('env', {}).get('name')}")
+    print("environments:")
+    for name, spec in sorted(registered_envs().items()):
+        print(f"  {name:28s} {spec.description}")
+    print("algorithms:")
+    for name, text in DESCRIPTIONS.items():
+        print(f"  {name:28s} {text}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="adaptrl", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="meta-train from a preset, or resume a run")
+    p.add_argument("preset", nargs="?", help="preset name (adaptrl list) or a YAML file")
+    p.add_argument("--out", help="run directory (default runs/PRESET)")
+    p.add_argument("--resume", metavar="RUN", help="continue a killed run from its checkpoint")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override a config value (repeatable)",
+    )
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", help="cpu or cuda")
+    p.add_argument("--iterations", type=int, help="number of meta-iterations")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("evaluate", help="adapt on held-out tasks; print and save the curves")
+    p.add_argument("run")
+    p.add_argument("--split", choices=["train", "test", "both"], default="both")
+    p.add_argument("--num-tasks", type=int)
+    p.add_argument(
+        "--no-references",
+        action="store_true",
+        help="skip the pretrained / random-init reference curves",
+    )
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("report", help="write report.md, report.html and PNG plots")
+    p.add_argument("run")
+    p.set_defaults(func=_report)
+
+    p = sub.add_parser("list", help="presets, environments and algorithms")
+    p.set_defaults(func=_list)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except AdaptrlError as exc:
+        print(f"adaptrl: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("adaptrl: interrupted; resume with 'adaptrl train --resume RUN'", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,270 @@
+"""Typed configs from YAML presets: dataclasses are the single source of truth.
+
+Presets live in ``adaptrl/configs/*.yaml`` (shipped inside the package so that ``adaptrl train
+PRESET`` works from an installed wheel, not only from a checkout). Unknown keys are rejected by
+name, values are type-checked against the dataclass annotations, and each dataclass checks its own
+invariants in ``__post_init__``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from adaptrl.errors import ConfigError
+
+PRESET_DIR = Path(__file__).parent / "configs"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The meta-training loop owned by the Trainer (shared by all algorithms)."""
+
+    num_iterations: int = 500
+    """Meta-iterations (outer updates)."""
+    seed: int = 0
+    """Seeds the single torch.Generator that drives tasks, environments and action noise."""
+    checkpoint_every: int = 25
+    """Write an atomic checkpoint every this many iterations (and always at the end)."""
+    log_every: int = 1
+    """Write a metrics.csv / TensorBoard row every this many iterations."""
+    device: str = "cpu"
+    """Torch device for policies and the tensor-native environments ("cpu", "cuda")."""
+    num_threads: int = 0
+    """torch intra-op threads; 0 keeps torch's default (all cores)."""
+    eval_every: int = 0
+    """Adapt on held-out test tasks every this many iterations and log it (0 = never)."""
+
+    def __post_init__(self) -> None:
+        _positive(self, "num_iterations", "checkpoint_every", "log_every")
+        if self.eval_every < 0:
+            raise ConfigError("train.eval_every must be >= 0 (0 = no periodic evaluation)")
+        if self.num_threads < 0:
+            raise ConfigError("train.num_threads must be >= 0 (0 = torch default)")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Meta-test protocol: adapt on held-out tasks and record a curve."""
+
+    num_tasks: int = 40
+    """Tasks per split; the 95% interval is over tasks."""
+    num_steps: int = 3
+    """Adaptation steps after the un-adapted step 0 (gradient steps for MAML)."""
+    inner_lrs: tuple[float, ...] = (0.1, 0.05)
+    """Step size of each adaptation step; the last value repeats (paper: 0.1 then 0.05)."""
+    episodes_per_task: int = 20
+    """Episodes per task per adaptation step."""
+    pretrained_iterations: int = 0
+    """Iterations of the multi-task 'pretrained' reference (0 = the run's num_iterations)."""
+    seed: int = 1234
+    """Seed of the evaluation tasks and rollouts, apart from training's, so curves are comparable."""
+
+    def __post_init__(self) -> None:
+        _positive(self, "num_tasks", "episodes_per_task")
+        if self.num_steps < 0:
+            raise ConfigError("evaluate.num_steps must be >= 0")
+        if not self.inner_lrs or any(lr <= 0 for lr in self.inner_lrs):
+            raise ConfigError("evaluate.inner_lrs must be a non-empty list of positive numbers")
+        if self.pretrained_iterations < 0:
+            raise ConfigError("evaluate.pretrained_iterations must be >= 0")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a run needs; written to RUN/config.yaml so a run can be reproduced."""
+
+    algorithm: str
+    env: dict[str, Any]
+    algo: dict[str, Any] = field(default_factory=dict)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    evaluate: EvalConfig = field(default_factory=EvalConfig)
+    preset: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "preset": self.preset,
+            "algorithm": self.algorithm,
+            "env": dict(self.env),
+            "algo": dict(self.algo),
+            "train": _plain(dataclasses.asdict(self.train)),
+            "evaluate": _plain(dataclasses.asdict(self.evaluate)),
+        }
+
+
+def _plain(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+
+def _positive(obj: Any, *names: str) -> None:
+    section = {TrainConfig: "train", EvalConfig: "evaluate"}.get(type(obj), type(obj).__name__)
+    for name in names:
+        value = getattr(obj, name)
+        if value <= 0:
+            raise ConfigError(f"{section}.{name} must be > 0, got {value!r}")
+
+
+def build_dataclass(cls: type, values: dict[str, Any], section: str) -> Any:
+    """Build ``cls`` from a dict: unknown keys are named, types are checked and coerced."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"'{section}' must be a mapping of keys to values, got {values!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in values.items():
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), fields, n=1)
+            hint = f" (did you mean '{section}.{close[0]}'?)" if close else ""
+            raise ConfigError(
+                f"unknown config key '{section}.{key}'{hint}; valid keys: {', '.join(fields)}"
+            )
+        kwargs[key] = _coerce(value, hints[key], f"{section}.{key}")
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:  # a required field is missing
+        raise ConfigError(f"{section}: {exc}") from None
+
+
+def _coerce(value: Any, hint: Any, name: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, name)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{name} must be {_type_name(hint)}, got {value!r}")
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            value = [value]
+        item = args[0] if args else Any
+        return tuple(_coerce(v, item, name) for v in value)
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{name} must be a list, got {value!r}")
+        return [_coerce(v, args[0] if args else Any, name) for v in value]
+    if origin is typing.Literal:
+        if value not in args:
+            raise ConfigError(f"{name} must be one of {list(args)}, got {value!r}")
+        return value
+    if hint is Any or origin is dict:
+        return value
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+    raise ConfigError(f"{name} must be {_type_name(hint)}, got {value!r}")
+
+
+def _type_name(hint: Any) -> str:
+    return getattr(hint, "__name__", str(hint).replace("typing.", ""))
+
+
+def list_presets() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def load_preset(name_or_path: str) -> dict[str, Any]:
+    """Raw dict of a preset name (``maml-navigation2d``) or a path to a YAML file."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = PRESET_DIR / f"{name_or_path}.yaml"
+        if not path.exists():
+            close = difflib.get_close_matches(name_or_path, list_presets(), n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise ConfigError(
+                f"unknown preset '{name_or_path}'{hint} (run 'adaptrl list' to see presets)"
+            )
+    return read_yaml(path)
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        raise ConfigError(f"config file '{path}' does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file '{path}' is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file '{path}' must hold a mapping at the top level")
+    data.setdefault("preset", path.stem)
+    return data
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``section.key=value`` overrides; values are parsed as YAML (``0.1``, ``[1, 2]``)."""
+    data = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set expects section.key=value, got '{item}'")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            value = raw
+        parts = key.strip().split(".")
+        if len(parts) == 1:
+            data[parts[0]] = value
+        elif len(parts) == 2:
+            section = data.setdefault(parts[0], {})
+            if not isinstance(section, dict):
+                raise ConfigError(f"--set {key}: '{parts[0]}' is not a config section")
+            section[parts[1]] = value
+        else:
+            raise ConfigError(f"--set {key}: keys have the form section.key (e.g. algo.inner_lr)")
+    return data
+
+
+def build_run_config(data: dict[str, Any]) -> RunConfig:
+    """Validate a raw dict into a RunConfig; algorithm and env sections are validated by them."""
+    known = {f.name for f in dataclasses.fields(RunConfig)}
+    for key in data:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ConfigError(f"unknown config section '{key}'{hint}; valid: {', '.join(known)}")
+    if "algorithm" not in data or "env" not in data:
+        raise ConfigError("a config needs 'algorithm' and 'env' sections")
+    env = data["env"]
+    if not isinstance(env, dict) or "name" not in env:
+        raise ConfigError("'env' must be a mapping with a 'name' (run 'adaptrl list')")
+    algo = data.get("algo") or {}
+    if not isinstance(algo, dict):
+        raise ConfigError("'algo' must be a mapping of algorithm settings")
+    config = RunConfig(
+        algorithm=str(data["algorithm"]),
+        env=dict(env),
+        algo=dict(algo),
+        train=build_dataclass(TrainConfig, data.get("train") or {}, "train"),
+        evaluate=build_dataclass(EvalConfig, data.get("evaluate") or {}, "evaluate"),
+        preset=str(data.get("preset", "")),
+    )
+    # Validate the algorithm and env sections eagerly so bad keys fail before any work starts.
+    from adaptrl.algos import algo_config
+    from adaptrl.envs import env_config
+
+    env_config(config.env)
+    algo_config(config.algorithm, config.algo)
+    return config

@@ -1,0 +1,177 @@
+"""The two protocols every task family implements, and the export of one task as a gymnasium Env.
+
+* ``TaskDistribution.sample(n, split, generator)`` returns ``Tasks``: a dict of tensors with a
+  leading task dimension. ``split="test"`` never yields a training task (disjoint by construction).
+* ``BatchedMetaEnv`` is a gymnasium ``VectorEnv`` over torch tensors whose rows each carry their own
+  task. Built-in families step all rows with a few tensor ops. Rows are not auto-reset: the sampler
+  masks a row after its episode ends and calls ``reset(mask=...)`` when it wants a new episode.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, Literal
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+Tasks = dict[str, torch.Tensor]
+Split = Literal["train", "test"]
+SPLITS: tuple[str, ...] = ("train", "test")
+
+
+class TaskDistribution(ABC):
+    """A distribution over tasks with disjoint train and test splits."""
+
+    @abstractmethod
+    def sample(self, n: int, split: Split, generator: torch.Generator) -> Tasks:
+        """Draw ``n`` tasks of ``split``; every tensor has leading dimension ``n``."""
+
+    def split_of(self, tasks: Tasks) -> list[str]:
+        """Which split each task belongs to (used to check disjointness)."""
+        raise NotImplementedError
+
+
+class BatchedMetaEnv(gym.vector.VectorEnv, ABC):
+    """``num_envs`` rows stepped together; row ``i`` follows task ``tasks[k][i]``.
+
+    Observations, actions, rewards and flags are torch tensors on ``device`` with leading dimension
+    ``num_envs``. ``terminated`` means the episode ended in the MDP (no bootstrap); ``truncated``
+    means it was cut at the horizon.
+    """
+
+    horizon: int
+
+    def __init__(self, num_envs: int, device: torch.device | str = "cpu") -> None:
+        if num_envs <= 0:
+            raise ValueError(f"num_envs must be > 0, got {num_envs}")
+        self.num_envs = num_envs
+        self.device = torch.device(device)
+        self.tasks: Tasks | None = None
+
+    def _batch_spaces(self) -> None:
+        self.observation_space = gym.vector.utils.batch_space(
+            self.single_observation_space, self.num_envs
+        )
+        self.action_space = gym.vector.utils.batch_space(self.single_action_space, self.num_envs)
+
+    def set_tasks(self, tasks: Tasks) -> None:
+        """Give every row its task; tensors must have leading dimension ``num_envs``."""
+        for key, value in tasks.items():
+            if value.shape[0] != self.num_envs:
+                raise ValueError(
+                    f"task '{key}' has {value.shape[0]} rows but the env has {self.num_envs}; "
+                    "repeat tasks per episode with repeat_tasks()"
+                )
+        self.tasks = {k: v.to(self.device) for k, v in tasks.items()}
+
+    @abstractmethod
+    def reset(
+        self,
+        *,
+        tasks: Tasks | None = None,
+        mask: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        seed: int | None = None,
+        options: dict[str, Any] | None = None,
+    ) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Start episodes (all rows, or rows where ``mask``); new ``tasks`` replace the old."""
+
+    @abstractmethod
+    def step(
+        self, actions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any]]:
+        """Returns ``obs, rewards, terminated, truncated, info`` for every row."""
+
+
+def repeat_tasks(tasks: Tasks, times: int) -> Tasks:
+    """Each task repeated ``times`` rows in a row: the tasks-outermost layout ``B = n x E``."""
+    return {k: v.repeat_interleave(times, dim=0) for k, v in tasks.items()}
+
+
+def index_tasks(tasks: Tasks, index: int | slice | torch.Tensor) -> Tasks:
+    out = {k: v[index] for k, v in tasks.items()}
+    return {k: v.unsqueeze(0) if isinstance(index, int) else v for k, v in out.items()}
+
+
+class GridSplit:
+    """Disjoint train/test regions of a box: the box is cut into ``cells`` per side and a fixed,
+    seeded fraction of cells is held out for testing.
+
+    Both splits cover the whole box at a coarse scale (interleaved cells), so the test split
+    measures generalisation to new tasks of the same distribution, while no test task can ever
+    coincide with (or be arbitrarily close to the interior of) a training cell.
+    """
+
+    def __init__(
+        self, low: float, high: float, dim: int, cells: int = 10, test_fraction: float = 0.2
+    ) -> None:
+        self.low, self.high, self.dim, self.cells = low, high, dim, cells
+        perm = torch.randperm(cells**dim, generator=torch.Generator().manual_seed(20170703))
+        num_test = max(1, round(test_fraction * cells**dim))
+        self.cell_ids = {
+            "test": perm[:num_test].sort().values,
+            "train": perm[num_test:].sort().values,
+        }
+
+    def sample(self, n: int, split: Split, generator: torch.Generator) -> torch.Tensor:
+        if split not in self.cell_ids:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        dev = generator.device
+        ids = self.cell_ids[split].to(dev)
+        pick = ids[torch.randint(len(ids), (n,), generator=generator, device=dev)]
+        coords = torch.stack([(pick // self.cells**d) % self.cells for d in range(self.dim)], -1)
+        width = (self.high - self.low) / self.cells
+        offset = torch.rand(n, self.dim, generator=generator, device=dev)
+        return self.low + (coords.float() + offset) * width
+
+    def split_of(self, points: torch.Tensor) -> list[str]:
+        width = (self.high - self.low) / self.cells
+        coords = ((points - self.low) / width).floor().long().clamp(0, self.cells - 1)
+        ids = sum(coords[:, d] * self.cells**d for d in range(self.dim))
+        test = torch.isin(ids, self.cell_ids["test"].to(ids.device))
+        return ["test" if t else "train" for t in test.tolist()]
+
+
+class SingleTaskEnv(gym.Env):
+    """One task of a batched family as a plain ``gymnasium.Env`` (numpy in, numpy out).
+
+    Lets users run other libraries on our tasks and our adapted policies on their own loops.
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, batched_env: BatchedMetaEnv, task: Tasks) -> None:
+        if batched_env.num_envs != 1:
+            raise ValueError("SingleTaskEnv wraps a batched env with num_envs=1")
+        self.env = batched_env
+        if any(v.shape[0] != 1 for v in task.values()):
+            raise ValueError("task must hold exactly one task, as returned by sample(1, ...)")
+        self.task = task
+        self.observation_space = batched_env.single_observation_space
+        self.action_space = batched_env.single_action_space
+        self._generator = torch.Generator(device=batched_env.device)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        if seed is not None:
+            self._generator.manual_seed(seed)
+        obs, info = self.env.reset(tasks=self.task, generator=self._generator)
+        return self._np_obs(obs), {}
+
+    def step(self, action):
+        act = torch.as_tensor(np.asarray(action), device=self.env.device)
+        act = act.reshape(1, *act.shape)
+        obs, reward, terminated, truncated, _ = self.env.step(act)
+        return (
+            self._np_obs(obs),
+            float(reward[0]),
+            bool(terminated[0]),
+            bool(truncated[0]),
+            {},
+        )
+
+    def _np_obs(self, obs: torch.Tensor) -> np.ndarray:
+        dtype = self.observation_space.dtype
+        return obs[0].detach().cpu().numpy().astype(dtype, copy=False)

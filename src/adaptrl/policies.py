@@ -1,0 +1,100 @@
+"""Policies as plain ``nn.Module``s, evaluated functionally on parameter dicts.
+
+MAML needs one parameter set per task (θ'ᵢ). A parameter dict is either *shared* (tensors shaped
+like the module's) or *per task* (an extra leading task dimension); ``forward_params`` evaluates
+both, the per-task case with ``torch.func.vmap`` so that all tasks run as batched matmuls.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.func import functional_call, vmap
+
+Params = dict[str, torch.Tensor]
+
+_ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
+
+
+def mlp(in_dim: int, out_dim: int, hidden_sizes: tuple[int, ...], activation: str) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    sizes = (in_dim, *hidden_sizes)
+    for a, b in zip(sizes[:-1], sizes[1:]):
+        layers += [nn.Linear(a, b), _ACTIVATIONS[activation]()]
+    layers.append(nn.Linear(sizes[-1], out_dim))
+    return nn.Sequential(*layers)
+
+
+class GaussianMLPPolicy(nn.Module):
+    """Diagonal Gaussian with an MLP mean and a state-independent log-std (as in rllab/MAML)."""
+
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        hidden_sizes: tuple[int, ...] = (100, 100),
+        activation: str = "relu",
+        init_std: float = 1.0,
+    ) -> None:
+        super().__init__()
+        if activation not in _ACTIVATIONS:
+            raise ValueError(f"activation must be one of {list(_ACTIVATIONS)}, got {activation!r}")
+        self.mean = mlp(obs_dim, act_dim, tuple(hidden_sizes), activation)
+        self.log_std = nn.Parameter(torch.full((act_dim,), math.log(init_std)))
+
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """obs: [..., obs_dim] -> (mean [..., act_dim], log_std [act_dim])."""
+        return self.mean(obs), self.log_std
+
+    def params(self) -> Params:
+        return dict(self.named_parameters())
+
+
+def forward_params(
+    policy: nn.Module, params: Params, obs: torch.Tensor, per_task: bool, task_dim: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Evaluate ``policy`` with ``params``.
+
+    per_task=False: shared params, any obs shape. per_task=True: params carry a leading task
+    dimension n, and ``obs`` has n at ``task_dim``; outputs keep n at the same position
+    (log_std comes back as [n, act_dim] broadcastable rows).
+    """
+    if not per_task:
+        return functional_call(policy, params, (obs,))
+
+    def one(p: Params, o: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return functional_call(policy, p, (o,))
+
+    mean, log_std = vmap(one, in_dims=(0, task_dim), out_dims=(task_dim, 0))(params, obs)
+    return mean, log_std
+
+
+def expand_log_std(
+    log_std: torch.Tensor, mean: torch.Tensor, per_task: bool, task_dim: int
+) -> torch.Tensor:
+    """Broadcast log_std ([A] or per-task [n, A]) against mean ([..., n, ..., A])."""
+    if not per_task:
+        return log_std
+    shape = [1] * mean.dim()
+    shape[task_dim] = log_std.shape[0]
+    shape[-1] = log_std.shape[-1]
+    return log_std.reshape(shape)
+
+
+def gaussian_log_prob(
+    actions: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor
+) -> torch.Tensor:
+    """Sum over action dims of log N(actions; mean, exp(log_std)^2): [..., A] -> [...]."""
+    z = (actions - mean) * torch.exp(-log_std)
+    return (-0.5 * z.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+
+
+def gaussian_kl(
+    mean_p: torch.Tensor, log_std_p: torch.Tensor, mean_q: torch.Tensor, log_std_q: torch.Tensor
+) -> torch.Tensor:
+    """KL(p || q) of diagonal Gaussians, summed over action dims: [..., A] -> [...]."""
+    var_p, var_q = torch.exp(2 * log_std_p), torch.exp(2 * log_std_q)
+    kl = log_std_q - log_std_p + (var_p + (mean_p - mean_q).pow(2)) / (2 * var_q) - 0.5
+    return kl.sum(-1)

@@ -1,0 +1,186 @@
+"""A run is a directory: config.yaml, metrics.csv, tb/ (TensorBoard), checkpoints/, eval/, report.*
+
+Checkpoints are written to a temporary file, fsynced, then renamed over the old one, so a kill at
+any moment leaves either the previous or the new checkpoint, never a torn one. They hold only
+tensors and plain values and are loaded with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from adaptrl.config import RunConfig, build_run_config
+from adaptrl.errors import ConfigError, RunError
+
+CHECKPOINT_FORMAT = 1
+
+
+class Run:
+    """Paths and files of one run directory."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    config_path = property(lambda self: self.path / "config.yaml")
+    metrics_path = property(lambda self: self.path / "metrics.csv")
+    checkpoint_path = property(lambda self: self.path / "checkpoints" / "last.pt")
+    eval_dir = property(lambda self: self.path / "eval")
+    tb_dir = property(lambda self: self.path / "tb")
+
+    @classmethod
+    def create(cls, path: str | Path, config: RunConfig) -> Run:
+        run = cls(path)
+        if run.config_path.exists():
+            raise RunError(
+                f"'{run.path}' already holds a run; continue it with "
+                f"'adaptrl train --resume {run.path}' or choose another --out"
+            )
+        if run.path.exists() and not run.path.is_dir():
+            raise RunError(f"--out '{run.path}' exists and is not a directory")
+        (run.path / "checkpoints").mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run.config_path, yaml.safe_dump(config.to_dict(), sort_keys=False))
+        return run
+
+    @classmethod
+    def open(cls, path: str | Path) -> Run:
+        run = cls(path)
+        if not run.path.is_dir():
+            raise RunError(f"run directory '{run.path}' does not exist")
+        if not run.config_path.exists():
+            raise RunError(
+                f"'{run.path}' is not an adaptrl run (no config.yaml); pass the --out directory "
+                "of 'adaptrl train'"
+            )
+        return run
+
+    def config(self) -> RunConfig:
+        try:
+            data = yaml.safe_load(self.config_path.read_text())
+        except yaml.YAMLError as exc:
+            raise RunError(f"'{self.config_path}' is not valid YAML: {exc}") from None
+        if not isinstance(data, dict):
+            raise RunError(f"'{self.config_path}' does not hold a config mapping")
+        try:
+            return build_run_config(data)
+        except ConfigError as exc:
+            raise RunError(f"'{self.config_path}': {exc}") from None
+
+    # ----------------------------------------------------------------------------- checkpoints
+    def save_checkpoint(self, state: dict[str, Any]) -> None:
+        atomic_save({"format": CHECKPOINT_FORMAT, **state}, self.checkpoint_path)
+
+    def load_checkpoint(self, required: bool = True) -> dict[str, Any] | None:
+        path = self.checkpoint_path
+        if not path.exists():
+            if required:
+                raise RunError(
+                    f"run '{self.path}' has no checkpoint ({path}); train it first with "
+                    "'adaptrl train'"
+                )
+            return None
+        return load_checkpoint_file(path)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    _atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    _atomic_write(path, lambda f: f.write(buffer.getvalue()))
+
+
+def _atomic_write(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint_file(path: Path) -> dict[str, Any]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for truncated/garbled files
+        raise RunError(
+            f"checkpoint '{path}' is corrupted or not an adaptrl checkpoint "
+            f"({type(exc).__name__}); delete it to restart the run from scratch"
+        ) from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise RunError(
+            f"checkpoint '{path}' is not an adaptrl checkpoint (format "
+            f"{CHECKPOINT_FORMAT} expected)"
+        )
+    return state
+
+
+class MetricsLog:
+    """metrics.csv (one row per logged iteration) plus TensorBoard scalars."""
+
+    def __init__(self, run: Run, start_iteration: int) -> None:
+        self.path = run.metrics_path
+        self.rows = self._read_rows(start_iteration)
+        self.fields: list[str] = list(self.rows[0]) if self.rows else []
+        if self.rows or self.path.exists():
+            self._rewrite()
+        from torch.utils.tensorboard import SummaryWriter
+
+        # purge_step drops events a killed run wrote after its last checkpoint.
+        self.writer = SummaryWriter(str(run.tb_dir), purge_step=start_iteration + 1)
+
+    def _read_rows(self, start_iteration: int) -> list[dict[str, str]]:
+        if not self.path.exists():
+            return []
+        with self.path.open(newline="") as f:
+            return [r for r in csv.DictReader(f) if int(r["iteration"]) <= start_iteration]
+
+    def _rewrite(self) -> None:
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=self.fields, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(self.rows)
+        atomic_write_text(self.path, text.getvalue())
+
+    def log(self, iteration: int, metrics: dict[str, float]) -> None:
+        row = {"iteration": iteration, **metrics}
+        for key, value in metrics.items():
+            self.writer.add_scalar(key, value, iteration)
+        new_keys = [k for k in row if k not in self.fields]
+        self.rows.append({k: _fmt(v) for k, v in row.items()})
+        if new_keys or not self.path.exists():
+            self.fields += new_keys
+            self._rewrite()
+            return
+        with self.path.open("a", newline="") as f:
+            csv.DictWriter(f, fieldnames=self.fields, extrasaction="ignore").writerow(self.rows[-1])
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
+def read_metrics(run: Run) -> list[dict[str, float]]:
+    if not run.metrics_path.exists():
+        return []
+    with run.metrics_path.open(newline="") as f:
+        return [
+            {k: float(v) for k, v in r.items() if v not in ("", None)} for r in csv.DictReader(f)
+        ]
