@@ -65,7 +65,7 @@ class EvalConfig:
     pretrained_iterations: int = 0
     """Iterations of the multi-task 'pretrained' reference (0 = the run's num_iterations)."""
     seed: int = 1234
-    """Seed of the evaluation tasks and rollouts, apart from training's, so curves are comparable."""
+    """Seed of evaluation tasks and rollouts (apart from training), so curves are comparable."""
 
     def __post_init__(self) -> None:
         _positive(self, "num_tasks", "episodes_per_task")

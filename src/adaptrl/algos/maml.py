@@ -218,7 +218,7 @@ class MAML:
     def _surrogate_and_kl(
         self, params, per_task, post: PGBatch, old
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """TRPO surrogate -E[π/π_old · A] and mean KL(π_old || π), averaged per task then over tasks."""
+        """TRPO surrogate -E[π/π_old · A] and mean KL(π_old || π), per task then averaged."""
         mean, log_std = self._distribution(params, per_task, post.obs)
         log_prob = gaussian_log_prob(post.actions, mean, log_std)
         old_mean, old_log_std, old_log_prob = old
