@@ -77,8 +77,9 @@ class Navigation2DEnv(BatchedMetaEnv):
         super().__init__(num_envs, device)
         self.config = config or Navigation2DConfig()
         self.horizon = self.config.horizon
-        self.single_observation_space = spaces.Box(-float("inf"), float("inf"), (2,), "float32")
         a = self.config.max_action
+        reach = a * self.horizon  # farthest the point can get from the origin per coordinate
+        self.single_observation_space = spaces.Box(-reach, reach, (2,), "float32")
         self.single_action_space = spaces.Box(-a, a, (2,), "float32")
         self._batch_spaces()
         self.pos = torch.zeros(num_envs, 2, device=self.device)

@@ -1,0 +1,79 @@
+"""Every registered task family passes the conformance checker; splits are disjoint."""
+
+import gymnasium as gym
+import pytest
+import torch
+
+from adaptrl.envs import make_family, registered_envs
+from adaptrl.envs.checker import EnvCheckError, check_family
+
+# Small settings so the checker stays fast; each family's defaults are exercised by other tests.
+CHECK_CONFIG: dict[str, dict] = {"navigation2d": {"horizon": 30}}
+
+
+@pytest.mark.parametrize("name", sorted(registered_envs()))
+def test_env_checker_passes(name):
+    check_family(name, **CHECK_CONFIG.get(name, {}))
+
+
+def test_checker_catches_a_broken_env():
+    from adaptrl.envs.navigation import Navigation2DEnv
+
+    class LeakyEnv(Navigation2DEnv):  # rewards leak across rows
+        def step(self, actions):
+            obs, r, term, trunc, info = super().step(actions)
+            return obs, r + r.mean(), term, trunc, info
+
+    from adaptrl.envs import EnvSpec, register_env
+    from adaptrl.envs.navigation import Navigation2DConfig, Navigation2DTasks
+
+    register_env(EnvSpec("leaky-test", Navigation2DConfig, Navigation2DTasks, LeakyEnv))
+    try:
+        with pytest.raises(EnvCheckError, match="differs from a batch of one"):
+            check_family("leaky-test", horizon=10)
+    finally:
+        from adaptrl.envs import _REGISTRY
+
+        _REGISTRY.pop("leaky-test")
+
+
+def test_navigation_test_goals_are_disjoint_from_training_goals():
+    family = make_family("navigation2d")
+    gen = torch.Generator().manual_seed(0)
+    train = family.tasks.sample(5000, "train", gen)["goal"]
+    test = family.tasks.sample(5000, "test", gen)["goal"]
+    grid = family.tasks.grid
+    width = (grid.high - grid.low) / grid.cells
+    cell = lambda g: set(map(tuple, ((g - grid.low) / width).floor().long().tolist()))  # noqa: E731
+    assert cell(train).isdisjoint(cell(test))
+    assert len(cell(test)) == 20 and len(cell(train)) == 80  # 20% of the 10x10 grid held out
+    for goals in (train, test):  # both splits cover the paper's goal box
+        assert goals.min() >= -0.5 and goals.max() <= 0.5
+        assert goals.min() < -0.4 and goals.max() > 0.4
+
+
+def test_navigation_dynamics_match_the_paper():
+    family = make_family("navigation2d")
+    env = family.make_env(2)
+    tasks = {"goal": torch.tensor([[0.3, 0.0], [0.05, 0.0]])}
+    env.reset(tasks=tasks)
+    obs, r, term, trunc, _ = env.step(torch.tensor([[1.0, 0.0], [0.05, 0.0]]))
+    torch.testing.assert_close(obs, torch.tensor([[0.1, 0.0], [0.05, 0.0]]))  # clipped to 0.1
+    torch.testing.assert_close(r, torch.tensor([-0.2, 0.0]))  # negative distance after the move
+    assert term.tolist() == [False, True]  # reached within 0.01: episode ends
+    assert not trunc.any()
+
+
+def test_single_task_export_is_a_plain_gymnasium_env():
+    family = make_family("navigation2d", horizon=5)
+    task = family.tasks.sample(1, "test", torch.Generator().manual_seed(0))
+    env = family.make_single_task_env(task)
+    assert isinstance(env, gym.Env)
+    obs, _ = env.reset(seed=0)
+    total, steps, done = 0.0, 0, False
+    while not done:
+        obs, reward, terminated, truncated, _ = env.step(env.action_space.sample())
+        total += reward
+        steps += 1
+        done = terminated or truncated
+    assert steps <= 5 and obs.shape == (2,) and total < 0
