@@ -53,7 +53,7 @@ def test_navigation_test_goals_are_disjoint_from_training_goals():
 
 
 def test_navigation_dynamics_match_the_paper():
-    family = make_family("navigation2d")
+    family = make_family("navigation2d", normalized_actions=False)
     env = family.make_env(2)
     tasks = {"goal": torch.tensor([[0.3, 0.0], [0.05, 0.0]])}
     env.reset(tasks=tasks)
@@ -62,6 +62,12 @@ def test_navigation_dynamics_match_the_paper():
     torch.testing.assert_close(r, torch.tensor([-0.2, 0.0]))  # negative distance after the move
     assert term.tolist() == [False, True]  # reached within 0.01: episode ends
     assert not trunc.any()
+    # Default: actions in [-1, 1] scaled to the same ±0.1 displacement (rllab's normalize).
+    env = make_family("navigation2d").make_env(2)
+    env.reset(tasks=tasks)
+    obs, _, term, _, _ = env.step(torch.tensor([[3.0, 0.0], [0.5, 0.0]]))
+    torch.testing.assert_close(obs, torch.tensor([[0.1, 0.0], [0.05, 0.0]]))
+    assert term.tolist() == [False, True]
 
 
 def test_single_task_export_is_a_plain_gymnasium_env():

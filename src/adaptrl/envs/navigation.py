@@ -6,6 +6,11 @@ negative *Euclidean* distance to the goal after the move (the official code's ch
 text says squared distance), and the episode terminates when both coordinates are within 0.01 of
 the goal, as in the official code. Horizon 100.
 
+Actions: the official code wraps the env in rllab's ``normalize``, so the policy acts in
+``[-1, 1]^2`` (clipped) and the env scales that to ``±max_action``. With the Gaussian policy's
+initial std of 1 this matters: raw actions clipped at ±0.1 would be pure bang-bang noise and the
+inner policy gradient would carry little signal. ``normalized_actions=False`` gives raw actions.
+
 Held-out tasks: goals of the test split lie in grid cells that training never samples
 (``GridSplit``), so meta-test returns measure generalisation to unseen goals.
 """
@@ -34,6 +39,8 @@ class Navigation2DConfig:
     """Upper corner of the goal box."""
     max_action: float = 0.1
     """Actions are clipped to [-max_action, max_action] per coordinate."""
+    normalized_actions: bool = True
+    """Actions live in [-1, 1] and are scaled to ±max_action (rllab's normalize, official code)."""
     goal_tolerance: float = 0.01
     """The episode terminates when |x - goal_x| and |y - goal_y| are both below this (0 = never)."""
     test_fraction: float = 0.2
@@ -80,7 +87,8 @@ class Navigation2DEnv(BatchedMetaEnv):
         a = self.config.max_action
         reach = a * self.horizon  # farthest the point can get from the origin per coordinate
         self.single_observation_space = spaces.Box(-reach, reach, (2,), "float32")
-        self.single_action_space = spaces.Box(-a, a, (2,), "float32")
+        bound = 1.0 if self.config.normalized_actions else a
+        self.single_action_space = spaces.Box(-bound, bound, (2,), "float32")
         self._batch_spaces()
         self.pos = torch.zeros(num_envs, 2, device=self.device)
         self.t = torch.zeros(num_envs, dtype=torch.long, device=self.device)
@@ -100,6 +108,8 @@ class Navigation2DEnv(BatchedMetaEnv):
 
     def step(self, actions):
         a = self.config.max_action
+        if self.config.normalized_actions:
+            actions = actions.clamp(-1.0, 1.0) * a
         self.pos = self.pos + actions.clamp(-a, a)
         self.t += 1
         delta = self.pos - self.tasks["goal"]
