@@ -7,11 +7,27 @@ import yaml
 
 from adaptrl.cli import main
 
-TINY = ["--set", "algo.meta_batch_size=2", "--set", "algo.episodes_per_task=2",
-        "--set", "env.horizon=10", "--set", "algo.hidden_sizes=[8]",
-        "--set", "evaluate.num_tasks=3", "--set", "evaluate.episodes_per_task=2",
-        "--set", "evaluate.pretrained_iterations=2", "--set", "train.eval_every=2",
-        "--iterations", "3", "--quiet"]
+TINY = [
+    "--set",
+    "algo.meta_batch_size=2",
+    "--set",
+    "algo.episodes_per_task=2",
+    "--set",
+    "env.horizon=10",
+    "--set",
+    "algo.hidden_sizes=[8]",
+    "--set",
+    "evaluate.num_tasks=3",
+    "--set",
+    "evaluate.episodes_per_task=2",
+    "--set",
+    "evaluate.pretrained_iterations=2",
+    "--set",
+    "train.eval_every=2",
+    "--iterations",
+    "3",
+    "--quiet",
+]
 
 
 @pytest.fixture(scope="module")
@@ -44,15 +60,37 @@ def test_evaluate_and_report(trained, capsys):
     out = capsys.readouterr().out
     assert "split=test" in out and "pretrained" in out and "random_init" in out
     record = json.loads((trained / "eval" / "test.json").read_text())
-    for key in ("algorithm", "env", "split", "num_tasks", "x", "x_label", "mean_return", "ci95",
-                "per_task_return"):
+    for key in (
+        "algorithm",
+        "env",
+        "split",
+        "num_tasks",
+        "x",
+        "x_label",
+        "mean_return",
+        "ci95",
+        "per_task_return",
+    ):
         assert key in record
     assert record["x"] == [0, 1, 2, 3] and record["num_tasks"] == 3
     assert len(record["per_task_return"]) == 3 and len(record["per_task_return"][0]) == 4
     for ref in ("pretrained", "random_init"):
         assert json.loads((trained / "eval" / f"train.{ref}.json").read_text())["split"] == "train"
-    assert main(["evaluate", str(trained), "--split", "test", "--num-tasks", "4",
-                 "--no-references", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                str(trained),
+                "--split",
+                "test",
+                "--num-tasks",
+                "4",
+                "--no-references",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert json.loads((trained / "eval" / "test.json").read_text())["num_tasks"] == 4
     assert main(["report", str(trained)]) == 0
     md = (trained / "report.md").read_text()
@@ -72,24 +110,31 @@ def test_bad_inputs_fail_with_one_line_and_exit_2(tmp_path, capsys, trained):
     out = str(tmp_path / "x")
     assert "unknown preset 'maml-navigation'" in _error(capsys, ["train", "maml-navigation"])
     assert "did you mean 'algo.inner_lr'" in _error(
-        capsys, ["train", "maml-navigation2d", "--out", out, "--set", "algo.inner_lrr=0.1"])
+        capsys, ["train", "maml-navigation2d", "--out", out, "--set", "algo.inner_lrr=0.1"]
+    )
     assert "algo.inner_lr must be > 0" in _error(
-        capsys, ["train", "maml-navigation2d", "--out", out, "--set", "algo.inner_lr=-0.1"])
+        capsys, ["train", "maml-navigation2d", "--out", out, "--set", "algo.inner_lr=-0.1"]
+    )
     assert "algo.meta_batch_size must be > 0" in _error(
-        capsys, ["train", "maml-navigation2d", "--out", out, "--set", "algo.meta_batch_size=0"])
+        capsys, ["train", "maml-navigation2d", "--out", out, "--set", "algo.meta_batch_size=0"]
+    )
     assert "must be int" in _error(
-        capsys, ["train", "maml-navigation2d", "--out", out, "--set", "train.seed=abc"])
+        capsys, ["train", "maml-navigation2d", "--out", out, "--set", "train.seed=abc"]
+    )
     assert "unknown config section" in _error(
-        capsys, ["train", "maml-navigation2d", "--out", out, "--set", "trian.seed=1"])
+        capsys, ["train", "maml-navigation2d", "--out", out, "--set", "trian.seed=1"]
+    )
     assert "does not exist" in _error(capsys, ["evaluate", str(tmp_path / "missing")])
     assert "not an adaptrl run" in _error(capsys, ["report", str(tmp_path)])
-    assert "--num-tasks must be > 0" in _error(capsys, ["evaluate", str(trained),
-                                                        "--num-tasks", "0"])
+    assert "--num-tasks must be > 0" in _error(
+        capsys, ["evaluate", str(trained), "--num-tasks", "0"]
+    )
     assert "does not exist" in _error(capsys, ["train", str(tmp_path / "nope.yaml")])
     # Training into an existing run refuses and leaves it intact.
     before = (trained / "config.yaml").read_text()
     assert "already holds a run" in _error(
-        capsys, ["train", "maml-navigation2d", "--out", str(trained)])
+        capsys, ["train", "maml-navigation2d", "--out", str(trained)]
+    )
     assert (trained / "config.yaml").read_text() == before
 
 
@@ -97,8 +142,9 @@ def test_cuda_requested_without_cuda(tmp_path, capsys, monkeypatch):
     import torch
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    err = _error(capsys, ["train", "maml-navigation2d", "--out", str(tmp_path / "c"),
-                          "--device", "cuda"])
+    err = _error(
+        capsys, ["train", "maml-navigation2d", "--out", str(tmp_path / "c"), "--device", "cuda"]
+    )
     assert "CUDA is not available" in err
 
 

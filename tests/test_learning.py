@@ -20,11 +20,20 @@ MIN_MARGIN_OVER_RANDOM_INIT = 20.0
 
 
 def test_maml_adapts_on_held_out_navigation_tasks(tmp_path):
-    data = apply_overrides(load_preset("maml-navigation2d"), [
-        "algo.meta_batch_size=10", "algo.episodes_per_task=10", "train.num_iterations=40",
-        "train.eval_every=0", "train.checkpoint_every=40", "evaluate.num_tasks=20",
-        "evaluate.episodes_per_task=10", "evaluate.num_steps=1", "train.seed=0",
-    ])
+    data = apply_overrides(
+        load_preset("maml-navigation2d"),
+        [
+            "algo.meta_batch_size=10",
+            "algo.episodes_per_task=10",
+            "train.num_iterations=40",
+            "train.eval_every=0",
+            "train.checkpoint_every=40",
+            "evaluate.num_tasks=20",
+            "evaluate.episodes_per_task=10",
+            "evaluate.num_steps=1",
+            "train.seed=0",
+        ],
+    )
     config = build_run_config(data)
     trainer = Trainer(Run.create(tmp_path / "run", config), config)
     trainer.train(progress=False)
@@ -34,5 +43,5 @@ def test_maml_adapts_on_held_out_navigation_tasks(tmp_path):
     gain = (meta[1] - meta[0]).item()
     assert gain >= MIN_IMPROVEMENT_AFTER_ONE_STEP, f"one-step gain {gain:.2f} (pre {meta[0]:.2f})"
     margin = (meta[1] - scratch[1]).item()
-    assert margin >= MIN_MARGIN_OVER_RANDOM_INIT, f"adapted {meta[1]:.2f} vs scratch {scratch[1]:.2f}"
+    assert margin >= MIN_MARGIN_OVER_RANDOM_INIT, f"adapted {meta[1]:.2f}, scratch {scratch[1]:.2f}"
     assert torch.isfinite(meta).all()

@@ -17,8 +17,14 @@ def _tiny(first_order=False, num_tasks=3, seed=0):
     family = make_family("navigation2d", horizon=8)
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    cfg = MAMLConfig(meta_batch_size=num_tasks, episodes_per_task=3, hidden_sizes=(6,),
-                     activation="tanh", first_order=first_order, init_std=0.5)
+    cfg = MAMLConfig(
+        meta_batch_size=num_tasks,
+        episodes_per_task=3,
+        hidden_sizes=(6,),
+        activation="tanh",
+        first_order=first_order,
+        init_std=0.5,
+    )
     algo = MAML(cfg, family, "cpu", gen)
     tasks = family.tasks.sample(num_tasks, "train", gen)
     params = {k: v.detach() for k, v in algo.policy.params().items()}
@@ -39,8 +45,9 @@ def test_vmapped_inner_gradients_equal_loop_over_tasks():
     params = _params(algo)
     adapted = algo.inner_step(params, False, pre, lr=1.0)
     for i in range(pre.obs.shape[1]):
-        loss = algo._task_pg_loss(params, pre.obs[:, i], pre.actions[:, i],
-                                  pre.advantages[:, i], pre.mask[:, i])
+        loss = algo._task_pg_loss(
+            params, pre.obs[:, i], pre.actions[:, i], pre.advantages[:, i], pre.mask[:, i]
+        )
         grads = torch.autograd.grad(loss, list(params.values()))
         for (name, p), g in zip(params.items(), grads):
             assert_close(adapted[name][i], p - g, msg=f"task {i}, {name}")
@@ -65,7 +72,8 @@ def test_second_order_meta_gradient_matches_finite_differences():
             plus = {k: v + eps * d[k] for k, v in params.items()}
             minus = {k: v - eps * d[k] for k, v in params.items()}
         fd = (_outer(algo, plus, pre, post, old)[0] - _outer(algo, minus, pre, post, old)[0]) / (
-            2 * eps)
+            2 * eps
+        )
         analytic = sum((grads[k] * d[k]).sum() for k in params)
         assert_close(analytic, fd, rtol=1e-5, atol=1e-8)
 
@@ -75,19 +83,22 @@ def test_first_order_gradient_ignores_inner_hessian():
     params = _params(algo)
     adapted = algo.inner_step(params, False, pre, 0.1)
     old = algo._old_distribution(adapted, True, post)
-    fo = torch.autograd.grad(algo._surrogate_and_kl(adapted, True, post, old)[0],
-                             list(params.values()))
+    fo = torch.autograd.grad(
+        algo._surrogate_and_kl(adapted, True, post, old)[0], list(params.values())
+    )
     # The first-order gradient is the gradient at the adapted parameters, summed over tasks.
     leaf = {k: v.detach().requires_grad_() for k, v in adapted.items()}
-    at_adapted = torch.autograd.grad(algo._surrogate_and_kl(leaf, True, post, old)[0],
-                                     list(leaf.values()))
+    at_adapted = torch.autograd.grad(
+        algo._surrogate_and_kl(leaf, True, post, old)[0], list(leaf.values())
+    )
     for g, h in zip(fo, at_adapted):
         assert_close(g, h.sum(0))
     # And it differs from the exact (second-order) meta-gradient.
     algo_so, _, _ = _tiny(first_order=False)
     params_so = _params(algo_so)
-    so = torch.autograd.grad(_outer(algo_so, params_so, pre, post, old)[0],
-                             list(params_so.values()))
+    so = torch.autograd.grad(
+        _outer(algo_so, params_so, pre, post, old)[0], list(params_so.values())
+    )
     assert (flat(so) - flat(fo)).norm() > 1e-4 * flat(so).norm()
 
 
@@ -98,18 +109,23 @@ def test_fisher_vector_product_through_inner_update_matches_finite_differences()
     old = algo._old_distribution(algo.inner_step(params, False, pre, 0.1), True, post)
     _, kl = _outer(algo, params, pre, post, old)
     fvp = fisher_vector_product(kl, list(params.values()), damping=0.0)
-    v = torch.randn(sum(p.numel() for p in params.values()), dtype=torch.float64,
-                    generator=torch.Generator().manual_seed(2))
+    v = torch.randn(
+        sum(p.numel() for p in params.values()),
+        dtype=torch.float64,
+        generator=torch.Generator().manual_seed(2),
+    )
 
     def kl_grad(shift):
         shifted, offset = {}, 0
         for k in names:
             n = params[k].numel()
-            shifted[k] = (params[k].detach() + shift[offset:offset + n].view_as(params[k])
-                          ).requires_grad_()
+            shifted[k] = (
+                params[k].detach() + shift[offset : offset + n].view_as(params[k])
+            ).requires_grad_()
             offset += n
-        return flat(torch.autograd.grad(_outer(algo, shifted, pre, post, old)[1],
-                                        list(shifted.values())))
+        return flat(
+            torch.autograd.grad(_outer(algo, shifted, pre, post, old)[1], list(shifted.values()))
+        )
 
     eps = 1e-5
     fd = (kl_grad(eps * v) - kl_grad(-eps * v)) / (2 * eps)
@@ -121,16 +137,46 @@ def test_meta_train_step_respects_kl_bound_and_pretrained_mode():
     family = make_family("navigation2d", horizon=20)
     gen = torch.Generator().manual_seed(0)
     for inner in (1, 0):
-        cfg = MAMLConfig(meta_batch_size=4, episodes_per_task=4, num_inner_steps=inner,
-                         hidden_sizes=(16,), max_kl=0.005)
+        cfg = MAMLConfig(
+            meta_batch_size=4,
+            episodes_per_task=4,
+            num_inner_steps=inner,
+            hidden_sizes=(16,),
+            max_kl=0.005,
+        )
         algo = MAML(cfg, family, "cpu", gen)
         m = algo.meta_train_step(family.tasks.sample(4, "train", gen))
         assert m["trpo/kl"] <= 0.005
         assert m["trpo/accepted"] == 1.0
 
 
-@pytest.mark.parametrize("bad", [{"inner_lr": -0.1}, {"meta_batch_size": 0},
-                                 {"max_kl": 0}, {"hidden_sizes": []}, {"gamma": 1.5}])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"inner_lr": -0.1},
+        {"meta_batch_size": 0},
+        {"max_kl": 0},
+        {"hidden_sizes": []},
+        {"gamma": 1.5},
+    ],
+)
 def test_impossible_config_values_are_rejected(bad):
     with pytest.raises(ConfigError):
         MAMLConfig(**bad)
+
+
+def test_adapt_returns_a_curve_and_deployable_per_task_policies():
+    family = make_family("navigation2d", horizon=10)
+    gen = torch.Generator().manual_seed(0)
+    algo = MAML(
+        MAMLConfig(meta_batch_size=2, episodes_per_task=2, hidden_sizes=(8,)), family, "cpu", gen
+    )
+    tasks = family.tasks.sample(3, "test", gen)
+    result = algo.adapt(tasks, num_steps=2, inner_lrs=(0.1, 0.05))
+    assert result.returns.shape == (3, 3)
+    obs = torch.zeros(1, 2)
+    policies = [result.policy(i) for i in range(3)]
+    means = [p(obs)[0] for p in policies]
+    assert not torch.equal(means[0], means[1])  # each task got its own parameters
+    own = {k: v[1] for k, v in result.params.items()}
+    torch.testing.assert_close(means[1], torch.func.functional_call(algo.policy, own, (obs,))[0])

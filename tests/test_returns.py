@@ -80,8 +80,10 @@ def test_discounted_returns_reference():
             running = r[t, b] + (0.0 if ends[t, b] else 0.9 * running)
             slow[t, b] = running
     assert_close(fast, slow)
-    assert_close(discounted_returns(torch.ones(3, 1), torch.zeros(3, 1, dtype=torch.bool), 0.5),
-                 torch.tensor([[1.75], [1.5], [1.0]]))
+    assert_close(
+        discounted_returns(torch.ones(3, 1), torch.zeros(3, 1, dtype=torch.bool), 0.5),
+        torch.tensor([[1.75], [1.5], [1.0]]),
+    )
 
 
 def test_linear_baseline_matches_numpy_per_task_least_squares():

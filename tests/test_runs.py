@@ -12,14 +12,23 @@ from adaptrl.config import apply_overrides, build_run_config, load_preset
 from adaptrl.runs import Run, load_checkpoint_file
 from adaptrl.trainer import Trainer
 
-OVERRIDES = ["algo.meta_batch_size=3", "algo.episodes_per_task=3", "env.horizon=15",
-             "algo.hidden_sizes=[16]", "train.checkpoint_every=2", "train.eval_every=3",
-             "evaluate.num_tasks=3", "evaluate.episodes_per_task=2"]
+OVERRIDES = [
+    "algo.meta_batch_size=3",
+    "algo.episodes_per_task=3",
+    "env.horizon=15",
+    "algo.hidden_sizes=[16]",
+    "train.checkpoint_every=2",
+    "train.eval_every=3",
+    "evaluate.num_tasks=3",
+    "evaluate.episodes_per_task=2",
+]
 
 
 def _config(iterations=6, seed=0):
-    data = apply_overrides(load_preset("maml-navigation2d"),
-                           [*OVERRIDES, f"train.num_iterations={iterations}", f"train.seed={seed}"])
+    data = apply_overrides(
+        load_preset("maml-navigation2d"),
+        [*OVERRIDES, f"train.num_iterations={iterations}", f"train.seed={seed}"],
+    )
     return build_run_config(data)
 
 
@@ -68,7 +77,12 @@ def test_killed_run_resumes_to_identical_parameters_and_metrics(tmp_path):
         assert torch.equal(ref_params[k], resumed[k]), k
     ref_rows = (reference / "metrics.csv").read_text().splitlines()
     new_rows = (killed / "metrics.csv").read_text().splitlines()
-    strip = lambda rows: [",".join(  # noqa: E731 - wall-clock columns differ by nature
-        v for v, h in zip(r.split(","), rows[0].split(",")) if not h.startswith(("perf/", "time/")))
-        for r in rows]
+    strip = lambda rows: [
+        ",".join(  # noqa: E731 - wall-clock columns differ by nature
+            v
+            for v, h in zip(r.split(","), rows[0].split(","))
+            if not h.startswith(("perf/", "time/"))
+        )
+        for r in rows
+    ]
     assert strip(ref_rows) == strip(new_rows)

@@ -25,6 +25,10 @@ REFERENCES = {
     "pretrained": "multi-task policy (no inner step in training), then the same inner loop",
     "random_init": "untrained policy, then the same inner loop",
 }
+# References get their inner step sizes tuned (on training tasks) by scaling the schedule with the
+# best of these factors: a fixed step size that suits the meta-learned initialisation can make a
+# plain policy diverge, and a diverging reference would flatter meta-learning.
+REFERENCE_LR_SCALES = (1.0, 0.3, 0.1, 0.03, 0.01)
 
 
 @contextmanager
@@ -38,25 +42,31 @@ def _generator(algo: Any, seed: int) -> Iterator[torch.Generator]:
         algo.generator = saved
 
 
-def adaptation_returns(
+def meta_test(
     algo: Any,
     family: Family,
     split: str,
     cfg: EvalConfig,
     num_tasks: int | None = None,
-    num_steps: int | None = None,
-) -> torch.Tensor:
-    """Return after 0..K adaptation steps on ``num_tasks`` tasks of ``split``: [K + 1, N]."""
+    seed_offset: int = 0,
+) -> dict[str, torch.Tensor]:
+    """Adapt to ``num_tasks`` tasks of ``split``: ``{"returns": [X, N], ...extras}``.
+
+    X indexes adaptation (gradient steps for MAML, episodes of a trial for RL²); the algorithm's
+    ``meta_test(tasks, cfg)`` may add extras such as per-episode lengths.
+    """
     n = num_tasks or cfg.num_tasks
-    with _generator(algo, cfg.seed + (0 if split == "train" else 1)) as gen:
+    with _generator(algo, cfg.seed + (0 if split == "train" else 1) + seed_offset) as gen:
         tasks = family.tasks.sample(n, split, gen)
-        result = algo.adapt(
-            tasks,
-            cfg.num_steps if num_steps is None else num_steps,
-            cfg.inner_lrs,
-            cfg.episodes_per_task,
-        )
-    return result.returns.detach().cpu()
+        out = algo.meta_test(tasks, cfg)
+    return {k: v.detach().cpu() for k, v in out.items()}
+
+
+def adaptation_returns(
+    algo: Any, family: Family, split: str, cfg: EvalConfig, num_tasks: int | None = None
+) -> torch.Tensor:
+    """Mean return at each adaptation point on ``split``: [X, N]."""
+    return meta_test(algo, family, split, cfg, num_tasks)["returns"]
 
 
 def summarize(returns: torch.Tensor) -> dict[str, list]:
@@ -80,6 +90,19 @@ def curve_record(
         **summarize(returns),
         "per_task_return": returns.T.tolist(),
     }
+
+
+def tune_inner_lrs(learner: Any, family: Family, cfg: EvalConfig) -> tuple[float, ...]:
+    """Best scaled step-size schedule for a reference, chosen on a separate draw of *training*
+    tasks by the mean return after the last step (never on the split being reported)."""
+    best, best_return = cfg.inner_lrs, -float("inf")
+    for scale in REFERENCE_LR_SCALES:
+        lrs = tuple(lr * scale for lr in cfg.inner_lrs)
+        trial = replace(cfg, inner_lrs=lrs, num_tasks=min(cfg.num_tasks, 20))
+        final = meta_test(learner, family, "train", trial, seed_offset=7919)["returns"][-1].mean()
+        if torch.isfinite(final) and final > best_return:
+            best, best_return = lrs, float(final)
+    return best
 
 
 def reference_learners(run: Run, config: RunConfig, progress: bool) -> dict[str, Any]:
@@ -125,19 +148,37 @@ def evaluate_run(
     family, algo, _ = build_learner(config)
     algo.load_state_dict(state["algorithm"])
     learners = {config.algorithm: algo}
+    lrs = {config.algorithm: config.evaluate.inner_lrs}
     if references:
-        learners.update(reference_learners(run, config, progress))
+        for name, learner in reference_learners(run, config, progress).items():
+            learners[name] = learner
+            lrs[name] = tune_inner_lrs(learner, family, config.evaluate)
     results: dict[str, dict[str, dict[str, Any]]] = {}
     for split in splits:
         results[split] = {}
         for name, learner in learners.items():
-            returns = adaptation_returns(learner, family, split, config.evaluate)
-            record = curve_record(name, config, split, returns, learner.x_label)
+            cfg = replace(config.evaluate, inner_lrs=lrs[name])
+            out = meta_test(learner, family, split, cfg)
+            record = curve_record(name, config, split, out.pop("returns"), learner.x_label)
+            record.update(extra_records(out))
             record["iteration"] = int(state["iteration"])
+            record["inner_lrs"] = list(lrs[name])
             results[split][name] = record
             suffix = "" if name == config.algorithm else f".{name}"
             write_json(run.eval_dir / f"{split}{suffix}.json", record)
     return results
+
+
+def extra_records(extras: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """Per-task extras ([..., N] tensors) as mean and 95% interval over tasks."""
+    out: dict[str, Any] = {}
+    for key, value in extras.items():
+        v = value.float()
+        n = v.shape[-1]
+        sd = v.std(-1, unbiased=True) if n > 1 else torch.zeros_like(v.mean(-1))
+        out[key] = v.mean(-1).tolist()
+        out[f"{key}_ci95"] = (1.96 * sd / math.sqrt(n)).tolist()
+    return out
 
 
 def write_json(path: Path, record: dict[str, Any]) -> None:

@@ -27,16 +27,8 @@ def _plt():
 
 
 def plot_training(metrics: list[dict[str, float]], path: Path) -> Path | None:
-    keys = [
-        k
-        for k in (
-            "adapt/return_pre",
-            "adapt/return_post",
-            "eval/test_return_step0",
-            "eval/test_return_step1",
-        )
-        if any(k in m for m in metrics)
-    ]
+    keys = [k for k in ("adapt/return_pre", "adapt/return_post") if any(k in m for m in metrics)]
+    keys += sorted({k for m in metrics for k in m if k.startswith("eval/test_return_")})
     if not keys:
         return None
     plt = _plt()
@@ -103,6 +95,9 @@ def _markdown_tables(results: dict[str, dict[str, dict[str, Any]]]) -> list[str]
             ]
             lines.append(f"| {x} | " + " | ".join(cells) + " |")
         lines.append("")
+        used = [f"{n}: {learners[n]['inner_lrs']}" for n in names if "inner_lrs" in learners[n]]
+        if used:
+            lines += ["Inner step sizes — " + "; ".join(used), ""]
     return lines
 
 

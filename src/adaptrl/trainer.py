@@ -116,7 +116,5 @@ class Trainer:
     def _held_out_metrics(self) -> dict[str, float]:
         from adaptrl.evaluation import adaptation_returns
 
-        returns = adaptation_returns(
-            self.algo, self.family, "test", self.config.evaluate, num_steps=1
-        )
-        return {f"eval/test_return_step{k}": float(r.mean()) for k, r in enumerate(returns)}
+        returns = adaptation_returns(self.algo, self.family, "test", self.config.evaluate)
+        return {f"eval/test_return_{k}": float(r.mean()) for k, r in enumerate(returns)}

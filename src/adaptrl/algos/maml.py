@@ -18,6 +18,7 @@ Deliberate deviations from the paper, each a switch:
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass
 
@@ -122,6 +123,14 @@ class Adaptation:
     per_task: bool
     returns: torch.Tensor
     """Mean episode return after 0..K steps: [K + 1, n]."""
+    template: torch.nn.Module
+
+    def policy(self, task: int) -> torch.nn.Module:
+        """The policy adapted to task ``task`` as a standalone module (for deployment)."""
+        module = copy.deepcopy(self.template)
+        params = {k: v[task] if self.per_task else v for k, v in self.params.items()}
+        module.load_state_dict(params)
+        return module
 
 
 class MAML:
@@ -320,7 +329,15 @@ class MAML:
             lr = lrs[min(step, len(lrs) - 1)]
             params = self.inner_step(params, per_task, self._pg_batch(traj), lr)
             params, per_task = {k: v.detach() for k, v in params.items()}, True
-        return Adaptation(params, per_task, torch.stack(returns))
+        return Adaptation(params, per_task, torch.stack(returns), self.policy)
+
+    def meta_test(self, tasks: Tasks, cfg) -> dict[str, torch.Tensor]:
+        """The evaluation protocol's entry point: the paper's step-size schedule, K steps."""
+        return {
+            "returns": self.adapt(
+                tasks, cfg.num_steps, cfg.inner_lrs, cfg.episodes_per_task
+            ).returns
+        }
 
     def state_dict(self) -> dict:
         return {"policy": self.policy.state_dict()}

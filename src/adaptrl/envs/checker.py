@@ -27,8 +27,9 @@ def _require(cond: bool, message: str) -> None:
 def random_actions(space: gym.Space, n: int, generator: torch.Generator, device) -> torch.Tensor:
     """``n`` uniform actions from a single-env action space, as a tensor."""
     if isinstance(space, spaces.Discrete):
-        return torch.randint(int(space.start), int(space.start + space.n), (n,),
-                             generator=generator, device=device)
+        return torch.randint(
+            int(space.start), int(space.start + space.n), (n,), generator=generator, device=device
+        )
     if isinstance(space, spaces.Box):
         low = torch.as_tensor(np.nan_to_num(space.low, neginf=-1.0), device=device)
         high = torch.as_tensor(np.nan_to_num(space.high, posinf=1.0), device=device)
@@ -43,8 +44,9 @@ def _episode(family: Family, tasks, seed: int, num_envs: int, steps: int):
     obs, _ = env.reset(tasks=tasks, generator=gen)
     out = {"obs": [obs], "rewards": [], "terminated": [], "truncated": []}
     act_gen = torch.Generator().manual_seed(seed + 1)
-    actions = [random_actions(env.single_action_space, 1, act_gen, env.device)
-               for _ in range(steps)]
+    actions = [
+        random_actions(env.single_action_space, 1, act_gen, env.device) for _ in range(steps)
+    ]
     for t in range(steps):
         a = actions[t].expand(num_envs, *actions[t].shape[1:]).contiguous()
         obs, r, term, trunc, _ = env.step(a)
@@ -74,22 +76,28 @@ def check_family(name: str, num_envs: int = 4, steps: int | None = None, **confi
     steps = steps or horizon
     obs, info = env.reset(tasks=tasks, generator=torch.Generator().manual_seed(0))
     _require(isinstance(info, dict), f"{name}: reset must return (obs, info)")
-    _require(tuple(obs.shape) == (num_envs, *env.single_observation_space.shape),
-             f"{name}: reset obs shape {tuple(obs.shape)}")
+    _require(
+        tuple(obs.shape) == (num_envs, *env.single_observation_space.shape),
+        f"{name}: reset obs shape {tuple(obs.shape)}",
+    )
     _require(obs.dtype == torch.float32, f"{name}: observations must be float32, got {obs.dtype}")
 
     env, ep = _episode(family, tasks, 0, num_envs, steps)
     ob_space = env.single_observation_space
     for o in ep["obs"].reshape(-1, *ob_space.shape)[:: max(1, steps // 10)]:
-        _require(ob_space.contains(o.numpy().astype(ob_space.dtype)),
-                 f"{name}: observation {o.tolist()} outside {ob_space}")
+        _require(
+            ob_space.contains(o.numpy().astype(ob_space.dtype)),
+            f"{name}: observation {o.tolist()} outside {ob_space}",
+        )
     _require(ep["rewards"].shape == (steps, num_envs), f"{name}: rewards must be [num_envs]")
     _require(ep["rewards"].dtype == torch.float32, f"{name}: rewards must be float32")
     _require(bool(torch.isfinite(ep["rewards"]).all()), f"{name}: non-finite reward")
     for flag in ("terminated", "truncated"):
         _require(ep[flag].dtype == torch.bool, f"{name}: {flag} must be bool")
-    _require(not bool((ep["terminated"] & ep["truncated"]).any()),
-             f"{name}: a step is both terminated and truncated")
+    _require(
+        not bool((ep["terminated"] & ep["truncated"]).any()),
+        f"{name}: a step is both terminated and truncated",
+    )
     if steps >= horizon:
         ended = (ep["terminated"] | ep["truncated"])[:horizon].any(0)
         _require(bool(ended.all()), f"{name}: an episode did not end within horizon {horizon}")
@@ -102,16 +110,20 @@ def check_family(name: str, num_envs: int = 4, steps: int | None = None, **confi
     # Tasks matter: the same actions under other tasks give other rewards.
     other = family.tasks.sample(num_envs, "train", torch.Generator().manual_seed(99))
     _, ep_other = _episode(family, other, 0, num_envs, steps)
-    _require(not torch.equal(ep["rewards"], ep_other["rewards"]),
-             f"{name}: rewards do not depend on the task")
+    _require(
+        not torch.equal(ep["rewards"], ep_other["rewards"]),
+        f"{name}: rewards do not depend on the task",
+    )
 
     # A batch of B rows equals B runs of a single row (no cross-row leakage).
     for i in range(num_envs):
         one = {k: v[i : i + 1] for k, v in tasks.items()}
         _, single = _episode(family, one, 0, 1, steps)
         for key in ("rewards", "terminated", "truncated"):
-            _require(torch.allclose(single[key][:, 0].float(), ep[key][:, i].float(), atol=1e-5),
-                     f"{name}: row {i} of a batch differs from a batch of one ({key})")
+            _require(
+                torch.allclose(single[key][:, 0].float(), ep[key][:, i].float(), atol=1e-5),
+                f"{name}: row {i} of a batch differs from a batch of one ({key})",
+            )
 
     # Rows per episode layout helper keeps tasks outermost.
     rep = repeat_tasks(tasks, 3)
