@@ -8,7 +8,7 @@ from adaptrl.envs import make_family, registered_envs
 from adaptrl.envs.checker import EnvCheckError, check_family
 
 # Small settings so the checker stays fast; each family's defaults are exercised by other tests.
-CHECK_CONFIG: dict[str, dict] = {"navigation2d": {"horizon": 30}}
+CHECK_CONFIG: dict[str, dict] = {"navigation2d": {"horizon": 30}, "bandit": {"num_pulls": 20}}
 
 
 @pytest.mark.parametrize("name", sorted(registered_envs()))

@@ -98,3 +98,28 @@ def gaussian_kl(
     var_p, var_q = torch.exp(2 * log_std_p), torch.exp(2 * log_std_q)
     kl = log_std_q - log_std_p + (var_p + (mean_p - mean_q).pow(2)) / (2 * var_q) - 0.5
     return kl.sum(-1)
+
+
+class RecurrentCategoricalPolicy(nn.Module):
+    """RL² agent: a GRU over (observation, previous action, previous reward, done flag) with a
+    categorical policy head and a value head (Duan et al. 2016, §2.2)."""
+
+    def __init__(self, obs_dim: int, num_actions: int, hidden_size: int = 256) -> None:
+        super().__init__()
+        self.num_actions, self.hidden_size = num_actions, hidden_size
+        self.gru = nn.GRU(obs_dim + num_actions + 2, hidden_size)
+        self.policy_head = nn.Linear(hidden_size, num_actions)
+        self.value_head = nn.Linear(hidden_size, 1)
+
+    def inputs(self, obs, prev_action, prev_reward, prev_done) -> torch.Tensor:
+        """[..., obs_dim], [...] long, [...], [...] -> [..., obs_dim + A + 2]."""
+        one_hot = nn.functional.one_hot(prev_action, self.num_actions).to(obs.dtype)
+        return torch.cat([obs, one_hot, prev_reward.unsqueeze(-1), prev_done.unsqueeze(-1)], -1)
+
+    def initial_state(self, batch: int, device) -> torch.Tensor:
+        return torch.zeros(1, batch, self.hidden_size, device=device)
+
+    def forward(self, x: torch.Tensor, hidden: torch.Tensor):
+        """x: [T, B, in], hidden: [1, B, H] -> logits [T, B, A], values [T, B], hidden."""
+        out, hidden = self.gru(x, hidden)
+        return self.policy_head(out), self.value_head(out).squeeze(-1), hidden

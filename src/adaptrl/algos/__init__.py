@@ -8,13 +8,17 @@ from typing import Any
 import torch
 
 from adaptrl.algos.maml import MAML, MAMLConfig
+from adaptrl.algos.rl2 import RL2, RL2Config
 from adaptrl.config import build_dataclass
 from adaptrl.envs import Family
 from adaptrl.errors import ConfigError
 
-ALGORITHMS: dict[str, tuple[type, type]] = {"maml": (MAMLConfig, MAML)}
+ALGORITHMS: dict[str, tuple[type, type]] = {"maml": (MAMLConfig, MAML), "rl2": (RL2Config, RL2)}
 
-DESCRIPTIONS = {"maml": "MAML with a TRPO meta-update, second- or first-order (Finn et al. 2017)"}
+DESCRIPTIONS = {
+    "maml": "MAML with a TRPO meta-update, second- or first-order (Finn et al. 2017)",
+    "rl2": "RL²: a GRU that adapts in memory across a trial, trained by PPO (Duan et al. 2016)",
+}
 
 
 def algo_config(name: str, values: dict[str, Any]) -> Any:
@@ -29,4 +33,4 @@ def make_algorithm(
     return ALGORITHMS[name][1](config, family, device, generator)
 
 
-__all__ = ["ALGORITHMS", "MAML", "MAMLConfig", "algo_config", "make_algorithm"]
+__all__ = ["ALGORITHMS", "MAML", "MAMLConfig", "RL2", "RL2Config", "algo_config", "make_algorithm"]

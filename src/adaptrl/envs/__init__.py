@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from adaptrl.config import build_dataclass
+from adaptrl.envs.bandit import BanditConfig, BanditEnv, BanditTasks
 from adaptrl.envs.base import (
     BatchedMetaEnv,
     GridSplit,
@@ -19,6 +20,7 @@ from adaptrl.envs.base import (
     repeat_tasks,
 )
 from adaptrl.envs.navigation import Navigation2DConfig, Navigation2DEnv, Navigation2DTasks
+from adaptrl.envs.tabular_mdp import TabularMDPConfig, TabularMDPEnv, TabularMDPTasks
 from adaptrl.errors import ConfigError
 
 __all__ = [
@@ -104,5 +106,23 @@ register_env(
         Navigation2DTasks,
         Navigation2DEnv,
         "Point robot reaching a goal in [-0.5, 0.5]^2 (Finn et al. 2017, sec. 5.3)",
+    )
+)
+register_env(
+    EnvSpec(
+        "bandit",
+        BanditConfig,
+        BanditTasks,
+        BanditEnv,
+        "Bernoulli k-armed bandit, probabilities ~ U[0, 1], n pulls per trial (Duan et al. 2016)",
+    )
+)
+register_env(
+    EnvSpec(
+        "tabular_mdp",
+        TabularMDPConfig,
+        TabularMDPTasks,
+        TabularMDPEnv,
+        "Random 10-state, 5-action MDPs, Dirichlet transitions, N(1,1) rewards (Duan et al. 2016)",
     )
 )

@@ -42,6 +42,9 @@ class BatchedMetaEnv(gym.vector.VectorEnv, ABC):
     """
 
     horizon: int
+    deterministic: bool = True
+    """False when steps draw noise from the reset generator (the checker then compares batches
+    in distribution instead of exactly)."""
 
     def __init__(self, num_envs: int, device: torch.device | str = "cpu") -> None:
         if num_envs <= 0:
@@ -175,3 +178,45 @@ class SingleTaskEnv(gym.Env):
     def _np_obs(self, obs: torch.Tensor) -> np.ndarray:
         dtype = self.observation_space.dtype
         return obs[0].detach().cpu().numpy().astype(dtype, copy=False)
+
+
+class HashSplit:
+    """Disjoint train/test splits of a task-parameter vector of any dimension.
+
+    Each coordinate is cut into cells of ``cell_width``; the tuple of cell indices is hashed to
+    [0, 1) with fixed weights, and cells hashing below ``test_fraction`` belong to the test split.
+    Sampling is by rejection from the family's own prior, so each split keeps the prior's shape
+    restricted to its cells. Disjoint by construction in any dimension (a grid of 50-D cells
+    would not fit in memory; a hash does).
+    """
+
+    def __init__(self, dim: int, cell_width: float, test_fraction: float = 0.2) -> None:
+        if not 0 < test_fraction < 1:
+            raise ValueError("test_fraction must lie strictly between 0 and 1")
+        self.cell_width, self.test_fraction = cell_width, test_fraction
+        g = torch.Generator().manual_seed(20161109)
+        self.weights = torch.randint(1, 2**31 - 1, (dim,), generator=g, dtype=torch.int64)
+
+    def is_test(self, params: torch.Tensor) -> torch.Tensor:
+        """params: [n, dim] -> bool [n]."""
+        cells = torch.floor(params.double().cpu() / self.cell_width).long()
+        h = (cells * self.weights).sum(-1) % 2147483647
+        h = (h * 2654435761) % 4294967296  # Knuth's multiplicative mix
+        return (h.double() / 4294967296.0 < self.test_fraction).to(params.device)
+
+    def split_of(self, params: torch.Tensor) -> list[str]:
+        return ["test" if t else "train" for t in self.is_test(params).tolist()]
+
+    def sample(self, n: int, split: Split, prior, generator: torch.Generator) -> torch.Tensor:
+        """Draw ``n`` vectors from ``prior(m, generator) -> [m, dim]`` restricted to ``split``."""
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        want_test = split == "test"
+        fraction = self.test_fraction if want_test else 1 - self.test_fraction
+        chunks, have = [], 0
+        while have < n:
+            draw = prior(int((n - have) / fraction * 1.5) + 16, generator)
+            keep = draw[self.is_test(draw) == want_test]
+            chunks.append(keep)
+            have += keep.shape[0]
+        return torch.cat(chunks)[:n]

@@ -1,0 +1,328 @@
+"""RL² (Duan et al. 2016, "RL²: Fast Reinforcement Learning via Slow Reinforcement Learning",
+https://arxiv.org/abs/1611.02779) trained with PPO.
+
+A trial is ``episodes_per_trial`` episodes on one task. The GRU sees (obs, previous action,
+previous reward, done flag); its hidden state carries across the episodes of a trial and is reset
+only between trials, so adaptation happens in memory, not by gradient steps. The objective is the
+total reward of the trial: episode ends inside a trial are not terminal for the value function.
+
+Deliberate deviations: PPO (clipped objective, GAE, value head, Adam) instead of the paper's TRPO,
+with truncated back-propagation through time over chunks of ``bptt_len`` steps whose initial
+hidden states come from the rollout. Many trials step together as one tensor op.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+from adaptrl.envs import Family, Tasks
+from adaptrl.errors import ConfigError
+from adaptrl.policies import RecurrentCategoricalPolicy
+from adaptrl.returns import gae
+
+
+@dataclass(frozen=True)
+class RL2Config:
+    """RL²-PPO settings."""
+
+    meta_batch_size: int = 256
+    """Trials (each on its own task) per iteration."""
+    episodes_per_trial: int = 1
+    """Episodes per trial; the hidden state carries across them."""
+    hidden_size: int = 256
+    """GRU units."""
+    lr: float = 1e-3
+    """Adam step size."""
+    gamma: float = 1.0
+    """Discount within a trial (1.0: total trial reward, as reported)."""
+    gae_lambda: float = 0.3
+    """GAE λ (Duan et al. use 0.3 for bandits and MDPs)."""
+    clip: float = 0.2
+    """PPO ratio clip."""
+    num_epochs: int = 4
+    """PPO epochs over each batch."""
+    num_minibatches: int = 4
+    """Minibatches per epoch (over trials x chunks)."""
+    bptt_len: int = 0
+    """Truncated-BPTT chunk length (0 = whole trials)."""
+    entropy_coef: float = 0.01
+    value_coef: float = 0.5
+    max_grad_norm: float = 0.5
+
+    def __post_init__(self) -> None:
+        for name in (
+            "meta_batch_size",
+            "episodes_per_trial",
+            "hidden_size",
+            "num_epochs",
+            "num_minibatches",
+        ):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"algo.{name} must be > 0, got {getattr(self, name)}")
+        if self.lr <= 0 or self.clip <= 0 or self.max_grad_norm <= 0:
+            raise ConfigError("algo.lr, algo.clip and algo.max_grad_norm must be > 0")
+        if not 0 < self.gamma <= 1 or not 0 <= self.gae_lambda <= 1:
+            raise ConfigError("algo.gamma must be in (0, 1] and algo.gae_lambda in [0, 1]")
+        if self.bptt_len < 0 or self.entropy_coef < 0 or self.value_coef < 0:
+            raise ConfigError("algo.bptt_len, entropy_coef and value_coef must be >= 0")
+
+
+def ppo_loss(
+    log_probs: torch.Tensor,
+    old_log_probs: torch.Tensor,
+    advantages: torch.Tensor,
+    values: torch.Tensor,
+    returns: torch.Tensor,
+    entropy: torch.Tensor,
+    mask: torch.Tensor,
+    clip: float,
+    value_coef: float,
+    entropy_coef: float,
+    value_scale: float = 1.0,
+) -> dict[str, torch.Tensor]:
+    """Clipped PPO objective (Schulman et al. 2017), masked means over [T, B] tensors.
+
+    The value error is divided by ``value_scale`` (the spread of the returns) so that trial
+    returns in the hundreds do not drown the policy gradient under gradient clipping.
+    Returns ``total`` (to minimise) and the terms ``policy``, ``value``, ``entropy``.
+    """
+    count = mask.sum().clamp_min(1.0)
+    ratio = torch.exp(log_probs - old_log_probs)
+    surrogate = torch.min(ratio * advantages, ratio.clamp(1 - clip, 1 + clip) * advantages)
+    policy = -(surrogate * mask).sum() / count
+    value = (((values - returns) / value_scale).pow(2) * mask).sum() / count
+    ent = (entropy * mask).sum() / count
+    return {
+        "total": policy + value_coef * value - entropy_coef * ent,
+        "policy": policy,
+        "value": value,
+        "entropy": ent,
+    }
+
+
+@dataclass
+class Trials:
+    """One trial per row. Time-major [T, B]: inputs [T, B, in], actions, log_probs, values,
+    rewards, mask (1 while the trial runs), trial_end (last step of the trial). Per episode:
+    episode_returns, episode_lengths [E, B]. hidden_in: [T, B, H] GRU state before each step."""
+
+    inputs: torch.Tensor
+    actions: torch.Tensor
+    log_probs: torch.Tensor
+    values: torch.Tensor
+    rewards: torch.Tensor
+    mask: torch.Tensor
+    trial_end: torch.Tensor
+    hidden_in: torch.Tensor
+    episode_returns: torch.Tensor
+    episode_lengths: torch.Tensor
+
+
+class RL2:
+    """Meta-learner whose adaptation is the forward pass of a recurrent policy."""
+
+    x_label = "episodes"
+
+    def __init__(self, config: RL2Config, family: Family, device, generator: torch.Generator):
+        self.config, self.family = config, family
+        self.device, self.generator = torch.device(device), generator
+        probe = family.make_env(1, device)
+        if not hasattr(probe.single_action_space, "n"):
+            raise ConfigError(
+                f"RL² here needs a discrete action space; env "
+                f"'{family.spec.name}' has {probe.single_action_space}"
+            )
+        self.policy = RecurrentCategoricalPolicy(
+            probe.single_observation_space.shape[0],
+            int(probe.single_action_space.n),
+            config.hidden_size,
+        ).to(self.device)
+        self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=config.lr, eps=1e-5)
+        self._envs: dict[int, object] = {}
+
+    def _env(self, n: int):
+        if n not in self._envs:
+            self._envs[n] = self.family.make_env(n, self.device)
+        return self._envs[n]
+
+    @torch.no_grad()
+    def run_trials(self, tasks: Tasks, episodes: int | None = None) -> Trials:
+        """One trial per task, all rows stepping together; the hidden state starts at zero."""
+        E = episodes or self.config.episodes_per_trial
+        n = next(iter(tasks.values())).shape[0]
+        env, gen, dev = self._env(n), self.generator, self.device
+        obs, _ = env.reset(tasks=tasks, generator=gen)
+        T = E * env.horizon
+        policy = self.policy
+        hidden = policy.initial_state(n, dev)
+        rows = torch.arange(n, device=dev)
+        prev_a = torch.zeros(n, dtype=torch.long, device=dev)
+        prev_r = torch.zeros(n, device=dev)
+        prev_done = torch.zeros(n, device=dev)
+        alive = torch.ones(n, dtype=torch.bool, device=dev)
+        episode = torch.zeros(n, dtype=torch.long, device=dev)
+        ep_returns = torch.zeros(E, n, device=dev)
+        ep_lengths = torch.zeros(E, n, device=dev)
+        buf = {
+            k: []
+            for k in (
+                "inputs",
+                "actions",
+                "log_probs",
+                "values",
+                "rewards",
+                "mask",
+                "trial_end",
+                "hidden_in",
+            )
+        }
+        for _ in range(T):
+            x = policy.inputs(obs, prev_a, prev_r, prev_done)
+            logits, value, new_hidden = policy(x.unsqueeze(0), hidden)
+            log_p = torch.log_softmax(logits[0], -1)
+            action = torch.multinomial(log_p.exp(), 1, generator=gen).squeeze(1)
+            obs, reward, term, trunc, _ = env.step(action)
+            live = alive.float()
+            ended = (term | trunc) & alive
+            ep_idx = episode.clamp_max(E - 1)
+            ep_returns[ep_idx, rows] += reward * live
+            ep_lengths[ep_idx, rows] += live
+            episode = episode + ended.long()
+            finished = ended & (episode >= E)
+            for key, value_ in (
+                ("inputs", x),
+                ("actions", action),
+                ("log_probs", log_p.gather(1, action[:, None]).squeeze(1)),
+                ("values", value[0]),
+                ("rewards", reward * live),
+                ("mask", live),
+                ("trial_end", finished),
+                ("hidden_in", hidden[0]),
+            ):
+                buf[key].append(value_)
+            restart = ended & ~finished
+            if bool(restart.any()):
+                fresh, _ = env.reset(mask=restart)
+                obs = torch.where(restart.unsqueeze(-1), fresh, obs)
+            alive = alive & ~finished
+            prev_a, prev_r, prev_done = action, reward, ended.float()
+            hidden = new_hidden
+            if not bool(alive.any()):
+                break
+        out = {k: torch.stack(v) for k, v in buf.items()}
+        return Trials(**out, episode_returns=ep_returns, episode_lengths=ep_lengths)
+
+    def _advantages(self, trials: Trials) -> tuple[torch.Tensor, torch.Tensor]:
+        c = self.config
+        next_values = torch.cat([trials.values[1:], torch.zeros_like(trials.values[:1])])
+        adv = (
+            gae(
+                trials.rewards,
+                trials.values,
+                next_values,
+                trials.trial_end,
+                trials.trial_end,
+                c.gamma,
+                c.gae_lambda,
+            )
+            * trials.mask
+        )
+        returns = adv + trials.values
+        count = trials.mask.sum()
+        mean = adv.sum() / count
+        std = (((adv - mean) * trials.mask).pow(2).sum() / count).sqrt()
+        return (adv - mean) / (std + 1e-8) * trials.mask, returns
+
+    def _chunks(self, x: torch.Tensor, L: int) -> torch.Tensor:
+        """[T, B, ...] -> [L, C*B, ...] with T padded to a multiple of L (zeros)."""
+        T = x.shape[0]
+        C = -(-T // L)
+        if C * L > T:
+            pad = torch.zeros(C * L - T, *x.shape[1:], dtype=x.dtype, device=x.device)
+            x = torch.cat([x, pad])
+        x = x.reshape(C, L, *x.shape[1:]).transpose(0, 1)
+        return x.reshape(L, -1, *x.shape[3:])
+
+    def update(self, trials: Trials) -> dict[str, float]:
+        """PPO epochs over chunks of trials (truncated BPTT from the stored hidden states)."""
+        c = self.config
+        adv, returns = self._advantages(trials)
+        T = trials.rewards.shape[0]
+        L = c.bptt_len or T
+        data = {
+            k: self._chunks(v, L)
+            for k, v in (
+                ("inputs", trials.inputs),
+                ("actions", trials.actions),
+                ("old_log_probs", trials.log_probs),
+                ("adv", adv),
+                ("returns", returns),
+                ("mask", trials.mask),
+            )
+        }
+        live = trials.mask.bool()
+        value_scale = float(returns[live].std().clamp_min(1e-3)) if live.sum() > 1 else 1.0
+        h0 = trials.hidden_in[::L].reshape(-1, trials.hidden_in.shape[-1])  # [C*B, H]
+        num = h0.shape[0]
+        stats: dict[str, float] = {}
+        for _ in range(c.num_epochs):
+            perm = torch.randperm(num, generator=self.generator, device=self.device)
+            for idx in perm.chunk(c.num_minibatches):
+                logits, values, _ = self.policy(data["inputs"][:, idx], h0[idx].unsqueeze(0))
+                log_p = torch.log_softmax(logits, -1)
+                terms = ppo_loss(
+                    log_p.gather(-1, data["actions"][:, idx, None]).squeeze(-1),
+                    data["old_log_probs"][:, idx],
+                    data["adv"][:, idx],
+                    values,
+                    data["returns"][:, idx],
+                    -(log_p.exp() * log_p).sum(-1),
+                    data["mask"][:, idx],
+                    c.clip,
+                    c.value_coef,
+                    c.entropy_coef,
+                    value_scale,
+                )
+                self.optimizer.zero_grad()
+                terms["total"].backward()
+                torch.nn.utils.clip_grad_norm_(self.policy.parameters(), c.max_grad_norm)
+                self.optimizer.step()
+                stats = {f"loss/{k}": float(v.detach()) for k, v in terms.items()}
+        return stats
+
+    def meta_train_step(self, tasks: Tasks) -> dict[str, float]:
+        start = time.perf_counter()
+        trials = self.run_trials(tasks)
+        sampled = time.perf_counter()
+        stats = self.update(trials)
+        end = time.perf_counter()
+        steps = float(trials.mask.sum())
+        return {
+            "adapt/return_trial": float(trials.episode_returns.sum(0).mean()),
+            "adapt/return_first_episode": float(trials.episode_returns[0].mean()),
+            "adapt/return_last_episode": float(trials.episode_returns[-1].mean()),
+            **stats,
+            "perf/sample_s": sampled - start,
+            "perf/update_s": end - sampled,
+            "perf/iteration_s": end - start,
+            "perf/env_steps_per_s": steps / max(sampled - start, 1e-9),
+        }
+
+    def meta_test(self, tasks: Tasks, cfg) -> dict[str, torch.Tensor]:
+        """Return of each episode of a trial [E, N], total trial return [N], episode lengths."""
+        trials = self.run_trials(tasks)
+        return {
+            "returns": trials.episode_returns,
+            "total_return": trials.episode_returns.sum(0),
+            "mean_episode_length": trials.episode_lengths,
+        }
+
+    def state_dict(self) -> dict:
+        return {"policy": self.policy.state_dict(), "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.policy.load_state_dict(state["policy"])
+        self.optimizer.load_state_dict(state["optimizer"])

@@ -1,0 +1,116 @@
+"""Random tabular MDPs (Duan et al. 2016, "RL²", §3.2).
+
+10 states, 5 actions, episodes of 10 steps, a trial of n episodes in the same MDP. Each task draws
+transition distributions P(·|s, a) from a flat Dirichlet(1, ..., 1) and mean rewards
+r̄(s, a) ~ N(1, 1); each step's reward is r̄(s, a) + N(0, 1) noise. A random policy therefore
+earns 1 per step on average (the paper's "random" row: ≈ 100 for n = 10). Every episode starts in
+a uniformly random state (our reading; the paper does not say). Observation: one-hot state.
+Held-out tasks: mean-reward tables whose 0.5-cells hash to the test split.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from gymnasium import spaces
+
+from adaptrl.envs.base import BatchedMetaEnv, HashSplit, Split, TaskDistribution, Tasks
+from adaptrl.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class TabularMDPConfig:
+    """Random-MDP family; defaults are the paper's."""
+
+    num_states: int = 10
+    num_actions: int = 5
+    episode_length: int = 10
+    """Steps per episode (the horizon)."""
+    reward_noise: float = 1.0
+    """Std of the Gaussian noise added to the mean reward at every step."""
+    test_fraction: float = 0.2
+
+    def __post_init__(self) -> None:
+        for name in ("num_states", "num_actions", "episode_length"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"env.{name} must be > 0, got {getattr(self, name)}")
+        if self.reward_noise < 0:
+            raise ConfigError("env.reward_noise must be >= 0")
+        if not 0 < self.test_fraction < 1:
+            raise ConfigError("env.test_fraction must lie strictly between 0 and 1")
+
+
+class TabularMDPTasks(TaskDistribution):
+    def __init__(self, config: TabularMDPConfig) -> None:
+        self.config = config
+        S, A = config.num_states, config.num_actions
+        self.split = HashSplit(S * A, 0.5, config.test_fraction)
+
+    def _reward_prior(self, m: int, generator: torch.Generator) -> torch.Tensor:
+        S, A = self.config.num_states, self.config.num_actions
+        return 1.0 + torch.randn(m, S * A, generator=generator, device=generator.device)
+
+    def sample(self, n: int, split: Split, generator: torch.Generator) -> Tasks:
+        S, A = self.config.num_states, self.config.num_actions
+        rewards = self.split.sample(n, split, self._reward_prior, generator).reshape(n, S, A)
+        # Flat Dirichlet = normalised Exp(1) draws (torch's Dirichlet takes no generator).
+        e = -torch.log(
+            torch.rand(n, S, A, S, generator=generator, device=generator.device).clamp_min(1e-12)
+        )
+        return {"transitions": e / e.sum(-1, keepdim=True), "mean_rewards": rewards}
+
+    def split_of(self, tasks: Tasks) -> list[str]:
+        return self.split.split_of(tasks["mean_rewards"].flatten(1))
+
+
+class TabularMDPEnv(BatchedMetaEnv):
+    """Every row samples its next state from its own transition table in one multinomial."""
+
+    def __init__(self, num_envs: int, config: TabularMDPConfig | None = None, device: Any = "cpu"):
+        super().__init__(num_envs, device)
+        self.deterministic = False
+        self.config = config or TabularMDPConfig()
+        self.horizon = self.config.episode_length
+        S = self.config.num_states
+        self.single_observation_space = spaces.Box(0.0, 1.0, (S,), "float32")
+        self.single_action_space = spaces.Discrete(self.config.num_actions)
+        self._batch_spaces()
+        self.state = torch.zeros(num_envs, dtype=torch.long, device=self.device)
+        self.t = torch.zeros(num_envs, dtype=torch.long, device=self.device)
+        self.generator: torch.Generator | None = None
+        self._rows = torch.arange(num_envs, device=self.device)
+
+    def _obs(self) -> torch.Tensor:
+        return torch.nn.functional.one_hot(self.state, self.config.num_states).float()
+
+    def reset(self, *, tasks=None, mask=None, generator=None, seed=None, options=None):
+        if tasks is not None:
+            self.set_tasks(tasks)
+        if self.tasks is None:
+            raise RuntimeError("reset() needs tasks the first time (env.reset(tasks=...))")
+        if generator is not None:
+            self.generator = generator
+        elif self.generator is None or seed is not None:
+            self.generator = torch.Generator(device=self.device).manual_seed(seed or 0)
+        start = torch.randint(
+            self.config.num_states, (self.num_envs,), generator=self.generator, device=self.device
+        )
+        if mask is None:
+            self.state, self.t = start, torch.zeros_like(self.t)
+        else:
+            self.state = torch.where(mask, start, self.state)
+            self.t = torch.where(mask, 0, self.t)
+        return self._obs(), {}
+
+    def step(self, actions):
+        a = actions.long()
+        mean = self.tasks["mean_rewards"][self._rows, self.state, a]
+        noise = torch.randn(self.num_envs, generator=self.generator, device=self.device)
+        rewards = mean + self.config.reward_noise * noise
+        probs = self.tasks["transitions"][self._rows, self.state, a]
+        self.state = torch.multinomial(probs, 1, generator=self.generator).squeeze(1)
+        self.t += 1
+        truncated = self.t >= self.horizon
+        return self._obs(), rewards, torch.zeros_like(truncated), truncated, {}
