@@ -121,6 +121,9 @@ def test_bad_inputs_fail_with_one_line_and_exit_2(tmp_path, capsys, trained):
     assert "must be int" in _error(
         capsys, ["train", "maml-navigation2d", "--out", out, "--set", "train.seed=abc"]
     )
+    assert "algo.inner_lr must be float" in _error(
+        capsys, ["train", "maml-navigation2d", "--out", out, "--set", "algo.inner_lr=fast"]
+    )
     assert "unknown config section" in _error(
         capsys, ["train", "maml-navigation2d", "--out", out, "--set", "trian.seed=1"]
     )

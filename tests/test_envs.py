@@ -8,7 +8,11 @@ from adaptrl.envs import make_family, registered_envs
 from adaptrl.envs.checker import EnvCheckError, check_family
 
 # Small settings so the checker stays fast; each family's defaults are exercised by other tests.
-CHECK_CONFIG: dict[str, dict] = {"navigation2d": {"horizon": 30}, "bandit": {"num_pulls": 20}}
+CHECK_CONFIG: dict[str, dict] = {
+    "navigation2d": {"horizon": 30},
+    "bandit": {"num_pulls": 20},
+    "maze": {"horizon": 30},
+}
 
 
 @pytest.mark.parametrize("name", sorted(registered_envs()))
@@ -83,3 +87,59 @@ def test_single_task_export_is_a_plain_gymnasium_env():
         steps += 1
         done = terminated or truncated
     assert steps <= 5 and obs.shape == (2,) and total < 0
+
+
+@pytest.mark.parametrize(
+    "name,key,width", [("bandit", "probs", 0.1), ("tabular_mdp", "mean_rewards", 0.5)]
+)
+def test_hashed_splits_are_disjoint_by_cell(name, key, width):
+    family = make_family(name)
+    gen = torch.Generator().manual_seed(0)
+    train = family.tasks.sample(3000, "train", gen)[key].flatten(1)
+    test = family.tasks.sample(3000, "test", gen)[key].flatten(1)
+    cells = lambda x: set(map(tuple, torch.floor(x.double() / width).long().tolist()))  # noqa: E731
+    assert cells(train).isdisjoint(cells(test))
+    assert set(
+        family.tasks.split_of(
+            {key: test.reshape(3000, *family.tasks.sample(1, "test", gen)[key].shape[1:])}
+        )
+    ) == {"test"}
+    # The prior is kept within each split: bandit probabilities stay uniform-looking.
+    if name == "bandit":
+        assert abs(test.mean().item() - 0.5) < 0.02 and abs(train.mean().item() - 0.5) < 0.02
+
+
+def test_tabular_mdp_random_policy_earns_one_per_step():
+    family = make_family("tabular_mdp")
+    gen = torch.Generator().manual_seed(0)
+    env = family.make_env(4000)
+    env.reset(tasks=family.tasks.sample(4000, "train", gen), generator=gen)
+    total = torch.zeros(4000)
+    for _ in range(10):
+        _, r, _, trunc, _ = env.step(torch.randint(5, (4000,), generator=gen))
+        total += r
+    assert trunc.all()
+    assert abs(total.mean().item() - 10.0) < 0.25  # Duan et al.'s random row: 100.1 / 10 episodes
+
+
+def test_maze_generator_connectivity_and_held_out_layouts():
+    from adaptrl.envs.maze import generate_maze, layout_split, shortest_path_length
+
+    family = make_family("maze", size=5)
+    gen = torch.Generator().manual_seed(0)
+    train = family.tasks.sample(300, "train", gen)
+    test = family.tasks.sample(100, "test", gen)
+    for tasks in (train, test):
+        for walls, start, goal in zip(tasks["walls"], tasks["start"], tasks["goal"]):
+            w = walls.numpy()
+            # Perfect maze: every cell reachable from every other, border closed.
+            assert w[0].all() and w[-1].all() and w[:, 0].all() and w[:, -1].all()
+            assert shortest_path_length(w, start, goal) > 0
+            assert shortest_path_length(w, (1, 1), (9, 9)) > 0
+            # A perfect maze on 25 cells has exactly 24 passages between cells.
+            assert (~w).sum() == 25 + 24
+    key = lambda w: w.numpy().tobytes()  # noqa: E731
+    assert {key(w) for w in train["walls"]}.isdisjoint({key(w) for w in test["walls"]})
+    assert set(family.tasks.split_of(test)) == {"test"}
+    assert layout_split(generate_maze(5, 1), 0.2) == layout_split(generate_maze(5, 1), 0.2)
+    assert len({key(w) for w in train["walls"]}) > 250  # layouts vary

@@ -58,7 +58,43 @@ def _evaluate(args: argparse.Namespace) -> None:
         run, splits, args.num_tasks, references=not args.no_references, progress=not args.quiet
     )
     print(format_table(results))
+    from adaptrl.baselines.table import duan_table
+    from adaptrl.evaluation import load_classical
+
+    for split, record in load_classical(run).items():
+        if split in splits:
+            label = "n, k" if record["env"] == "bandit" else "n"
+            print(f"classical baselines, split={split}, {record['num_tasks']} trials (same tasks):")
+            print(duan_table(label, {record["setting"]: record["strategies"]}))
     print(f"wrote {run.eval_dir}/")
+
+
+def _baselines(args: argparse.Namespace) -> None:
+    import torch
+
+    from adaptrl.baselines.table import classical_baselines, duan_table
+    from adaptrl.envs import make_family
+
+    if args.trials <= 0:
+        raise ConfigError(f"--trials must be > 0, got {args.trials}")
+    rows = {}
+    if args.env == "bandit":
+        for k in args.arms:
+            for n in args.pulls:
+                family = make_family("bandit", num_arms=k, num_pulls=n)
+                gen = torch.Generator().manual_seed(args.seed)
+                tasks = family.tasks.sample(args.trials, args.split, gen)
+                tune = family.tasks.sample(200, "train", gen)
+                rows[f"{n}, {k}"] = classical_baselines(family, tasks, args.seed, tune)
+        print(duan_table("n, k", rows))
+    else:
+        family = make_family("tabular_mdp")
+        for n in args.episodes:
+            gen = torch.Generator().manual_seed(args.seed)
+            tasks = family.tasks.sample(args.trials, args.split, gen)
+            rows[str(n)] = classical_baselines(family, tasks, args.seed, episodes=n)
+        print(duan_table("n", rows))
+    print(f"(mean total reward per trial ± 95% CI over {args.trials} {args.split}-split tasks)")
 
 
 def _report(args: argparse.Namespace) -> None:
@@ -119,6 +155,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("baselines", help="classical strategies in the layout of Duan et al.")
+    p.add_argument("env", choices=["bandit", "tabular_mdp"])
+    p.add_argument("--arms", type=int, nargs="+", default=[5], help="k (bandit)")
+    p.add_argument("--pulls", type=int, nargs="+", default=[10], help="n (bandit)")
+    p.add_argument("--episodes", type=int, nargs="+", default=[10], help="n (tabular_mdp)")
+    p.add_argument("--trials", type=int, default=1000)
+    p.add_argument("--split", choices=["train", "test"], default="test")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_baselines)
 
     p = sub.add_parser("report", help="write report.md, report.html and PNG plots")
     p.add_argument("run")

@@ -42,6 +42,16 @@ def _generator(algo: Any, seed: int) -> Iterator[torch.Generator]:
         algo.generator = saved
 
 
+def _seed(cfg: EvalConfig, split: str, offset: int = 0) -> int:
+    return cfg.seed + (0 if split == "train" else 1) + offset
+
+
+def evaluation_tasks(family: Family, split: str, cfg: EvalConfig, device) -> dict:
+    """Exactly the tasks ``meta_test`` draws for ``split`` (same seed, same first draw)."""
+    gen = torch.Generator(device=device).manual_seed(_seed(cfg, split))
+    return family.tasks.sample(cfg.num_tasks, split, gen)
+
+
 def meta_test(
     algo: Any,
     family: Family,
@@ -56,7 +66,7 @@ def meta_test(
     ``meta_test(tasks, cfg)`` may add extras such as per-episode lengths.
     """
     n = num_tasks or cfg.num_tasks
-    with _generator(algo, cfg.seed + (0 if split == "train" else 1) + seed_offset) as gen:
+    with _generator(algo, _seed(cfg, split, seed_offset)) as gen:
         tasks = family.tasks.sample(n, split, gen)
         out = algo.meta_test(tasks, cfg)
     return {k: v.detach().cpu() for k, v in out.items()}
@@ -114,7 +124,7 @@ def reference_learners(run: Run, config: RunConfig, progress: bool) -> dict[str,
     from adaptrl.trainer import Trainer, build_learner
 
     refs = {"random_init": build_learner(config)[1]}
-    if config.algorithm == "maml":
+    if config.algorithm == "maml":  # the multi-task reference is MAML's machinery, no inner step
         iters = config.evaluate.pretrained_iterations or config.train.num_iterations
         pre_cfg = replace(
             config,
@@ -166,7 +176,50 @@ def evaluate_run(
             results[split][name] = record
             suffix = "" if name == config.algorithm else f".{name}"
             write_json(run.eval_dir / f"{split}{suffix}.json", record)
+        if references and family.spec.name in ("bandit", "tabular_mdp"):
+            write_json(
+                run.eval_dir / "classical" / f"{split}.json",
+                classical_record(
+                    family, config, split, algo.device, results[split][config.algorithm]
+                ),
+            )
     return results
+
+
+def classical_record(
+    family: Family, config: RunConfig, split: str, device, learner: dict[str, Any]
+) -> dict[str, Any]:
+    """Classical strategies on the very tasks the learner was evaluated on, beside its row."""
+    from adaptrl.baselines.table import classical_baselines
+
+    tasks = evaluation_tasks(family, split, config.evaluate, device)
+    tune = evaluation_tasks(
+        family,
+        "train",
+        replace(config.evaluate, seed=config.evaluate.seed + 7919, num_tasks=200),
+        device,
+    )
+    rows = classical_baselines(
+        family,
+        tasks,
+        seed=config.evaluate.seed,
+        tune_tasks=tune,
+        episodes=config.algo.get("episodes_per_trial", 1),
+    )
+    rows[config.algorithm] = {"mean": learner["total_return"], "ci95": learner["total_return_ci95"]}
+    return {
+        "split": split,
+        "env": family.spec.name,
+        "num_tasks": config.evaluate.num_tasks,
+        "setting": _setting(family, config),
+        "strategies": rows,
+    }
+
+
+def _setting(family: Family, config: RunConfig) -> str:
+    if family.spec.name == "bandit":
+        return f"{family.config.num_pulls}, {family.config.num_arms}"
+    return str(config.algo.get("episodes_per_trial", 1))
 
 
 def extra_records(extras: dict[str, torch.Tensor]) -> dict[str, Any]:
@@ -186,6 +239,13 @@ def write_json(path: Path, record: dict[str, Any]) -> None:
     atomic_write_text(path, json.dumps(record, indent=1))
 
 
+def load_classical(run: Run) -> dict[str, dict[str, Any]]:
+    """Classical-baseline records of a run by split (bandit and MDP runs)."""
+    return {
+        p.stem: json.loads(p.read_text()) for p in sorted(run.eval_dir.glob("classical/*.json"))
+    }
+
+
 def load_results(run: Run) -> dict[str, dict[str, dict[str, Any]]]:
     """All eval JSON files of a run: {split: {learner: record}}."""
     results: dict[str, dict[str, dict[str, Any]]] = {}
@@ -196,19 +256,34 @@ def load_results(run: Run) -> dict[str, dict[str, dict[str, Any]]]:
 
 
 def format_table(results: dict[str, dict[str, dict[str, Any]]]) -> str:
-    """Plain-text table: one row per adaptation step, one column per learner and split."""
+    """Plain-text table: one row per adaptation step, one column per learner and split
+    (plus the mean episode length of the run's learner where it is recorded)."""
     lines = []
     for split, learners in results.items():
         names = list(learners)
         first = learners[names[0]]
         lines.append(f"split={split}  tasks={first['num_tasks']}  env={first['env']}")
+        lengths = "mean_episode_length" in first
         header = f"{first['x_label']:>16} " + " ".join(f"{n:>20}" for n in names)
-        lines.append(header)
+        lines.append(header + (f" {'episode length':>16}" if lengths else ""))
         for i, x in enumerate(first["x"]):
             cells = [
                 f"{learners[n]['mean_return'][i]:9.2f} ± {learners[n]['ci95'][i]:6.2f}  "
                 for n in names
             ]
-            lines.append(f"{x:>16} " + " ".join(f"{c:>20}" for c in cells))
+            row = f"{x:>16} " + " ".join(f"{c:>20}" for c in cells)
+            if lengths:
+                row += f" {first['mean_episode_length'][i]:16.2f}"
+            lines.append(row)
+        if "total_return" in first:
+            lines.append(
+                f"{'total per trial':>16} "
+                + " ".join(
+                    f"{learners[n]['total_return']:9.2f} ± "
+                    f"{learners[n]['total_return_ci95']:6.2f}  "
+                    for n in names
+                    if "total_return" in learners[n]
+                )
+            )
         lines.append("")
     return "\n".join(lines)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from adaptrl.errors import RunError
-from adaptrl.evaluation import REFERENCES, load_results
+from adaptrl.evaluation import REFERENCES, load_classical, load_results
 from adaptrl.runs import Run, atomic_write_text, read_metrics
 
 
@@ -27,7 +27,7 @@ def _plt():
 
 
 def plot_training(metrics: list[dict[str, float]], path: Path) -> Path | None:
-    keys = [k for k in ("adapt/return_pre", "adapt/return_post") if any(k in m for m in metrics)]
+    keys = sorted({k for m in metrics for k in m if k.startswith("adapt/")})
     keys += sorted({k for m in metrics for k in m if k.startswith("eval/test_return_")})
     if not keys:
         return None
@@ -163,6 +163,19 @@ def write_report(run: Run) -> dict[str, Path]:
             "",
         ]
         md += _markdown_tables(results) + _gap_lines(results, config.algorithm)
+    for split, record in load_classical(run).items():
+        rows = record["strategies"]
+        md += [
+            f"## Classical strategies on the same {split} tasks",
+            "",
+            f"Mean total reward per trial ± 95% CI over {record['num_tasks']} trials "
+            f"(setting {record['setting']}), in the layout of Duan et al. 2016.",
+            "",
+            "| strategy | total reward |",
+            "|---|---|",
+        ]
+        md += [f"| {name} | {v['mean']:.2f} ± {v['ci95']:.2f} |" for name, v in rows.items()]
+        md.append("")
     for title, path in figures.items():
         md += [f"## {title}", "", f"![{title}]({path.name})", ""]
     md_text = "\n".join(md)

@@ -96,12 +96,14 @@ def run_bandit_strategy(
     epsilon: float = 0.1,
     ucb_c: float = 1.0,
     gittins_lookahead: int = 100,
-) -> np.ndarray:
+    return_arms: bool = False,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Total reward of each trial (one row of ``probs`` [N, k] each) under strategy ``name``.
 
     greedy / ε-greedy use the Beta(1, 1) posterior mean; UCB1 plays each arm once, then
     mean + c·sqrt(2 ln t / n_i); Thompson samples the Beta posterior; Gittins plays the largest
     undiscounted index with look-ahead min(pulls left, ``gittins_lookahead``). Ties break at random.
+    ``return_arms`` also returns the arm pulled at every step: [num_pulls, N].
     """
     if name not in BANDIT_STRATEGIES:
         raise ValueError(f"unknown strategy '{name}'; choose from {BANDIT_STRATEGIES}")
@@ -113,6 +115,7 @@ def run_bandit_strategy(
     total = np.zeros(N)
     rows = np.arange(N)
     table = _GittinsTable(gittins_lookahead) if name == "gittins" else None
+    arms = np.zeros((num_pulls, N), dtype=np.int64)
     for t in range(num_pulls):
         jitter = rng.random((N, k)) * 1e-9  # random tie-breaking
         mean = (s + 1) / (s + f + 2)
@@ -133,8 +136,9 @@ def run_bandit_strategy(
         if name == "epsilon_greedy":
             explore = rng.random(N) < epsilon
             arm = np.where(explore, rng.integers(0, k, N), arm)
+        arms[t] = arm
         reward = rng.random(N) < probs[rows, arm]
         s[rows, arm] += reward
         f[rows, arm] += ~reward
         total += reward
-    return total
+    return (total, arms) if return_arms else total

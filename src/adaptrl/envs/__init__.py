@@ -19,6 +19,7 @@ from adaptrl.envs.base import (
     index_tasks,
     repeat_tasks,
 )
+from adaptrl.envs.maze import MazeConfig, MazeEnv, MazeTasks
 from adaptrl.envs.navigation import Navigation2DConfig, Navigation2DEnv, Navigation2DTasks
 from adaptrl.envs.tabular_mdp import TabularMDPConfig, TabularMDPEnv, TabularMDPTasks
 from adaptrl.errors import ConfigError
@@ -124,5 +125,14 @@ register_env(
         TabularMDPTasks,
         TabularMDPEnv,
         "Random 10-state, 5-action MDPs, Dirichlet transitions, N(1,1) rewards (Duan et al. 2016)",
+    )
+)
+register_env(
+    EnvSpec(
+        "maze",
+        MazeConfig,
+        MazeTasks,
+        MazeEnv,
+        "Procedural DFS grid mazes, 3x3 egocentric view, held-out layouts (cf. Duan et al. 2016)",
     )
 )

@@ -124,12 +124,14 @@ def check_family(name: str, num_envs: int = 4, steps: int | None = None, **confi
     for key in ep:
         _require(torch.equal(ep[key], again[key]), f"{name}: same seed gave different {key}")
 
-    # Tasks matter: the same actions under other tasks give other rewards.
+    # Tasks matter: the same actions under other tasks give other rewards (or, for sparse-reward
+    # families where random actions rarely score, other observations).
     other = family.tasks.sample(num_envs, "train", torch.Generator().manual_seed(99))
     _, ep_other = _episode(family, other, 0, num_envs, steps)
     _require(
-        not torch.equal(ep["rewards"], ep_other["rewards"]),
-        f"{name}: rewards do not depend on the task",
+        not torch.equal(ep["rewards"], ep_other["rewards"])
+        or not torch.equal(ep["obs"], ep_other["obs"]),
+        f"{name}: neither rewards nor observations depend on the task",
     )
 
     # A batch of B rows equals B runs of a single row (no cross-row leakage).

@@ -1,0 +1,79 @@
+"""Classical bandit/MDP strategies against known values and hand-computed sequences."""
+
+import numpy as np
+import pytest
+
+from adaptrl.baselines import bayes_optimal_value, gittins_index, run_bandit_strategy
+from adaptrl.baselines.mdp import run_mdp_strategy
+
+
+@pytest.mark.parametrize("gamma,expected", [(0.9, 0.7029), (0.95, 0.7614), (0.99, 0.8699)])
+def test_gittins_index_of_uniform_arm(gamma, expected):
+    horizon = {0.9: 300, 0.95: 500, 0.99: 1500}[gamma]  # gamma**horizon is negligible
+    assert gittins_index(np.array([0]), np.array([0]), gamma, horizon)[0] == pytest.approx(
+        expected, abs=5e-4
+    )
+
+
+def test_gittins_index_orders_states_sensibly():
+    idx = gittins_index(np.array([0, 3, 0, 10]), np.array([0, 0, 3, 10]), 1.0, 20)
+    assert idx[1] > idx[0] > idx[2]  # more successes -> higher index
+    assert idx[0] > 0.5  # exploration bonus over the posterior mean 1/2
+    assert idx[0] > idx[3] > 0.5  # a well-known 1/2 arm is worth less than an unknown one
+
+
+@pytest.mark.parametrize(
+    "k,n,expected", [(2, 10, 6.022), (2, 20, 12.431), (5, 10, 6.660), (10, 10, 6.714)]
+)
+def test_bayes_optimal_value(k, n, expected):
+    assert bayes_optimal_value(k, n) == pytest.approx(expected, abs=5e-4)
+
+
+def test_ucb1_hand_computed_sequence():
+    # Arm 1 always pays, arm 0 never. After one pull of each, UCB1 (c = 1) compares
+    # 0 + sqrt(2 ln t) with 1 + sqrt(2 ln t / n_1): arm 1 wins at t = 2..5, arm 0 at t = 6.
+    _, arms = run_bandit_strategy("ucb1", np.array([[0.0, 1.0]]), 7, ucb_c=1.0, return_arms=True)
+    assert sorted(arms[:2, 0].tolist()) == [0, 1]
+    assert arms[2:, 0].tolist() == [1, 1, 1, 1, 0]
+
+
+def test_greedy_hand_computed_sequence():
+    # Posterior means start equal; a failure drops an arm to 1/3 < 1/2, a success lifts it to
+    # 2/3: whichever arm greedy tries first, it settles on the paying arm 0 from pull 2 on.
+    totals, arms = run_bandit_strategy(
+        "greedy", np.array([[1.0, 0.0]] * 50), 6, seed=3, return_arms=True
+    )
+    assert (arms[1:] == 0).all()
+    assert set(arms[0].tolist()) == {0, 1}  # ties broken at random
+    assert set(totals.tolist()) == {5.0, 6.0}
+
+
+def test_thompson_concentrates_on_the_paying_arm():
+    _, arms = run_bandit_strategy(
+        "thompson", np.array([[1.0, 0.0]] * 400), 40, seed=0, return_arms=True
+    )
+    assert abs(arms[0].mean() - 0.5) < 0.1  # first pull: symmetric posteriors
+    assert arms[20:].mean() < 0.05  # arm 1 (never pays) is almost never sampled late
+
+
+def test_bandit_strategies_rank_like_duan_et_al():
+    rng = np.random.default_rng(0)
+    probs = rng.random((2000, 5))
+    res = {
+        s: run_bandit_strategy(s, probs, 100, seed=1).mean()
+        for s in ("random", "greedy", "ucb1", "thompson", "gittins")
+    }
+    assert res["random"] == pytest.approx(50.0, abs=1.0)
+    assert res["gittins"] > res["thompson"] > res["random"] + 20
+    assert res["gittins"] == pytest.approx(78.3, abs=1.0)  # Duan et al.: 78.3
+
+
+def test_mdp_strategies():
+    rng = np.random.default_rng(0)
+    N, S, A = 400, 10, 5
+    e = rng.exponential(size=(N, S, A, S))
+    P = e / e.sum(-1, keepdims=True)
+    R = 1 + rng.standard_normal((N, S, A))
+    res = {s: run_mdp_strategy(s, P, R, 10, 10, seed=1).mean() for s in ("random", "psrl")}
+    assert res["random"] == pytest.approx(100.0, abs=5.0)  # Duan et al.: 100.1
+    assert res["psrl"] > 130  # Duan et al.: PSRL 138.1 for n = 10
