@@ -64,7 +64,7 @@ def test_hidden_state_carries_across_episodes_and_resets_between_trials():
     trials = algo.run_trials(tasks)
     assert trials.rewards.shape == (12, 4)  # 3 episodes x 4 steps, one trial per row
     # Episode boundaries are flagged to the agent (done input) but the state is not reset:
-    done_input = trials.inputs[:, :, -1]
+    done_input = trials.inputs[:, :, -2]  # last column: trial progress t / T
     assert done_input[[4, 8]].eq(1).all() and done_input[[1, 2, 3, 5, 9]].eq(0).all()
     # Re-running the whole trial from a zero state with no resets reproduces every step's
     # recorded log-probability: the hidden state was carried through all episodes...

@@ -162,17 +162,19 @@ def evaluate_run(
     if references:
         for name, learner in reference_learners(run, config, progress).items():
             learners[name] = learner
-            lrs[name] = tune_inner_lrs(learner, family, config.evaluate)
+            if getattr(learner, "adapts_by_gradient", False):
+                lrs[name] = tune_inner_lrs(learner, family, config.evaluate)
     results: dict[str, dict[str, dict[str, Any]]] = {}
     for split in splits:
         results[split] = {}
         for name, learner in learners.items():
-            cfg = replace(config.evaluate, inner_lrs=lrs[name])
+            cfg = replace(config.evaluate, inner_lrs=lrs.get(name, config.evaluate.inner_lrs))
             out = meta_test(learner, family, split, cfg)
             record = curve_record(name, config, split, out.pop("returns"), learner.x_label)
             record.update(extra_records(out))
             record["iteration"] = int(state["iteration"])
-            record["inner_lrs"] = list(lrs[name])
+            if getattr(learner, "adapts_by_gradient", False):
+                record["inner_lrs"] = list(cfg.inner_lrs)
             results[split][name] = record
             suffix = "" if name == config.algorithm else f".{name}"
             write_json(run.eval_dir / f"{split}{suffix}.json", record)

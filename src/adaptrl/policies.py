@@ -104,17 +104,26 @@ class RecurrentCategoricalPolicy(nn.Module):
     """RL² agent: a GRU over (observation, previous action, previous reward, done flag) with a
     categorical policy head and a value head (Duan et al. 2016, §2.2)."""
 
-    def __init__(self, obs_dim: int, num_actions: int, hidden_size: int = 256) -> None:
+    def __init__(
+        self, obs_dim: int, num_actions: int, hidden_size: int = 256, time_input: bool = True
+    ) -> None:
         super().__init__()
-        self.num_actions, self.hidden_size = num_actions, hidden_size
-        self.gru = nn.GRU(obs_dim + num_actions + 2, hidden_size)
+        self.num_actions, self.hidden_size, self.time_input = num_actions, hidden_size, time_input
+        self.gru = nn.GRU(obs_dim + num_actions + 2 + int(time_input), hidden_size)
         self.policy_head = nn.Linear(hidden_size, num_actions)
         self.value_head = nn.Linear(hidden_size, 1)
 
-    def inputs(self, obs, prev_action, prev_reward, prev_done) -> torch.Tensor:
-        """[..., obs_dim], [...] long, [...], [...] -> [..., obs_dim + A + 2]."""
+    def inputs(self, obs, prev_action, prev_reward, prev_done, progress=None) -> torch.Tensor:
+        """[..., obs_dim], [...] long, [...], [...], [...] -> [..., obs_dim + A + 2 (+1)].
+
+        ``progress`` (fraction of the trial's step budget used) is appended when ``time_input``:
+        without it the value of a long trial is aliased across time steps (Pardo et al. 2018).
+        """
         one_hot = nn.functional.one_hot(prev_action, self.num_actions).to(obs.dtype)
-        return torch.cat([obs, one_hot, prev_reward.unsqueeze(-1), prev_done.unsqueeze(-1)], -1)
+        parts = [obs, one_hot, prev_reward.unsqueeze(-1), prev_done.unsqueeze(-1)]
+        if self.time_input:
+            parts.append(progress.unsqueeze(-1))
+        return torch.cat(parts, -1)
 
     def initial_state(self, batch: int, device) -> torch.Tensor:
         return torch.zeros(1, batch, self.hidden_size, device=device)

@@ -90,7 +90,7 @@ def trpo_step(
             "trpo/kl": 0.0,
             "trpo/grad_norm": float(g.norm()),
         }
-    full_step = direction * torch.sqrt(2 * max_kl / (2 * shs))
+    full_step = direction * torch.sqrt(max_kl / shs)  # so that ½ sᵀFs = max_kl
     old = flat([p.detach() for p in params]).clone()
     old_loss = float(loss.detach())
     fraction = 1.0

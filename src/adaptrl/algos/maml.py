@@ -137,6 +137,7 @@ class MAML:
     """Meta-learner: ``meta_train_step(tasks)``, ``adapt(tasks, ...)``, state dicts."""
 
     x_label = "gradient steps"
+    adapts_by_gradient = True  # evaluation may tune a reference's step sizes
 
     def __init__(
         self,
@@ -160,17 +161,11 @@ class MAML:
             config.activation,
             config.init_std,
         ).to(self.device)
-        self._envs: dict[int, object] = {}
 
     # ----------------------------------------------------------------------------- sampling
-    def _env(self, num_envs: int):
-        if num_envs not in self._envs:
-            self._envs[num_envs] = self.family.make_env(num_envs, self.device)
-        return self._envs[num_envs]
-
     def _sample(self, tasks: Tasks, params: Params, per_task: bool, episodes: int) -> Trajectories:
         n = next(iter(tasks.values())).shape[0]
-        env = self._env(n * episodes)
+        env = self.family.env(n * episodes, self.device)
         env.set_tasks(repeat_tasks(tasks, episodes))
         actor = GaussianActor(self.policy, params, per_task, n, self.generator)
         return rollout(env, actor, n, self.generator)
@@ -250,9 +245,10 @@ class MAML:
         c = self.config
         start = time.perf_counter()
         params, per_task = {k: v.detach() for k, v in self.policy.params().items()}, False
-        batches, pre_return = [], None
+        batches, pre_return, steps = [], None, 0
         for _ in range(c.num_inner_steps):
             traj = self._sample(tasks, params, per_task, c.episodes_per_task)
+            steps += traj.num_steps
             pre_return = traj.task_returns().mean() if pre_return is None else pre_return
             batches.append(self._pg_batch(traj))
             params, per_task = self.inner_step(params, per_task, batches[-1], c.inner_lr), True
@@ -295,7 +291,7 @@ class MAML:
         )
         end = time.perf_counter()
         post_return = post_traj.task_returns().mean()
-        steps = post_traj.num_steps * (1 + c.num_inner_steps)  # approx: pre batches similar
+        steps += post_traj.num_steps
         return {
             "adapt/return_pre": float(pre_return if pre_return is not None else post_return),
             "adapt/return_post": float(post_return),

@@ -8,7 +8,12 @@ total reward of the trial: episode ends inside a trial are not terminal for the 
 
 Deliberate deviations: PPO (clipped objective, GAE, value head, Adam) instead of the paper's TRPO,
 with truncated back-propagation through time over chunks of ``bptt_len`` steps whose initial
-hidden states come from the rollout. Many trials step together as one tensor op.
+hidden states come from the rollout; the input also carries the trial's progress t / T
+(``time_input``): without it the value head cannot tell step 5 from step 95 of a bandit trial,
+its error swamps the advantages and PPO drifts to a deterministic policy even when all arms are
+equal (measured). The value head predicts value / (running spread of returns), λ defaults to
+1 (see ``gae_lambda``), and value targets are Monte-Carlo returns. Many trials step together
+as one tensor op.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import torch
 from adaptrl.envs import Family, Tasks
 from adaptrl.errors import ConfigError
 from adaptrl.policies import RecurrentCategoricalPolicy
-from adaptrl.returns import gae
+from adaptrl.returns import discounted_returns, gae
 
 
 @dataclass(frozen=True)
@@ -38,8 +43,11 @@ class RL2Config:
     """Adam step size."""
     gamma: float = 1.0
     """Discount within a trial (1.0: total trial reward, as reported)."""
-    gae_lambda: float = 0.3
-    """GAE λ (Duan et al. use 0.3 for bandits and MDPs)."""
+    gae_lambda: float = 1.0
+    """GAE λ. Duan et al. use 0.3, but the next input carries the action just taken, so a
+    bootstrapped V(h_{t+1}) varies with a_t and biases the advantages toward actions the value
+    head has seen most: measured here, PPO then collapses to a fixed arm even when all arms are
+    equal. λ = 1 (return minus V(h_t)) is unbiased and learns."""
     clip: float = 0.2
     """PPO ratio clip."""
     num_epochs: int = 4
@@ -50,6 +58,8 @@ class RL2Config:
     """Truncated-BPTT chunk length (0 = whole trials)."""
     entropy_coef: float = 0.01
     value_coef: float = 0.5
+    time_input: bool = True
+    """Feed the fraction of the trial's step budget used (see RecurrentCategoricalPolicy)."""
     max_grad_norm: float = 0.5
 
     def __post_init__(self) -> None:
@@ -141,19 +151,16 @@ class RL2:
             config.hidden_size,
         ).to(self.device)
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=config.lr, eps=1e-5)
-        self._envs: dict[int, object] = {}
-
-    def _env(self, n: int):
-        if n not in self._envs:
-            self._envs[n] = self.family.make_env(n, self.device)
-        return self._envs[n]
+        # Trial returns reach hundreds while a GRU's features are bounded: the value head
+        # predicts value / value_scale (a running spread of the returns), so it can keep up.
+        self.value_scale: float | None = None
 
     @torch.no_grad()
-    def run_trials(self, tasks: Tasks, episodes: int | None = None) -> Trials:
+    def run_trials(self, tasks: Tasks, episodes: int | None = None) -> Trials:  # noqa: C901
         """One trial per task, all rows stepping together; the hidden state starts at zero."""
         E = episodes or self.config.episodes_per_trial
         n = next(iter(tasks.values())).shape[0]
-        env, gen, dev = self._env(n), self.generator, self.device
+        env, gen, dev = self.family.env(n, self.device), self.generator, self.device
         obs, _ = env.reset(tasks=tasks, generator=gen)
         T = E * env.horizon
         policy = self.policy
@@ -179,8 +186,9 @@ class RL2:
                 "hidden_in",
             )
         }
-        for _ in range(T):
-            x = policy.inputs(obs, prev_a, prev_r, prev_done)
+        for t in range(T):
+            progress = torch.full((n,), t / T, device=dev)
+            x = policy.inputs(obs, prev_a, prev_r, prev_done, progress)
             logits, value, new_hidden = policy(x.unsqueeze(0), hidden)
             log_p = torch.log_softmax(logits[0], -1)
             action = torch.multinomial(log_p.exp(), 1, generator=gen).squeeze(1)
@@ -196,7 +204,7 @@ class RL2:
                 ("inputs", x),
                 ("actions", action),
                 ("log_probs", log_p.gather(1, action[:, None]).squeeze(1)),
-                ("values", value[0]),
+                ("values", value[0] * (self.value_scale or 1.0)),
                 ("rewards", reward * live),
                 ("mask", live),
                 ("trial_end", finished),
@@ -230,7 +238,9 @@ class RL2:
             )
             * trials.mask
         )
-        returns = adv + trials.values
+        # Value targets are Monte-Carlo returns: a λ = 0.3 target would bootstrap a barely
+        # trained value head across hundreds of steps and learn far too slowly.
+        returns = discounted_returns(trials.rewards, trials.trial_end, c.gamma) * trials.mask
         count = trials.mask.sum()
         mean = adv.sum() / count
         std = (((adv - mean) * trials.mask).pow(2).sum() / count).sqrt()
@@ -264,7 +274,12 @@ class RL2:
             )
         }
         live = trials.mask.bool()
-        value_scale = float(returns[live].std().clamp_min(1e-3)) if live.sum() > 1 else 1.0
+        if live.sum() > 1:  # track the spread of returns; the head predicts value / scale
+            spread = float(returns[live].std().clamp_min(1e-3))
+            self.value_scale = (
+                spread if self.value_scale is None else (0.9 * self.value_scale + 0.1 * spread)
+            )
+        value_scale = self.value_scale
         h0 = trials.hidden_in[::L].reshape(-1, trials.hidden_in.shape[-1])  # [C*B, H]
         num = h0.shape[0]
         stats: dict[str, float] = {}
@@ -272,6 +287,7 @@ class RL2:
             perm = torch.randperm(num, generator=self.generator, device=self.device)
             for idx in perm.chunk(c.num_minibatches):
                 logits, values, _ = self.policy(data["inputs"][:, idx], h0[idx].unsqueeze(0))
+                values = values * value_scale
                 log_p = torch.log_softmax(logits, -1)
                 terms = ppo_loss(
                     log_p.gather(-1, data["actions"][:, idx, None]).squeeze(-1),
@@ -321,8 +337,14 @@ class RL2:
         }
 
     def state_dict(self) -> dict:
-        return {"policy": self.policy.state_dict(), "optimizer": self.optimizer.state_dict()}
+        return {
+            "policy": self.policy.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "value_scale": torch.tensor(self.value_scale or 0.0),
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.policy.load_state_dict(state["policy"])
         self.optimizer.load_state_dict(state["optimizer"])
+        scale = float(state["value_scale"])
+        self.value_scale = scale if scale > 0 else None

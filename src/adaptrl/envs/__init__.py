@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -84,8 +84,17 @@ class Family:
     config: Any
     tasks: TaskDistribution
 
+    _envs: dict = field(default_factory=dict, repr=False)
+
     def make_env(self, num_envs: int, device: torch.device | str = "cpu") -> BatchedMetaEnv:
         return self.spec.env_cls(num_envs, self.config, device=device)
+
+    def env(self, num_envs: int, device: torch.device | str = "cpu") -> BatchedMetaEnv:
+        """A cached batched env of this size: learners reuse buffers across iterations."""
+        key = (num_envs, str(torch.device(device)))
+        if key not in self._envs:
+            self._envs[key] = self.make_env(num_envs, device)
+        return self._envs[key]
 
     def make_single_task_env(
         self, task: Tasks, device: torch.device | str = "cpu"

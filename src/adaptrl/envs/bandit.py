@@ -67,17 +67,9 @@ class BanditEnv(BatchedMetaEnv):
         self.single_action_space = spaces.Discrete(self.config.num_arms)
         self._batch_spaces()
         self.t = torch.zeros(num_envs, dtype=torch.long, device=self.device)
-        self.generator: torch.Generator | None = None
 
     def reset(self, *, tasks=None, mask=None, generator=None, seed=None, options=None):
-        if tasks is not None:
-            self.set_tasks(tasks)
-        if self.tasks is None:
-            raise RuntimeError("reset() needs tasks the first time (env.reset(tasks=...))")
-        if generator is not None:
-            self.generator = generator
-        elif self.generator is None or seed is not None:
-            self.generator = torch.Generator(device=self.device).manual_seed(seed or 0)
+        self._prepare_reset(tasks, generator, seed)
         if mask is None:
             self.t.zero_()
         else:

@@ -52,6 +52,7 @@ class BatchedMetaEnv(gym.vector.VectorEnv, ABC):
         self.num_envs = num_envs
         self.device = torch.device(device)
         self.tasks: Tasks | None = None
+        self.generator: torch.Generator | None = None  # noise of stochastic families
 
     def _batch_spaces(self) -> None:
         self.observation_space = gym.vector.utils.batch_space(
@@ -68,6 +69,19 @@ class BatchedMetaEnv(gym.vector.VectorEnv, ABC):
                     "repeat tasks per episode with repeat_tasks()"
                 )
         self.tasks = {k: v.to(self.device) for k, v in tasks.items()}
+
+    def _prepare_reset(
+        self, tasks: Tasks | None, generator: torch.Generator | None, seed: int | None
+    ) -> None:
+        """Shared reset bookkeeping: new tasks, the tasks-required check, the noise generator."""
+        if tasks is not None:
+            self.set_tasks(tasks)
+        if self.tasks is None:
+            raise RuntimeError("reset() needs tasks the first time (env.reset(tasks=...))")
+        if generator is not None:
+            self.generator = generator
+        elif self.generator is None or seed is not None:
+            self.generator = torch.Generator(device=self.device).manual_seed(seed or 0)
 
     @abstractmethod
     def reset(

@@ -149,10 +149,7 @@ class MazeEnv(BatchedMetaEnv):
         return torch.cat([walls.float(), goal.float()], -1)
 
     def reset(self, *, tasks=None, mask=None, generator=None, seed=None, options=None):
-        if tasks is not None:
-            self.set_tasks(tasks)
-        if self.tasks is None:
-            raise RuntimeError("reset() needs tasks the first time (env.reset(tasks=...))")
+        self._prepare_reset(tasks, generator, seed)
         if mask is None:
             self.pos = self.tasks["start"].clone()
             self.t.zero_()

@@ -94,10 +94,7 @@ class Navigation2DEnv(BatchedMetaEnv):
         self.t = torch.zeros(num_envs, dtype=torch.long, device=self.device)
 
     def reset(self, *, tasks=None, mask=None, generator=None, seed=None, options=None):
-        if tasks is not None:
-            self.set_tasks(tasks)
-        if self.tasks is None:
-            raise RuntimeError("reset() needs tasks the first time (env.reset(tasks=...))")
+        self._prepare_reset(tasks, generator, seed)
         if mask is None:
             self.pos.zero_()
             self.t.zero_()

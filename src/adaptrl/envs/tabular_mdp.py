@@ -79,21 +79,13 @@ class TabularMDPEnv(BatchedMetaEnv):
         self._batch_spaces()
         self.state = torch.zeros(num_envs, dtype=torch.long, device=self.device)
         self.t = torch.zeros(num_envs, dtype=torch.long, device=self.device)
-        self.generator: torch.Generator | None = None
         self._rows = torch.arange(num_envs, device=self.device)
 
     def _obs(self) -> torch.Tensor:
         return torch.nn.functional.one_hot(self.state, self.config.num_states).float()
 
     def reset(self, *, tasks=None, mask=None, generator=None, seed=None, options=None):
-        if tasks is not None:
-            self.set_tasks(tasks)
-        if self.tasks is None:
-            raise RuntimeError("reset() needs tasks the first time (env.reset(tasks=...))")
-        if generator is not None:
-            self.generator = generator
-        elif self.generator is None or seed is not None:
-            self.generator = torch.Generator(device=self.device).manual_seed(seed or 0)
+        self._prepare_reset(tasks, generator, seed)
         start = torch.randint(
             self.config.num_states, (self.num_envs,), generator=self.generator, device=self.device
         )
