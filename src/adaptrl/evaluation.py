@@ -107,7 +107,7 @@ def tune_inner_lrs(learner: Any, family: Family, cfg: EvalConfig) -> tuple[float
     tasks by the mean return after the last step (never on the split being reported)."""
     best, best_return = cfg.inner_lrs, -float("inf")
     for scale in REFERENCE_LR_SCALES:
-        lrs = tuple(lr * scale for lr in cfg.inner_lrs)
+        lrs = tuple(round(lr * scale, 8) for lr in cfg.inner_lrs)
         trial = replace(cfg, inner_lrs=lrs, num_tasks=min(cfg.num_tasks, 20))
         final = meta_test(learner, family, "train", trial, seed_offset=7919)["returns"][-1].mean()
         if torch.isfinite(final) and final > best_return:
@@ -254,7 +254,8 @@ def load_results(run: Run) -> dict[str, dict[str, dict[str, Any]]]:
     for path in sorted(run.eval_dir.glob("*.json")):
         record = json.loads(path.read_text())
         results.setdefault(record["split"], {})[record["algorithm"]] = record
-    return results
+    order = {"train": 0, "test": 1}  # train beside test, in that order
+    return dict(sorted(results.items(), key=lambda kv: order.get(kv[0], 2)))
 
 
 def format_table(results: dict[str, dict[str, dict[str, Any]]]) -> str:
