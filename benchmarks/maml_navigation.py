@@ -46,8 +46,9 @@ def main() -> None:
 
     # Floor: the same rollouts (shared-θ pre-adaptation, per-task θ' post-adaptation), nothing else.
     params = {k: v.detach() for k, v in algo.policy.params().items()}
-    per_task = {k: v.unsqueeze(0).repeat(c.meta_batch_size, *[1] * v.dim())
-                for k, v in params.items()}
+    per_task = {
+        k: v.unsqueeze(0).repeat(c.meta_batch_size, *[1] * v.dim()) for k, v in params.items()
+    }
     floor = []
     for i in range(args.warmup + args.iterations):
         tasks = family.tasks.sample(c.meta_batch_size, "train", gen)
@@ -62,22 +63,32 @@ def main() -> None:
     median = statistics.median(iteration_s)
     floor_s = statistics.median(floor)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({
-        "benchmark": "maml_navigation2d",
-        "settings": {"meta_batch_size": c.meta_batch_size, "episodes_per_task":
-                     c.episodes_per_task, "horizon": family.config.horizon,
-                     "curvature_episodes": c.curvature_episodes, "first_order": c.first_order,
-                     "torch_threads": torch.get_num_threads(), "device": config.train.device},
-        "seconds_per_iteration_median": round(median, 4),
-        "sample_seconds_median": round(statistics.median(sample_s), 4),
-        "update_seconds_median": round(statistics.median(update_s), 4),
-        "floor_seconds_median": round(floor_s, 4),
-        "iteration_over_floor": round(median / floor_s, 2),
-        "env_steps_per_iteration": steps,
-        "env_steps_per_s_floor": round(steps / floor_s),
-        "env_steps_per_s_training": round(steps / median),
-        "peak_rss_mb": round(peak_mb, 1),
-    }, indent=1))
+    print(
+        json.dumps(
+            {
+                "benchmark": "maml_navigation2d",
+                "settings": {
+                    "meta_batch_size": c.meta_batch_size,
+                    "episodes_per_task": c.episodes_per_task,
+                    "horizon": family.config.horizon,
+                    "curvature_episodes": c.curvature_episodes,
+                    "first_order": c.first_order,
+                    "torch_threads": torch.get_num_threads(),
+                    "device": config.train.device,
+                },
+                "seconds_per_iteration_median": round(median, 4),
+                "sample_seconds_median": round(statistics.median(sample_s), 4),
+                "update_seconds_median": round(statistics.median(update_s), 4),
+                "floor_seconds_median": round(floor_s, 4),
+                "iteration_over_floor": round(median / floor_s, 2),
+                "env_steps_per_iteration": steps,
+                "env_steps_per_s_floor": round(steps / floor_s),
+                "env_steps_per_s_training": round(steps / median),
+                "peak_rss_mb": round(peak_mb, 1),
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -88,6 +88,7 @@ def trpo_step(
             "trpo/accepted": 0.0,
             "trpo/step_fraction": 0.0,
             "trpo/kl": 0.0,
+            "trpo/improvement": 0.0,
             "trpo/grad_norm": float(g.norm()),
         }
     full_step = direction * torch.sqrt(max_kl / shs)  # so that ½ sᵀFs = max_kl

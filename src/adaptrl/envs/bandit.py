@@ -63,7 +63,7 @@ class BanditEnv(BatchedMetaEnv):
         self.deterministic = False
         self.config = config or BanditConfig()
         self.horizon = self.config.num_pulls
-        self.single_observation_space = spaces.Box(0.0, 0.0, (1,), "float32")
+        self.single_observation_space = spaces.Box(0.0, 1.0, (1,), "float32")  # constant 0
         self.single_action_space = spaces.Discrete(self.config.num_arms)
         self._batch_spaces()
         self.t = torch.zeros(num_envs, dtype=torch.long, device=self.device)

@@ -1,0 +1,83 @@
+"""Wall time for RL² to reach a target total reward per trial on held-out tasks, and env steps
+per second (sampling alone and during training). Prints JSON.
+
+    python benchmarks/rl2_time_to_target.py --preset rl2-bandit-k5-n10 --target 6.5
+    python benchmarks/rl2_time_to_target.py --preset rl2-bandit-k5-n100 --target 77.5
+    python benchmarks/rl2_time_to_target.py --preset rl2-mdp-n10 --target 150
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import replace
+
+import torch
+
+from adaptrl.config import apply_overrides, build_run_config, load_preset
+from adaptrl.evaluation import meta_test
+from adaptrl.trainer import build_learner
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="rl2-bandit-k5-n10")
+    parser.add_argument("--target", type=float, required=True, help="total reward per trial")
+    parser.add_argument("--time-limit", type=float, default=600.0, help="seconds of training")
+    parser.add_argument("--eval-every", type=int, default=50, help="iterations between evals")
+    parser.add_argument("--eval-trials", type=int, default=2000)
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    args = parser.parse_args()
+    config = build_run_config(apply_overrides(load_preset(args.preset), args.overrides))
+    family, algo, gen = build_learner(config)
+    eval_cfg = replace(config.evaluate, num_tasks=args.eval_trials)
+
+    # Sampling throughput alone (no learning): one batch of trials.
+    tasks = family.tasks.sample(algo.config.meta_batch_size, "train", gen)
+    start = time.perf_counter()
+    trials = algo.run_trials(tasks)
+    sampling_rate = float(trials.mask.sum()) / (time.perf_counter() - start)
+
+    history, steps, train_s, reached = [], 0.0, 0.0, None
+    iteration = 0
+    while train_s < args.time_limit:
+        tasks = family.tasks.sample(algo.config.meta_batch_size, "train", gen)
+        m = algo.meta_train_step(tasks)
+        train_s += m["perf/iteration_s"]
+        steps += m["perf/env_steps_per_s"] * m["perf/sample_s"]
+        iteration += 1
+        if iteration % args.eval_every == 0:
+            total = meta_test(algo, family, "test", eval_cfg)["total_return"].mean().item()
+            history.append(
+                {
+                    "iteration": iteration,
+                    "train_s": round(train_s, 1),
+                    "test_total_return": round(total, 3),
+                }
+            )
+            if total >= args.target:
+                reached = train_s
+                break
+    print(
+        json.dumps(
+            {
+                "benchmark": "rl2_time_to_target",
+                "preset": args.preset,
+                "target": args.target,
+                "reached": reached is not None,
+                "train_seconds_to_target": None if reached is None else round(reached, 1),
+                "iterations": iteration,
+                "env_steps": int(steps),
+                "env_steps_per_s_sampling": round(sampling_rate),
+                "env_steps_per_s_training": round(steps / max(train_s, 1e-9)),
+                "torch_threads": torch.get_num_threads(),
+                "history": history,
+            },
+            indent=1,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
