@@ -94,6 +94,17 @@ def test_truncated_bptt_chunks_start_from_the_recorded_states():
     assert_close(logits[:, 1 * 4 + 2], full[5:10, 2], atol=1e-5, rtol=1e-5)
 
 
+def test_time_input_switch_changes_the_recurrent_input():
+    family = make_family("bandit", num_arms=3, num_pulls=5)
+    gen = torch.Generator().manual_seed(0)
+    with_time = RL2(RL2Config(hidden_size=8), family, "cpu", gen)
+    without = RL2(RL2Config(hidden_size=8, time_input=False), family, "cpu", gen)
+    assert with_time.policy.gru.input_size == 1 + 3 + 2 + 1
+    assert without.policy.gru.input_size == 1 + 3 + 2
+    trials = without.run_trials(family.tasks.sample(4, "train", gen))
+    assert trials.inputs.shape == (5, 4, 6)
+
+
 def test_rl2_config_rejects_impossible_values():
     for bad in ({"lr": -1.0}, {"meta_batch_size": 0}, {"gamma": 0.0}, {"bptt_len": -1}):
         with pytest.raises(ConfigError):

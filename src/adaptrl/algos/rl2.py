@@ -149,6 +149,7 @@ class RL2:
             probe.single_observation_space.shape[0],
             int(probe.single_action_space.n),
             config.hidden_size,
+            config.time_input,
         ).to(self.device)
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=config.lr, eps=1e-5)
         # Trial returns reach hundreds while a GRU's features are bounded: the value head
@@ -156,7 +157,7 @@ class RL2:
         self.value_scale: float | None = None
 
     @torch.no_grad()
-    def run_trials(self, tasks: Tasks, episodes: int | None = None) -> Trials:  # noqa: C901
+    def run_trials(self, tasks: Tasks, episodes: int | None = None) -> Trials:
         """One trial per task, all rows stepping together; the hidden state starts at zero."""
         E = episodes or self.config.episodes_per_trial
         n = next(iter(tasks.values())).shape[0]
@@ -173,19 +174,8 @@ class RL2:
         episode = torch.zeros(n, dtype=torch.long, device=dev)
         ep_returns = torch.zeros(E, n, device=dev)
         ep_lengths = torch.zeros(E, n, device=dev)
-        buf = {
-            k: []
-            for k in (
-                "inputs",
-                "actions",
-                "log_probs",
-                "values",
-                "rewards",
-                "mask",
-                "trial_end",
-                "hidden_in",
-            )
-        }
+        buf: dict[str, torch.Tensor] = {}  # [T, n, ...] each, allocated at the first step
+        length = T
         for t in range(T):
             progress = torch.full((n,), t / T, device=dev)
             x = policy.inputs(obs, prev_a, prev_r, prev_done, progress)
@@ -200,17 +190,22 @@ class RL2:
             ep_lengths[ep_idx, rows] += live
             episode = episode + ended.long()
             finished = ended & (episode >= E)
-            for key, value_ in (
-                ("inputs", x),
-                ("actions", action),
-                ("log_probs", log_p.gather(1, action[:, None]).squeeze(1)),
-                ("values", value[0] * (self.value_scale or 1.0)),
-                ("rewards", reward * live),
-                ("mask", live),
-                ("trial_end", finished),
-                ("hidden_in", hidden[0]),
-            ):
-                buf[key].append(value_)
+            row = {
+                "inputs": x,
+                "actions": action,
+                "log_probs": log_p.gather(1, action[:, None]).squeeze(1),
+                "values": value[0] * (self.value_scale or 1.0),
+                "rewards": reward * live,
+                "mask": live,
+                "trial_end": finished,
+                "hidden_in": hidden[0],
+            }
+            if not buf:
+                buf = {
+                    k: torch.empty(T, *v.shape, dtype=v.dtype, device=dev) for k, v in row.items()
+                }
+            for key, value_ in row.items():
+                buf[key][t] = value_
             restart = ended & ~finished
             if bool(restart.any()):
                 fresh, _ = env.reset(mask=restart)
@@ -219,8 +214,9 @@ class RL2:
             prev_a, prev_r, prev_done = action, reward, ended.float()
             hidden = new_hidden
             if not bool(alive.any()):
+                length = t + 1
                 break
-        out = {k: torch.stack(v) for k, v in buf.items()}
+        out = {k: v[:length] for k, v in buf.items()}
         return Trials(**out, episode_returns=ep_returns, episode_lengths=ep_lengths)
 
     def _advantages(self, trials: Trials) -> tuple[torch.Tensor, torch.Tensor]:
