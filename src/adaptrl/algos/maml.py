@@ -98,6 +98,10 @@ class MAMLConfig:
             raise ConfigError(f"algo.activation must be relu or tanh, got {self.activation!r}")
 
 
+def _detached(params: Params) -> Params:
+    return {k: v.detach() for k, v in params.items()}
+
+
 @dataclass
 class PGBatch:
     """Policy-gradient data laid out per task: obs [T, n, E, d], actions [T, n, E, A],
@@ -234,9 +238,7 @@ class MAML:
 
     def _old_distribution(self, params, per_task, post: PGBatch):
         with torch.no_grad():
-            mean, log_std = self._distribution(
-                {k: v.detach() for k, v in params.items()}, per_task, post.obs
-            )
+            mean, log_std = self._distribution(_detached(params), per_task, post.obs)
             return mean, log_std, gaussian_log_prob(post.actions, mean, log_std)
 
     # ----------------------------------------------------------------------------- meta-step
@@ -244,20 +246,20 @@ class MAML:
         """Sample → adapt → sample → TRPO meta-update. Returns detached metrics."""
         c = self.config
         start = time.perf_counter()
-        params, per_task = {k: v.detach() for k, v in self.policy.params().items()}, False
+        # θ'ᵢ is built once, with its graph to θ: the rollouts use detached copies and the outer
+        # loss differentiates through the very same inner step (no second inner pass).
+        adapted, per_task = self.policy.params(), False
         batches, pre_return, steps = [], None, 0
         for _ in range(c.num_inner_steps):
-            traj = self._sample(tasks, params, per_task, c.episodes_per_task)
+            traj = self._sample(tasks, _detached(adapted), per_task, c.episodes_per_task)
             steps += traj.num_steps
             pre_return = traj.task_returns().mean() if pre_return is None else pre_return
             batches.append(self._pg_batch(traj))
-            params, per_task = self.inner_step(params, per_task, batches[-1], c.inner_lr), True
-            params = {k: v.detach() for k, v in params.items()}
-        post_traj = self._sample(tasks, params, per_task, c.episodes_per_task)
+            adapted, per_task = self.inner_step(adapted, per_task, batches[-1], c.inner_lr), True
+        post_traj = self._sample(tasks, _detached(adapted), per_task, c.episodes_per_task)
         post = self._pg_batch(post_traj)
         sampled = time.perf_counter()
 
-        adapted, per_task = self._adapt_through(batches)
         old = self._old_distribution(adapted, per_task, post)
         loss, _ = self._surrogate_and_kl(adapted, per_task, post, old)
 
@@ -315,7 +317,7 @@ class MAML:
         before adaptation and after every step. Step k uses ``inner_lrs[k]`` (last repeats)."""
         lrs = inner_lrs or (self.config.inner_lr,)
         episodes = episodes_per_task or self.config.episodes_per_task
-        params = {k: v.detach() for k, v in self.policy.params().items()}
+        params = _detached(self.policy.params())
         per_task, returns = False, []
         for step in range(num_steps + 1):
             traj = self._sample(tasks, params, per_task, episodes)
@@ -324,7 +326,7 @@ class MAML:
                 break
             lr = lrs[min(step, len(lrs) - 1)]
             params = self.inner_step(params, per_task, self._pg_batch(traj), lr)
-            params, per_task = {k: v.detach() for k, v in params.items()}, True
+            params, per_task = _detached(params), True
         return Adaptation(params, per_task, torch.stack(returns), self.policy)
 
     def meta_test(self, tasks: Tasks, cfg) -> dict[str, torch.Tensor]:
