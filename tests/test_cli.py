@@ -106,27 +106,27 @@ def test_list(capsys):
     assert "maml-navigation2d" in out and "navigation2d" in out and "maml" in out
 
 
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("algo.inner_lrr=0.1", "did you mean 'algo.inner_lr'"),
+        ("algo.inner_lr=-0.1", "algo.inner_lr must be > 0"),
+        ("algo.meta_batch_size=0", "algo.meta_batch_size must be > 0"),
+        ("train.seed=abc", "train.seed must be int"),
+        ("algo.inner_lr=fast", "algo.inner_lr must be float"),
+        ("trian.seed=1", "unknown config section 'trian'"),
+        ("env.horizon=0", "env.horizon must be > 0"),
+    ],
+)
+def test_bad_config_values_fail_before_anything_is_written(tmp_path, capsys, override, message):
+    out = tmp_path / "x"
+    err = _error(capsys, ["train", "maml-navigation2d", "--out", str(out), "--set", override])
+    assert message in err
+    assert not out.exists()
+
+
 def test_bad_inputs_fail_with_one_line_and_exit_2(tmp_path, capsys, trained):
-    out = str(tmp_path / "x")
     assert "unknown preset 'maml-navigation'" in _error(capsys, ["train", "maml-navigation"])
-    assert "did you mean 'algo.inner_lr'" in _error(
-        capsys, ["train", "maml-navigation2d", "--out", out, "--set", "algo.inner_lrr=0.1"]
-    )
-    assert "algo.inner_lr must be > 0" in _error(
-        capsys, ["train", "maml-navigation2d", "--out", out, "--set", "algo.inner_lr=-0.1"]
-    )
-    assert "algo.meta_batch_size must be > 0" in _error(
-        capsys, ["train", "maml-navigation2d", "--out", out, "--set", "algo.meta_batch_size=0"]
-    )
-    assert "must be int" in _error(
-        capsys, ["train", "maml-navigation2d", "--out", out, "--set", "train.seed=abc"]
-    )
-    assert "algo.inner_lr must be float" in _error(
-        capsys, ["train", "maml-navigation2d", "--out", out, "--set", "algo.inner_lr=fast"]
-    )
-    assert "unknown config section" in _error(
-        capsys, ["train", "maml-navigation2d", "--out", out, "--set", "trian.seed=1"]
-    )
     assert "does not exist" in _error(capsys, ["evaluate", str(tmp_path / "missing")])
     assert "not an adaptrl run" in _error(capsys, ["report", str(tmp_path)])
     assert "--num-tasks must be > 0" in _error(

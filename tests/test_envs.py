@@ -92,21 +92,25 @@ def test_single_task_export_is_a_plain_gymnasium_env():
 @pytest.mark.parametrize(
     "name,key,width", [("bandit", "probs", 0.1), ("tabular_mdp", "mean_rewards", 0.5)]
 )
-def test_hashed_splits_are_disjoint_by_cell(name, key, width):
+def test_hashed_splits_are_a_function_of_the_cell(name, key, width):
     family = make_family(name)
     gen = torch.Generator().manual_seed(0)
-    train = family.tasks.sample(3000, "train", gen)[key].flatten(1)
-    test = family.tasks.sample(3000, "test", gen)[key].flatten(1)
-    cells = lambda x: set(map(tuple, torch.floor(x.double() / width).long().tolist()))  # noqa: E731
-    assert cells(train).isdisjoint(cells(test))
-    assert set(
-        family.tasks.split_of(
-            {key: test.reshape(3000, *family.tasks.sample(1, "test", gen)[key].shape[1:])}
-        )
-    ) == {"test"}
-    # The prior is kept within each split: bandit probabilities stay uniform-looking.
-    if name == "bandit":
-        assert abs(test.mean().item() - 0.5) < 0.02 and abs(train.mean().item() - 0.5) < 0.02
+    for split in ("train", "test"):
+        tasks = family.tasks.sample(3000, split, gen)
+        assert set(family.tasks.split_of(tasks)) == {split}
+        # Moving every task anywhere inside its cell keeps its split: no cell is shared.
+        centred = {**tasks, key: (torch.floor(tasks[key] / width) + 0.5) * width}
+        assert set(family.tasks.split_of(centred)) == {split}
+        if name == "bandit":  # the prior is kept within each split: still uniform-looking
+            assert abs(tasks[key].mean().item() - 0.5) < 0.02
+    # About test_fraction of fresh prior draws land in the test split.
+    draws = (
+        family.tasks._reward_prior(20000, gen)
+        if name == "tabular_mdp"
+        else torch.rand(20000, family.config.num_arms, generator=gen)
+    )
+    share = family.tasks.split.is_test(draws).float().mean().item()
+    assert abs(share - 0.2) < 0.03
 
 
 def test_tabular_mdp_random_policy_earns_one_per_step():

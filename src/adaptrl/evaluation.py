@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from adaptrl.baselines.table import CLASSICAL_ENVS
 from adaptrl.config import EvalConfig, RunConfig
 from adaptrl.envs import Family
 from adaptrl.runs import Run, atomic_write_text
@@ -178,7 +179,7 @@ def evaluate_run(
             results[split][name] = record
             suffix = "" if name == config.algorithm else f".{name}"
             write_json(run.eval_dir / f"{split}{suffix}.json", record)
-        if references and family.spec.name in ("bandit", "tabular_mdp"):
+        if references and family.spec.name in CLASSICAL_ENVS:
             write_json(
                 run.eval_dir / "classical" / f"{split}.json",
                 classical_record(

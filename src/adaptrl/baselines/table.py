@@ -12,6 +12,7 @@ from adaptrl.baselines.bandit import BANDIT_STRATEGIES, bayes_optimal_value, run
 from adaptrl.baselines.mdp import MDP_STRATEGIES, run_mdp_strategy
 from adaptrl.envs import Family
 
+CLASSICAL_ENVS = ("bandit", "tabular_mdp")  # families with classical strategies below
 TUNE_GRID = tuple(round(0.1 * i, 1) for i in range(11))  # Duan et al. tuned c and ε over this
 BAYES_OPTIMAL_MAX_STATES = 12  # k + n small enough for the exact DP to take seconds
 

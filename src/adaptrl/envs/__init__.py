@@ -16,7 +16,6 @@ from adaptrl.envs.base import (
     Split,
     TaskDistribution,
     Tasks,
-    index_tasks,
     repeat_tasks,
 )
 from adaptrl.envs.maze import MazeConfig, MazeEnv, MazeTasks
@@ -34,7 +33,6 @@ __all__ = [
     "TaskDistribution",
     "Tasks",
     "env_config",
-    "index_tasks",
     "make_family",
     "register_env",
     "registered_envs",

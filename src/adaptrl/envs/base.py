@@ -107,11 +107,6 @@ def repeat_tasks(tasks: Tasks, times: int) -> Tasks:
     return {k: v.repeat_interleave(times, dim=0) for k, v in tasks.items()}
 
 
-def index_tasks(tasks: Tasks, index: int | slice | torch.Tensor) -> Tasks:
-    out = {k: v[index] for k, v in tasks.items()}
-    return {k: v.unsqueeze(0) if isinstance(index, int) else v for k, v in out.items()}
-
-
 class GridSplit:
     """Disjoint train/test regions of a box: the box is cut into ``cells`` per side and a fixed,
     seeded fraction of cells is held out for testing.

@@ -49,27 +49,6 @@ class Trajectories:
         """Mean undiscounted episode return of each task: [n]."""
         return self.episode_returns().reshape(self.num_tasks, -1).mean(1)
 
-    def episodes(self, count: int) -> Trajectories:
-        """The first ``count`` episodes of every task (episodes are i.i.d., so a fair subsample)."""
-
-        def take(x: torch.Tensor) -> torch.Tensor:
-            return self.by_task(x)[:, :, :count].reshape(x.shape[0], -1, *x.shape[2:])
-
-        return Trajectories(
-            *(
-                take(x)
-                for x in (
-                    self.obs,
-                    self.actions,
-                    self.rewards,
-                    self.mask,
-                    self.terminated,
-                    self.truncated,
-                )
-            ),
-            num_tasks=self.num_tasks,
-        )
-
 
 class GaussianActor:
     """Samples actions from a Gaussian policy with shared or per-task parameters."""
