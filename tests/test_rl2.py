@@ -106,6 +106,41 @@ def test_time_input_switch_changes_the_recurrent_input():
 
 
 def test_rl2_config_rejects_impossible_values():
-    for bad in ({"lr": -1.0}, {"meta_batch_size": 0}, {"gamma": 0.0}, {"bptt_len": -1}):
+    for bad in (
+        {"lr": -1.0},
+        {"meta_batch_size": 0},
+        {"gamma": 0.0},
+        {"bptt_len": -1},
+        {"encoder_size": -1},
+    ):
         with pytest.raises(ConfigError):
             RL2Config(**bad)
+
+
+def test_previous_observation_input_holds_the_whole_transition():
+    family = make_family("tabular_mdp", episode_length=4)
+    gen = torch.Generator().manual_seed(0)
+    cfg = RL2Config(
+        meta_batch_size=4,
+        episodes_per_trial=2,
+        hidden_size=8,
+        prev_obs_input=True,
+        encoder_size=16,
+        head_size=12,
+    )
+    algo = RL2(cfg, family, "cpu", gen)
+    S, A = 10, 5
+    assert algo.policy.gru.input_size == 16
+    trials = algo.run_trials(family.tasks.sample(4, "train", gen))
+    obs = trials.inputs[..., :S]
+    prev_obs = trials.inputs[..., S + A + 2 : 2 * S + A + 2]
+    assert prev_obs[0].eq(0).all()  # nothing before the trial's first step
+    # Every later input carries the state the previous action was taken in, also across the
+    # episode boundary at t = 4 (where the current state is a fresh start state).
+    assert_close(prev_obs[1:], obs[:-1])
+    # The recorded log-probabilities are reproduced by the encoder -> GRU -> head forward pass.
+    logits, values, _ = algo.policy(trials.inputs, algo.policy.initial_state(4, "cpu"))
+    lp = torch.log_softmax(logits, -1).gather(-1, trials.actions[..., None]).squeeze(-1)
+    assert_close(lp, trials.log_probs)
+    assert values.shape == (8, 4)
+    algo.update(trials)  # one PPO update runs through the extra layers

@@ -71,6 +71,8 @@ def test_killed_run_resumes_to_identical_parameters_and_metrics(tmp_path):
     run = Run.open(killed)
     trainer = Trainer(run, run.config(), resume=True)
     assert trainer.iteration == stopped_at
+    before = load_checkpoint_file(ckpt)["elapsed_s"]
+    assert before > 0 and trainer.elapsed_s == before  # wall time keeps counting on resume
     trainer.train(progress=False)
     resumed = trainer.algo.policy.state_dict()
     for k in ref_params:
@@ -83,3 +85,5 @@ def test_killed_run_resumes_to_identical_parameters_and_metrics(tmp_path):
         return [[r.split(",")[i] for i in keep] for r in rows]
 
     assert strip(ref_rows) == strip(new_rows)
+    elapsed = new_rows[0].split(",").index("time/elapsed_s")
+    assert float(new_rows[-1].split(",")[elapsed]) > before

@@ -102,25 +102,58 @@ def gaussian_kl(
 
 class RecurrentCategoricalPolicy(nn.Module):
     """RL² agent: a GRU over (observation, previous action, previous reward, done flag) with a
-    categorical policy head and a value head (Duan et al. 2016, §2.2)."""
+    categorical policy head and a value head (Duan et al. 2016, §2.2).
+
+    Optional, off by default (Duan's plain GRU): ``prev_obs_input`` adds the previous
+    observation, so one input holds the whole transition (s, a, r, s'); ``encoder_size`` puts a
+    ReLU layer before the GRU and ``head_size`` one after it (over the GRU output and the encoded
+    input). Why: remembering "reward of action a in state s" needs a conjunction of s and a, and
+    reading it back needs one of the memory and the current state; a single GRU layer has to
+    learn both inside its gates (measured on tabular MDPs in algos/rl2.py).
+    """
 
     def __init__(
-        self, obs_dim: int, num_actions: int, hidden_size: int = 256, time_input: bool = True
+        self,
+        obs_dim: int,
+        num_actions: int,
+        hidden_size: int = 256,
+        time_input: bool = True,
+        prev_obs_input: bool = False,
+        encoder_size: int = 0,
+        head_size: int = 0,
     ) -> None:
         super().__init__()
-        self.num_actions, self.hidden_size, self.time_input = num_actions, hidden_size, time_input
-        self.gru = nn.GRU(obs_dim + num_actions + 2 + int(time_input), hidden_size)
-        self.policy_head = nn.Linear(hidden_size, num_actions)
-        self.value_head = nn.Linear(hidden_size, 1)
+        self.num_actions, self.hidden_size = num_actions, hidden_size
+        self.time_input, self.prev_obs_input = time_input, prev_obs_input
+        in_dim = obs_dim * (1 + int(prev_obs_input)) + num_actions + 2 + int(time_input)
+        self.encoder = (
+            nn.Sequential(nn.Linear(in_dim, encoder_size), nn.ReLU())
+            if encoder_size
+            else nn.Identity()
+        )
+        features = encoder_size or in_dim
+        self.gru = nn.GRU(features, hidden_size)
+        self.head = (
+            nn.Sequential(nn.Linear(hidden_size + features, head_size), nn.ReLU())
+            if head_size
+            else None
+        )
+        self.policy_head = nn.Linear(head_size or hidden_size, num_actions)
+        self.value_head = nn.Linear(head_size or hidden_size, 1)
 
-    def inputs(self, obs, prev_action, prev_reward, prev_done, progress=None) -> torch.Tensor:
-        """[..., obs_dim], [...] long, [...], [...], [...] -> [..., obs_dim + A + 2 (+1)].
+    def inputs(
+        self, obs, prev_action, prev_reward, prev_done, progress=None, prev_obs=None
+    ) -> torch.Tensor:
+        """[..., obs_dim], [...] long, [...], [...], [...], [..., obs_dim] -> [..., in].
 
         ``progress`` (fraction of the trial's step budget used) is appended when ``time_input``:
         without it the value of a long trial is aliased across time steps (Pardo et al. 2018).
+        ``prev_obs`` (zeros at a trial's start) is used when ``prev_obs_input``.
         """
         one_hot = nn.functional.one_hot(prev_action, self.num_actions).to(obs.dtype)
         parts = [obs, one_hot, prev_reward.unsqueeze(-1), prev_done.unsqueeze(-1)]
+        if self.prev_obs_input:
+            parts.append(prev_obs)
         if self.time_input:
             parts.append(progress.unsqueeze(-1))
         return torch.cat(parts, -1)
@@ -130,5 +163,8 @@ class RecurrentCategoricalPolicy(nn.Module):
 
     def forward(self, x: torch.Tensor, hidden: torch.Tensor):
         """x: [T, B, in], hidden: [1, B, H] -> logits [T, B, A], values [T, B], hidden."""
-        out, hidden = self.gru(x, hidden)
+        features = self.encoder(x)
+        out, hidden = self.gru(features, hidden)
+        if self.head is not None:
+            out = self.head(torch.cat([out, features], -1))
         return self.policy_head(out), self.value_head(out).squeeze(-1), hidden

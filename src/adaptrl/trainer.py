@@ -55,12 +55,15 @@ class Trainer:
         self.run, self.config = run, config
         self.family, self.algo, self.generator = build_learner(config)
         self.iteration = 0
+        self.elapsed_s = 0.0
+        """Training wall time of all sessions so far (a resumed run keeps counting)."""
         if resume:
             state = run.load_checkpoint(required=False)
             if state is not None:
                 self.algo.load_state_dict(state["algorithm"])
                 self.generator.set_state(state["generator"])
                 self.iteration = int(state["iteration"])
+                self.elapsed_s = float(state.get("elapsed_s", 0.0))
 
     def checkpoint(self) -> None:
         self.run.save_checkpoint(
@@ -68,6 +71,7 @@ class Trainer:
                 "iteration": self.iteration,
                 "algorithm": self.algo.state_dict(),
                 "generator": self.generator.get_state(),
+                "elapsed_s": self.elapsed_s,
             }
         )
 
@@ -82,7 +86,7 @@ class Trainer:
             desc=f"{self.config.algorithm} {self.family.spec.name}",
             unit="it",
         )
-        start = time.perf_counter()
+        start = time.perf_counter() - self.elapsed_s
         try:
             while self.iteration < cfg.num_iterations:
                 tasks = self.family.tasks.sample(
@@ -92,7 +96,8 @@ class Trainer:
                 self.iteration += 1
                 if cfg.eval_every and self.iteration % cfg.eval_every == 0:
                     metrics.update(self._held_out_metrics())
-                metrics["time/elapsed_s"] = time.perf_counter() - start
+                self.elapsed_s = time.perf_counter() - start
+                metrics["time/elapsed_s"] = self.elapsed_s
                 if self.iteration % cfg.log_every == 0:
                     log.log(self.iteration, metrics)
                 if (

@@ -60,6 +60,12 @@ class RL2Config:
     value_coef: float = 0.5
     time_input: bool = True
     """Feed the fraction of the trial's step budget used (see RecurrentCategoricalPolicy)."""
+    prev_obs_input: bool = False
+    """Feed the previous observation too, so one input is a whole transition."""
+    encoder_size: int = 0
+    """Units of a ReLU layer before the GRU (0: none, as in Duan et al.)."""
+    head_size: int = 0
+    """Units of a ReLU layer after the GRU (0: none)."""
     max_grad_norm: float = 0.5
 
     def __post_init__(self) -> None:
@@ -76,6 +82,8 @@ class RL2Config:
             raise ConfigError("algo.lr, algo.clip and algo.max_grad_norm must be > 0")
         if not 0 < self.gamma <= 1 or not 0 <= self.gae_lambda <= 1:
             raise ConfigError("algo.gamma must be in (0, 1] and algo.gae_lambda in [0, 1]")
+        if self.encoder_size < 0 or self.head_size < 0:
+            raise ConfigError("algo.encoder_size and algo.head_size must be >= 0")
         if self.bptt_len < 0 or self.entropy_coef < 0 or self.value_coef < 0:
             raise ConfigError("algo.bptt_len, entropy_coef and value_coef must be >= 0")
 
@@ -150,6 +158,9 @@ class RL2:
             int(probe.single_action_space.n),
             config.hidden_size,
             config.time_input,
+            config.prev_obs_input,
+            config.encoder_size,
+            config.head_size,
         ).to(self.device)
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=config.lr, eps=1e-5)
         # Trial returns reach hundreds while a GRU's features are bounded: the value head
@@ -170,6 +181,7 @@ class RL2:
         prev_a = torch.zeros(n, dtype=torch.long, device=dev)
         prev_r = torch.zeros(n, device=dev)
         prev_done = torch.zeros(n, device=dev)
+        prev_obs = torch.zeros_like(obs)
         alive = torch.ones(n, dtype=torch.bool, device=dev)
         episode = torch.zeros(n, dtype=torch.long, device=dev)
         ep_returns = torch.zeros(E, n, device=dev)
@@ -178,10 +190,11 @@ class RL2:
         length = T
         for t in range(T):
             progress = torch.full((n,), t / T, device=dev)
-            x = policy.inputs(obs, prev_a, prev_r, prev_done, progress)
+            x = policy.inputs(obs, prev_a, prev_r, prev_done, progress, prev_obs)
             logits, value, new_hidden = policy(x.unsqueeze(0), hidden)
             log_p = torch.log_softmax(logits[0], -1)
             action = torch.multinomial(log_p.exp(), 1, generator=gen).squeeze(1)
+            prev_obs = obs.clone()
             obs, reward, term, trunc, _ = env.step(action)
             live = alive.float()
             ended = (term | trunc) & alive
