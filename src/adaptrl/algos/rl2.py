@@ -13,7 +13,10 @@ hidden states come from the rollout; the input also carries the trial's progress
 its error swamps the advantages and PPO drifts to a deterministic policy even when all arms are
 equal (measured). The value head predicts value / (running spread of returns), λ defaults to
 1 (see ``gae_lambda``), and value targets are Monte-Carlo returns. Many trials step together
-as one tensor op.
+as one tensor op. Optional ReLU layers before and after the GRU and a previous-observation input
+(``encoder_size``, ``head_size``, ``prev_obs_input``; see RecurrentCategoricalPolicy) are off by
+default and on in the bandit n = 100 and MDP presets, where they needed 3-6x fewer iterations
+to reach the old presets' level (numbers in those presets).
 """
 
 from __future__ import annotations
@@ -47,7 +50,10 @@ class RL2Config:
     """GAE λ. Duan et al. use 0.3, but the next input carries the action just taken, so a
     bootstrapped V(h_{t+1}) varies with a_t and biases the advantages toward actions the value
     head has seen most: measured here, PPO then collapses to a fixed arm even when all arms are
-    equal. λ = 1 (return minus V(h_t)) is unbiased and learns."""
+    equal. λ = 1 (return minus V(h_t)) is unbiased and learns. Once the value head sees the
+    trial's progress (``time_input``) a λ < 1 is safe again: on 100-step tabular-MDP trials
+    λ = 0.95 cut the advantages' noise and learned faster (measured training return after 400
+    iterations: ≈ 115 vs ≈ 108 with λ = 1; see the rl2-mdp-n10 preset)."""
     clip: float = 0.2
     """PPO ratio clip."""
     num_epochs: int = 4
