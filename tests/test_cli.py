@@ -1,6 +1,7 @@
 """CLI commands and bad inputs: one-line error, exit code 2, nothing written is damaged."""
 
 import json
+import shutil
 
 import pytest
 import yaml
@@ -98,6 +99,21 @@ def test_evaluate_and_report(trained, capsys):
     html = (trained / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 2
     assert (trained / "adaptation.png").stat().st_size > 1000
+    assert "iterations trained: 3 / 3 (checkpoint)\n" in md
+
+
+def test_report_names_the_checkpoint_a_killed_run_was_evaluated_at(trained, tmp_path):
+    """A run killed between checkpoints has metrics past its checkpoint; the report says which
+    iteration the evaluations (made from the checkpoint) belong to."""
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    rows = (run / "metrics.csv").read_text().splitlines()
+    extra = rows[-1].split(",")
+    extra[0] = "7"
+    (run / "metrics.csv").write_text("\n".join([*rows, ",".join(extra)]) + "\n")
+    assert main(["report", str(run)]) == 0
+    md = (run / "report.md").read_text()
+    assert "iterations trained: 3 / 3 (checkpoint); metrics were logged up to iteration 7" in md
 
 
 def test_list(capsys):

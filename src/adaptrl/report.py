@@ -146,11 +146,22 @@ def write_report(run: Run) -> dict[str, Path]:
         "",
         f"- algorithm: `{config.algorithm}`, env: `{config.env['name']}`, "
         f"seed: {config.train.seed}",
-        f"- iterations trained: {int(last.get('iteration', 0))} / {config.train.num_iterations}",
     ]
-    if "time/elapsed_s" in last:
+    # Evaluations use the checkpoint; a killed run may have logged iterations beyond it.
+    state = run.load_checkpoint(required=False)
+    saved = int(state["iteration"]) if state else 0
+    logged = int(last.get("iteration", 0))
+    line = f"- iterations trained: {saved} / {config.train.num_iterations} (checkpoint)"
+    if logged > saved:
+        line += (
+            f"; metrics were logged up to iteration {logged} past it before the run "
+            "stopped (`adaptrl train --resume` continues from the checkpoint)"
+        )
+    md.append(line)
+    elapsed = state.get("elapsed_s") if state else last.get("time/elapsed_s")
+    if elapsed is not None:
         md.append(
-            f"- training wall time: {last['time/elapsed_s']:.1f} s "
+            f"- training wall time: {float(elapsed):.1f} s "
             f"(last iteration {last.get('perf/iteration_s', float('nan')):.3f} s)"
         )
     md.append("")
