@@ -125,7 +125,6 @@ def test_previous_observation_input_holds_the_whole_transition():
         episodes_per_trial=2,
         hidden_size=8,
         prev_obs_input=True,
-        transition_product=True,
         encoder_size=16,
         head_size=12,
     )
@@ -139,13 +138,6 @@ def test_previous_observation_input_holds_the_whole_transition():
     # Every later input carries the state the previous action was taken in, also across the
     # episode boundary at t = 4 (where the current state is a fresh start state).
     assert_close(prev_obs[1:], obs[:-1])
-    # transition_product: one unit per (previous state, previous action), plain and x reward.
-    pair = trials.inputs[..., 2 * S + A + 2 : 2 * S + A + 2 + S * A].reshape(8, 4, S, A)
-    scaled = trials.inputs[..., 2 * S + A + 2 + S * A : 2 * S + A + 2 + 2 * S * A]
-    assert pair[0].eq(0).all() and pair[1:].sum((-1, -2)).eq(1).all()
-    hot = pair[1:].flatten(-2).argmax(-1)  # [T-1, B]
-    assert_close(hot, obs[:-1].argmax(-1) * A + trials.actions[:-1])
-    assert_close(scaled[1:].sum(-1), trials.rewards[:-1])
     # The recorded log-probabilities are reproduced by the encoder -> GRU -> head forward pass.
     logits, values, _ = algo.policy(trials.inputs, algo.policy.initial_state(4, "cpu"))
     lp = torch.log_softmax(logits, -1).gather(-1, trials.actions[..., None]).squeeze(-1)

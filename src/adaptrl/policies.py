@@ -107,11 +107,9 @@ class RecurrentCategoricalPolicy(nn.Module):
     Optional, off by default (Duan's plain GRU): ``prev_obs_input`` adds the previous
     observation, so one input holds the whole transition (s, a, r, s'); ``encoder_size`` puts a
     ReLU layer before the GRU and ``head_size`` one after it (over the GRU output and the encoded
-    input); ``transition_product`` adds prev_obs ⊗ one-hot(prev_action), plain and times the
-    reward, so "what doing a in s just gave" is one input unit. Why: remembering "reward of
-    action a in state s" needs a conjunction of s and a, and reading it back needs one of the
-    memory and the current state; a single GRU layer has to learn both inside its gates
-    (measured on tabular MDPs: see the rl2-mdp-n10 preset).
+    input). Why: remembering "reward of action a in state s" needs a conjunction of s and a,
+    and reading it back needs one of the memory and the current state; a single GRU layer has
+    to learn both inside its gates (measured on tabular MDPs: see the rl2-mdp-n10 preset).
     """
 
     def __init__(
@@ -121,16 +119,13 @@ class RecurrentCategoricalPolicy(nn.Module):
         hidden_size: int = 256,
         time_input: bool = True,
         prev_obs_input: bool = False,
-        transition_product: bool = False,
         encoder_size: int = 0,
         head_size: int = 0,
     ) -> None:
         super().__init__()
         self.num_actions, self.hidden_size = num_actions, hidden_size
         self.time_input, self.prev_obs_input = time_input, prev_obs_input
-        self.transition_product = transition_product
         in_dim = obs_dim * (1 + int(prev_obs_input)) + num_actions + 2 + int(time_input)
-        in_dim += 2 * obs_dim * num_actions * int(transition_product)
         self.encoder = (
             nn.Sequential(nn.Linear(in_dim, encoder_size), nn.ReLU())
             if encoder_size
@@ -153,16 +148,12 @@ class RecurrentCategoricalPolicy(nn.Module):
 
         ``progress`` (fraction of the trial's step budget used) is appended when ``time_input``:
         without it the value of a long trial is aliased across time steps (Pardo et al. 2018).
-        ``prev_obs`` (zeros at a trial's start) is used when ``prev_obs_input`` or
-        ``transition_product``.
+        ``prev_obs`` (zeros at a trial's start) is used when ``prev_obs_input``.
         """
         one_hot = nn.functional.one_hot(prev_action, self.num_actions).to(obs.dtype)
         parts = [obs, one_hot, prev_reward.unsqueeze(-1), prev_done.unsqueeze(-1)]
         if self.prev_obs_input:
             parts.append(prev_obs)
-        if self.transition_product:
-            pair = (prev_obs.unsqueeze(-1) * one_hot.unsqueeze(-2)).flatten(-2)
-            parts += [pair, pair * prev_reward.unsqueeze(-1)]
         if self.time_input:
             parts.append(progress.unsqueeze(-1))
         return torch.cat(parts, -1)

@@ -68,8 +68,6 @@ class RL2Config:
     """Feed the fraction of the trial's step budget used (see RecurrentCategoricalPolicy)."""
     prev_obs_input: bool = False
     """Feed the previous observation too, so one input is a whole transition."""
-    transition_product: bool = False
-    """Feed prev_obs ⊗ one-hot(prev_action), plain and times the reward (see the policy)."""
     encoder_size: int = 0
     """Units of a ReLU layer before the GRU (0: none, as in Duan et al.)."""
     head_size: int = 0
@@ -167,7 +165,6 @@ class RL2:
             config.hidden_size,
             config.time_input,
             config.prev_obs_input,
-            config.transition_product,
             config.encoder_size,
             config.head_size,
         ).to(self.device)
