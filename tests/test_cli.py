@@ -100,6 +100,10 @@ def test_evaluate_and_report(trained, capsys):
     assert html.count("data:image/png;base64,") == 2
     assert (trained / "adaptation.png").stat().st_size > 1000
     assert "iterations trained: 3 / 3 (checkpoint)\n" in md
+    record = json.loads((trained / "eval" / "test.json").read_text())
+    assert record["actions"] == "sample"
+    # MAML adapts from sampled actions: asking for the mode is a one-line error, nothing runs.
+    assert "for RL²" in _error(capsys, ["evaluate", str(trained), "--actions", "mode"])
 
 
 def test_report_names_the_checkpoint_a_killed_run_was_evaluated_at(trained, tmp_path):
@@ -132,6 +136,7 @@ def test_list(capsys):
         ("algo.inner_lr=fast", "algo.inner_lr must be float"),
         ("trian.seed=1", "unknown config section 'trian'"),
         ("env.horizon=0", "env.horizon must be > 0"),
+        ("evaluate.actions=greedy", "evaluate.actions must be 'sample' or 'mode'"),
     ],
 )
 def test_bad_config_values_fail_before_anything_is_written(tmp_path, capsys, override, message):

@@ -144,3 +144,15 @@ def test_previous_observation_input_holds_the_whole_transition():
     assert_close(lp, trials.log_probs)
     assert values.shape == (8, 4)
     algo.update(trials)  # one PPO update runs through the extra layers
+
+
+def test_mode_actions_take_the_most_likely_action():
+    family, algo, gen = _agent()
+    tasks = family.tasks.sample(4, "train", gen)
+    trials = algo.run_trials(tasks, mode=True)
+    logits, _, _ = algo.policy(trials.inputs, algo.policy.initial_state(4, "cpu"))
+    log_p = torch.log_softmax(logits, -1)
+    assert torch.equal(trials.actions, log_p.argmax(-1))
+    sampled = algo.run_trials(tasks)
+    s_logits, _, _ = algo.policy(sampled.inputs, algo.policy.initial_state(4, "cpu"))
+    assert not torch.equal(sampled.actions, s_logits.argmax(-1))  # sampling does differ

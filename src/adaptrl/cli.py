@@ -55,7 +55,12 @@ def _evaluate(args: argparse.Namespace) -> None:
     splits = ["train", "test"] if args.split == "both" else [args.split]
     run = Run.open(args.run)
     results = evaluate_run(
-        run, splits, args.num_tasks, references=not args.no_references, progress=not args.quiet
+        run,
+        splits,
+        args.num_tasks,
+        references=not args.no_references,
+        progress=not args.quiet,
+        actions=args.actions,
     )
     print(format_table(results))
     from adaptrl.baselines.table import duan_table
@@ -148,6 +153,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run")
     p.add_argument("--split", choices=["train", "test", "both"], default="both")
     p.add_argument("--num-tasks", type=int)
+    p.add_argument(
+        "--actions",
+        choices=["sample", "mode"],
+        help="RL²: sample actions (default) or take the most likely one",
+    )
     p.add_argument(
         "--no-references",
         action="store_true",

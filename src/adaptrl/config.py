@@ -66,6 +66,9 @@ class EvalConfig:
     """Iterations of the multi-task 'pretrained' reference (0 = the run's num_iterations)."""
     seed: int = 1234
     """Seed of evaluation tasks and rollouts (apart from training), so curves are comparable."""
+    actions: str = "sample"
+    """RL²: 'sample' from the policy (as trained) or take its 'mode' (most likely action).
+    MAML adapts from sampled actions, so it accepts only 'sample'."""
 
     def __post_init__(self) -> None:
         _positive(self, "num_tasks", "episodes_per_task")
@@ -75,6 +78,8 @@ class EvalConfig:
             raise ConfigError("evaluate.inner_lrs must be a non-empty list of positive numbers")
         if self.pretrained_iterations < 0:
             raise ConfigError("evaluate.pretrained_iterations must be >= 0")
+        if self.actions not in ("sample", "mode"):
+            raise ConfigError(f"evaluate.actions must be 'sample' or 'mode', got '{self.actions}'")
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ import torch
 from adaptrl.baselines.table import CLASSICAL_ENVS
 from adaptrl.config import EvalConfig, RunConfig
 from adaptrl.envs import Family
+from adaptrl.errors import ConfigError
 from adaptrl.runs import Run, atomic_write_text
 
 REFERENCES = {
@@ -148,6 +149,7 @@ def evaluate_run(
     num_tasks: int | None = None,
     references: bool = True,
     progress: bool = True,
+    actions: str | None = None,
 ) -> dict[str, dict[str, dict[str, Any]]]:
     """Evaluate a trained run (and references) on each split; writes RUN/eval/<split>[.ref].json."""
     from adaptrl.trainer import build_learner
@@ -155,9 +157,15 @@ def evaluate_run(
     config = run.config()
     if num_tasks is not None:
         config = replace(config, evaluate=replace(config.evaluate, num_tasks=num_tasks))
+    if actions is not None:
+        config = replace(config, evaluate=replace(config.evaluate, actions=actions))
     state = run.load_checkpoint()
     family, algo, _ = build_learner(config)
     algo.load_state_dict(state["algorithm"])
+    if config.evaluate.actions != "sample" and getattr(algo, "adapts_by_gradient", False):
+        raise ConfigError(
+            "evaluate.actions='mode' is for RL²; MAML's inner loop needs sampled actions"
+        )
     learners = {config.algorithm: algo}
     lrs = {config.algorithm: config.evaluate.inner_lrs}
     if references:
@@ -174,6 +182,7 @@ def evaluate_run(
             record = curve_record(name, config, split, out.pop("returns"), learner.x_label)
             record.update(extra_records(out))
             record["iteration"] = int(state["iteration"])
+            record["actions"] = cfg.actions
             if getattr(learner, "adapts_by_gradient", False):
                 record["inner_lrs"] = list(cfg.inner_lrs)
             results[split][name] = record
@@ -209,7 +218,8 @@ def classical_record(
         tune_tasks=tune,
         episodes=config.algo.get("episodes_per_trial", 1),
     )
-    rows[config.algorithm] = {"mean": learner["total_return"], "ci95": learner["total_return_ci95"]}
+    name = config.algorithm + (" (mode)" if learner.get("actions") == "mode" else "")
+    rows[name] = {"mean": learner["total_return"], "ci95": learner["total_return_ci95"]}
     return {
         "split": split,
         "env": family.spec.name,

@@ -331,6 +331,10 @@ class MAML:
 
     def meta_test(self, tasks: Tasks, cfg) -> dict[str, torch.Tensor]:
         """The evaluation protocol's entry point: the paper's step-size schedule, K steps."""
+        if cfg.actions != "sample":
+            raise ConfigError(
+                "evaluate.actions='mode' is for RL²; MAML's inner loop needs sampled actions"
+            )
         return {
             "returns": self.adapt(
                 tasks, cfg.num_steps, cfg.inner_lrs, cfg.episodes_per_task

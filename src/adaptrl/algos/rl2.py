@@ -174,8 +174,9 @@ class RL2:
         self.value_scale: float | None = None
 
     @torch.no_grad()
-    def run_trials(self, tasks: Tasks, episodes: int | None = None) -> Trials:
-        """One trial per task, all rows stepping together; the hidden state starts at zero."""
+    def run_trials(self, tasks: Tasks, episodes: int | None = None, mode: bool = False) -> Trials:
+        """One trial per task, all rows stepping together; the hidden state starts at zero.
+        ``mode``: take the most likely action instead of sampling (evaluation only)."""
         E = episodes or self.config.episodes_per_trial
         n = next(iter(tasks.values())).shape[0]
         env, gen, dev = self.family.env(n, self.device), self.generator, self.device
@@ -199,7 +200,10 @@ class RL2:
             x = policy.inputs(obs, prev_a, prev_r, prev_done, progress, prev_obs)
             logits, value, new_hidden = policy(x.unsqueeze(0), hidden)
             log_p = torch.log_softmax(logits[0], -1)
-            action = torch.multinomial(log_p.exp(), 1, generator=gen).squeeze(1)
+            if mode:
+                action = log_p.argmax(-1)
+            else:
+                action = torch.multinomial(log_p.exp(), 1, generator=gen).squeeze(1)
             prev_obs = obs.clone()
             obs, reward, term, trunc, _ = env.step(action)
             live = alive.float()
@@ -344,7 +348,7 @@ class RL2:
 
     def meta_test(self, tasks: Tasks, cfg) -> dict[str, torch.Tensor]:
         """Return of each episode of a trial [E, N], total trial return [N], episode lengths."""
-        trials = self.run_trials(tasks)
+        trials = self.run_trials(tasks, mode=cfg.actions == "mode")
         return {
             "returns": trials.episode_returns,
             "total_return": trials.episode_returns.sum(0),
