@@ -11,6 +11,7 @@ import torch
 from adaptrl import make_family
 from adaptrl.algos.rl2 import RL2, RL2Config
 from adaptrl.baselines import run_bandit_strategy
+from adaptrl.config import EvalConfig
 
 MIN_MARGIN_OVER_RANDOM = 1.25  # total reward per 20-pull trial
 MAX_GAP_TO_GREEDY = 1.0
@@ -25,7 +26,7 @@ def test_rl2_learns_to_explore_and_exploit_on_held_out_bandits():
     for _ in range(ITERATIONS):
         algo.meta_train_step(family.tasks.sample(256, "train", gen))
     tasks = family.tasks.sample(4000, "test", torch.Generator().manual_seed(1))
-    rl2 = algo.meta_test(tasks, None)["total_return"].mean().item()
+    rl2 = algo.meta_test(tasks, EvalConfig())["total_return"].mean().item()
     probs = tasks["probs"].numpy()
     random = run_bandit_strategy("random", probs, 20, seed=2).mean()
     greedy = run_bandit_strategy("greedy", probs, 20, seed=2).mean()
