@@ -204,7 +204,7 @@ class RL2:
                 action = log_p.argmax(-1)
             else:
                 action = torch.multinomial(log_p.exp(), 1, generator=gen).squeeze(1)
-            prev_obs = obs.clone()
+            prev_obs = obs.clone()  # a user's env may write its next obs into the same buffer
             obs, reward, term, trunc, _ = env.step(action)
             live = alive.float()
             ended = (term | trunc) & alive
