@@ -158,7 +158,9 @@ def write_report(run: Run) -> dict[str, Path]:
             "stopped (`adaptrl train --resume` continues from the checkpoint)"
         )
     md.append(line)
-    elapsed = state.get("elapsed_s") if state else last.get("time/elapsed_s")
+    elapsed = state.get("elapsed_s") if state else None  # older checkpoints lack it
+    if elapsed is None:
+        elapsed = last.get("time/elapsed_s")
     if elapsed is not None:
         md.append(
             f"- training wall time: {float(elapsed):.1f} s "
