@@ -159,8 +159,9 @@ def write_report(run: Run) -> dict[str, Path]:
         )
     md.append(line)
     elapsed = state.get("elapsed_s") if state else None  # older checkpoints lack it
-    if elapsed is None:
-        elapsed = last.get("time/elapsed_s")
+    if elapsed is None:  # the logged row of the checkpoint's iteration
+        row = next((r for r in metrics if int(r.get("iteration", -1)) == saved), last)
+        elapsed = row.get("time/elapsed_s")
     if elapsed is not None:
         md.append(
             f"- training wall time: {float(elapsed):.1f} s "
