@@ -1,5 +1,6 @@
 """Wall time for RL² to reach a target total reward per trial on held-out tasks, and env steps
-per second (sampling alone and during training). Prints JSON.
+per second (sampling alone and during training). Prints JSON. The target counts as reached
+when two evaluations on independent draws of held-out tasks both reach it.
 
     python benchmarks/rl2_time_to_target.py --preset rl2-bandit-k5-n10 --target 6.5
     python benchmarks/rl2_time_to_target.py --preset rl2-bandit-k5-n100 --target 77.5
@@ -56,9 +57,16 @@ def main() -> None:
                     "test_total_return": round(total, 3),
                 }
             )
+            # One noisy evaluation crossing the target is not enough: confirm on a second,
+            # independent draw of held-out tasks before counting the target as reached.
             if total >= args.target:
-                reached = train_s
-                break
+                confirm = meta_test(algo, family, "test", eval_cfg, seed_offset=1)
+                history[-1]["confirm_total_return"] = round(
+                    confirm["total_return"].mean().item(), 3
+                )
+                if history[-1]["confirm_total_return"] >= args.target:
+                    reached = train_s
+                    break
     print(
         json.dumps(
             {

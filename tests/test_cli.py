@@ -103,7 +103,8 @@ def test_evaluate_and_report(trained, capsys):
     record = json.loads((trained / "eval" / "test.json").read_text())
     assert record["actions"] == "sample"
     # MAML adapts from sampled actions: asking for the mode is a one-line error, nothing runs.
-    assert "for RL²" in _error(capsys, ["evaluate", str(trained), "--actions", "mode"])
+    err = _error(capsys, ["evaluate", str(trained), "--actions", "mode"])
+    assert "evaluate.actions='mode' is not supported by MAML (it supports: sample)" in err
 
 
 def test_report_names_the_checkpoint_a_killed_run_was_evaluated_at(trained, tmp_path):

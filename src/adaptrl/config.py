@@ -278,3 +278,13 @@ def build_run_config(data: dict[str, Any]) -> RunConfig:
     env_config(config.env)
     algo_config(config.algorithm, config.algo)
     return config
+
+
+def check_eval_actions(learner, cfg: EvalConfig) -> None:
+    """``evaluate.actions`` must be one the learner supports (its ``eval_actions``)."""
+    allowed = getattr(learner, "eval_actions", ("sample",))
+    if cfg.actions not in allowed:
+        raise ConfigError(
+            f"evaluate.actions='{cfg.actions}' is not supported by {type(learner).__name__} "
+            f"(it supports: {', '.join(allowed)})"
+        )

@@ -18,9 +18,8 @@ from typing import Any
 import torch
 
 from adaptrl.baselines.table import CLASSICAL_ENVS
-from adaptrl.config import EvalConfig, RunConfig
+from adaptrl.config import EvalConfig, RunConfig, check_eval_actions
 from adaptrl.envs import Family
-from adaptrl.errors import ConfigError
 from adaptrl.runs import Run, atomic_write_text
 
 REFERENCES = {
@@ -162,10 +161,7 @@ def evaluate_run(
     state = run.load_checkpoint()
     family, algo, _ = build_learner(config)
     algo.load_state_dict(state["algorithm"])
-    if config.evaluate.actions != "sample" and getattr(algo, "adapts_by_gradient", False):
-        raise ConfigError(
-            "evaluate.actions='mode' is for RL²; MAML's inner loop needs sampled actions"
-        )
+    check_eval_actions(algo, config.evaluate)  # before any reference is trained
     learners = {config.algorithm: algo}
     lrs = {config.algorithm: config.evaluate.inner_lrs}
     if references:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch.func import functional_call, grad, vmap
 
+from adaptrl.config import check_eval_actions
 from adaptrl.envs import Family, Tasks, repeat_tasks
 from adaptrl.errors import ConfigError
 from adaptrl.policies import (
@@ -142,6 +143,7 @@ class MAML:
 
     x_label = "gradient steps"
     adapts_by_gradient = True  # evaluation may tune a reference's step sizes
+    eval_actions = ("sample",)  # the inner loop's policy gradient needs sampled actions
 
     def __init__(
         self,
@@ -331,10 +333,7 @@ class MAML:
 
     def meta_test(self, tasks: Tasks, cfg) -> dict[str, torch.Tensor]:
         """The evaluation protocol's entry point: the paper's step-size schedule, K steps."""
-        if cfg.actions != "sample":
-            raise ConfigError(
-                "evaluate.actions='mode' is for RL²; MAML's inner loop needs sampled actions"
-            )
+        check_eval_actions(self, cfg)
         return {
             "returns": self.adapt(
                 tasks, cfg.num_steps, cfg.inner_lrs, cfg.episodes_per_task

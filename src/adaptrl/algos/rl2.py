@@ -149,6 +149,7 @@ class RL2:
     """Meta-learner whose adaptation is the forward pass of a recurrent policy."""
 
     x_label = "episodes"
+    eval_actions = ("sample", "mode")
 
     def __init__(self, config: RL2Config, family: Family, device, generator: torch.Generator):
         self.config, self.family = config, family
