@@ -18,8 +18,9 @@ import time
 
 import torch
 
-from adaptrl.config import apply_overrides, build_run_config, load_preset
-from adaptrl.trainer import build_learner
+from adaptrl.algos.base import TrainContext
+from adaptrl.build import build, build_run_config
+from adaptrl.config import apply_overrides, load_preset
 
 
 def main() -> None:
@@ -32,13 +33,14 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     config = build_run_config(apply_overrides(load_preset("maml-navigation2d"), args.overrides))
-    family, algo, gen = build_learner(config)
+    built = build(config)
+    family, algo = built.family, built.learner
+    gen = torch.Generator().manual_seed(0)
     c = algo.config
 
     iteration_s, sample_s, update_s, steps = [], [], [], 0
     for i in range(args.warmup + args.iterations):
-        tasks = family.tasks.sample(c.meta_batch_size, "train", gen)
-        m = algo.meta_train_step(tasks)
+        m = algo.train_iteration(TrainContext(i, 0, gen))
         if i >= args.warmup:
             iteration_s.append(m["perf/iteration_s"])
             sample_s.append(m["perf/sample_s"])
@@ -55,7 +57,9 @@ def main() -> None:
         start = time.perf_counter()
         steps = 0
         for k in range(c.num_inner_steps + 1):
-            traj = algo._sample(tasks, params if k == 0 else per_task, k > 0, c.episodes_per_task)
+            traj = algo._sample(
+                tasks, params if k == 0 else per_task, k > 0, c.episodes_per_task, seed=i * 10 + k
+            )
             steps += traj.rewards.numel()
         if i >= args.warmup:
             floor.append(time.perf_counter() - start)

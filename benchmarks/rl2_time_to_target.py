@@ -16,7 +16,8 @@ from dataclasses import replace
 
 import torch
 
-from adaptrl.config import apply_overrides, build_run_config, load_preset
+from adaptrl.build import build_run_config
+from adaptrl.config import apply_overrides, load_preset
 from adaptrl.evaluation import meta_test
 from adaptrl.trainer import build_learner
 

@@ -3,7 +3,8 @@
 import pytest
 
 from adaptrl.algos import algo_config
-from adaptrl.config import apply_overrides, build_run_config, list_presets, load_preset
+from adaptrl.build import build_run_config
+from adaptrl.config import apply_overrides, list_presets, load_preset
 from adaptrl.errors import ConfigError
 
 

@@ -10,10 +10,11 @@ from dataclasses import replace
 
 import torch
 
-from adaptrl.config import apply_overrides, build_run_config, load_preset
-from adaptrl.evaluation import adaptation_returns
+from adaptrl.build import build, build_run_config
+from adaptrl.config import apply_overrides, load_preset
+from adaptrl.protocol import adaptation_returns
 from adaptrl.runs import Run
-from adaptrl.trainer import Trainer, build_learner
+from adaptrl.trainer import Trainer
 
 MIN_IMPROVEMENT_AFTER_ONE_STEP = 5.0
 MIN_MARGIN_OVER_RANDOM_INIT = 20.0
@@ -38,7 +39,7 @@ def test_maml_adapts_on_held_out_navigation_tasks(tmp_path):
     trainer = Trainer(Run.create(tmp_path / "run", config), config)
     trainer.train(progress=False)
     meta = adaptation_returns(trainer.algo, trainer.family, "test", config.evaluate).mean(1)
-    untrained = build_learner(replace(config, train=replace(config.train, seed=1)))[1]
+    untrained = build(replace(config, train=replace(config.train, seed=1))).learner
     scratch = adaptation_returns(untrained, trainer.family, "test", config.evaluate).mean(1)
     gain = (meta[1] - meta[0]).item()
     assert gain >= MIN_IMPROVEMENT_AFTER_ONE_STEP, f"one-step gain {gain:.2f} (pre {meta[0]:.2f})"

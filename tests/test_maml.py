@@ -10,6 +10,7 @@ from torch.testing import assert_close
 from adaptrl import MAML, MAMLConfig, make_family
 from adaptrl.algos.maml import PGBatch
 from adaptrl.errors import ConfigError
+from adaptrl.sampling import InProcessSampler
 from adaptrl.trust_region import fisher_vector_product, flat
 
 
@@ -25,12 +26,12 @@ def _tiny(first_order=False, num_tasks=3, seed=0):
         first_order=first_order,
         init_std=0.5,
     )
-    algo = MAML(cfg, family, "cpu", gen)
+    algo = MAML(cfg, family, InProcessSampler(family))
     tasks = family.tasks.sample(num_tasks, "train", gen)
     params = {k: v.detach() for k, v in algo.policy.params().items()}
-    pre = algo._pg_batch(algo._sample(tasks, params, False, 3))
+    pre = algo._pg_batch(algo._sample(tasks, params, False, 3, seed=seed))
     adapted = {k: v.detach() for k, v in algo.inner_step(params, False, pre, 0.1).items()}
-    post = algo._pg_batch(algo._sample(tasks, adapted, True, 3))
+    post = algo._pg_batch(algo._sample(tasks, adapted, True, 3, seed=seed + 1))
     algo.policy.double()
     to64 = lambda b: PGBatch(*(x.double() for x in dataclasses.astuple(b)))  # noqa: E731
     return algo, to64(pre), to64(post)
@@ -144,8 +145,8 @@ def test_meta_train_step_respects_kl_bound_and_pretrained_mode():
             hidden_sizes=(16,),
             max_kl=0.005,
         )
-        algo = MAML(cfg, family, "cpu", gen)
-        m = algo.meta_train_step(family.tasks.sample(4, "train", gen))
+        algo = MAML(cfg, family, InProcessSampler(family))
+        m = algo.meta_train_step(family.tasks.sample(4, "train", gen), seed=3)
         assert m["trpo/kl"] <= 0.005
         assert m["trpo/accepted"] == 1.0
 
@@ -169,14 +170,16 @@ def test_adapt_returns_a_curve_and_deployable_per_task_policies():
     family = make_family("navigation2d", horizon=10)
     gen = torch.Generator().manual_seed(0)
     algo = MAML(
-        MAMLConfig(meta_batch_size=2, episodes_per_task=2, hidden_sizes=(8,)), family, "cpu", gen
+        MAMLConfig(meta_batch_size=2, episodes_per_task=2, hidden_sizes=(8,)),
+        family,
+        InProcessSampler(family),
     )
     tasks = family.tasks.sample(3, "test", gen)
     result = algo.adapt(tasks, num_steps=2, inner_lrs=(0.1, 0.05))
     assert result.returns.shape == (3, 3)
     obs = torch.zeros(1, 2)
-    policies = [result.policy(i) for i in range(3)]
+    policies = [result.policies.policy(i) for i in range(3)]
     means = [p(obs)[0] for p in policies]
     assert not torch.equal(means[0], means[1])  # each task got its own parameters
-    own = {k: v[1] for k, v in result.params.items()}
+    own = {k: v[1] for k, v in result.policies.params.items()}
     torch.testing.assert_close(means[1], torch.func.functional_call(algo.policy, own, (obs,))[0])

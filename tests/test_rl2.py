@@ -7,6 +7,17 @@ from torch.testing import assert_close
 from adaptrl import make_family
 from adaptrl.algos.rl2 import RL2, RL2Config, ppo_loss
 from adaptrl.errors import ConfigError
+from adaptrl.sampling import InProcessSampler
+
+
+def _rl2(cfg, family):
+    return RL2(cfg, family, InProcessSampler(family))
+
+
+def _run(algo, tasks, mode=False, seed=0):
+    """Trials through the sampler, and RL²'s rebuilt view of them (inputs, hidden states)."""
+    traj = algo.sample_trials(tasks, seed, mode=mode)
+    return traj, algo.trials(traj)
 
 
 def test_ppo_loss_matches_a_slow_reference():
@@ -49,19 +60,14 @@ def _agent(episodes=3):
     family = make_family("tabular_mdp", episode_length=4)
     gen = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
-    algo = RL2(
-        RL2Config(meta_batch_size=4, episodes_per_trial=episodes, hidden_size=16),
-        family,
-        "cpu",
-        gen,
-    )
+    algo = _rl2(RL2Config(meta_batch_size=4, episodes_per_trial=episodes, hidden_size=16), family)
     return family, algo, gen
 
 
 def test_hidden_state_carries_across_episodes_and_resets_between_trials():
     family, algo, gen = _agent()
     tasks = family.tasks.sample(4, "train", gen)
-    trials = algo.run_trials(tasks)
+    traj, trials = _run(algo, tasks)
     assert trials.rewards.shape == (12, 4)  # 3 episodes x 4 steps, one trial per row
     # Episode boundaries are flagged to the agent (done input) but the state is not reset:
     done_input = trials.inputs[:, :, -2]  # last column: trial progress t / T
@@ -76,15 +82,17 @@ def test_hidden_state_carries_across_episodes_and_resets_between_trials():
     cut, _, _ = algo.policy(trials.inputs[4:], algo.policy.initial_state(4, "cpu"))
     assert not torch.allclose(cut, logits[4:])
     # A new trial starts from a zero state.
-    again = algo.run_trials(tasks)
+    _, again = _run(algo, tasks, seed=1)
     assert again.hidden_in[0].abs().sum() == 0
-    assert trials.episode_returns.shape == (3, 4)
-    assert_close(trials.episode_returns.sum(0), trials.rewards.sum(0))
+    episode_returns = traj.per_episode(traj.rewards)
+    assert episode_returns.shape == (3, 4)
+    assert_close(episode_returns.sum(0), trials.rewards.sum(0))
+    assert_close(episode_returns[1], trials.rewards[4:8].sum(0))  # episode 2 is steps 4..7
 
 
 def test_truncated_bptt_chunks_start_from_the_recorded_states():
     family, algo, gen = _agent()
-    trials = algo.run_trials(family.tasks.sample(4, "train", gen))
+    _, trials = _run(algo, family.tasks.sample(4, "train", gen))
     L = 5
     chunks = algo._chunks(trials.inputs, L)  # [L, C*B, in] with C = 3 (12 steps padded to 15)
     h0 = trials.hidden_in[::L].reshape(-1, algo.config.hidden_size)
@@ -97,11 +105,11 @@ def test_truncated_bptt_chunks_start_from_the_recorded_states():
 def test_time_input_switch_changes_the_recurrent_input():
     family = make_family("bandit", num_arms=3, num_pulls=5)
     gen = torch.Generator().manual_seed(0)
-    with_time = RL2(RL2Config(hidden_size=8), family, "cpu", gen)
-    without = RL2(RL2Config(hidden_size=8, time_input=False), family, "cpu", gen)
+    with_time = _rl2(RL2Config(hidden_size=8), family)
+    without = _rl2(RL2Config(hidden_size=8, time_input=False), family)
     assert with_time.policy.gru.input_size == 1 + 3 + 2 + 1
     assert without.policy.gru.input_size == 1 + 3 + 2
-    trials = without.run_trials(family.tasks.sample(4, "train", gen))
+    _, trials = _run(without, family.tasks.sample(4, "train", gen))
     assert trials.inputs.shape == (5, 4, 6)
 
 
@@ -128,10 +136,10 @@ def test_previous_observation_input_holds_the_whole_transition():
         encoder_size=16,
         head_size=12,
     )
-    algo = RL2(cfg, family, "cpu", gen)
+    algo = _rl2(cfg, family)
     S, A = 10, 5
     assert algo.policy.gru.input_size == 16
-    trials = algo.run_trials(family.tasks.sample(4, "train", gen))
+    _, trials = _run(algo, family.tasks.sample(4, "train", gen))
     obs = trials.inputs[..., :S]
     prev_obs = trials.inputs[..., S + A + 2 : 2 * S + A + 2]
     assert prev_obs[0].eq(0).all()  # nothing before the trial's first step
@@ -149,10 +157,10 @@ def test_previous_observation_input_holds_the_whole_transition():
 def test_mode_actions_take_the_most_likely_action():
     family, algo, gen = _agent()
     tasks = family.tasks.sample(4, "train", gen)
-    trials = algo.run_trials(tasks, mode=True)
+    _, trials = _run(algo, tasks, mode=True)
     logits, _, _ = algo.policy(trials.inputs, algo.policy.initial_state(4, "cpu"))
     log_p = torch.log_softmax(logits, -1)
     assert torch.equal(trials.actions, log_p.argmax(-1))
-    sampled = algo.run_trials(tasks)
+    _, sampled = _run(algo, tasks)
     s_logits, _, _ = algo.policy(sampled.inputs, algo.policy.initial_state(4, "cpu"))
     assert not torch.equal(sampled.actions, s_logits.argmax(-1))  # sampling does differ

@@ -8,7 +8,8 @@ import time
 import torch
 import yaml
 
-from adaptrl.config import apply_overrides, build_run_config, load_preset
+from adaptrl.build import build_run_config
+from adaptrl.config import apply_overrides, load_preset
 from adaptrl.runs import Run, load_checkpoint_file
 from adaptrl.trainer import Trainer
 

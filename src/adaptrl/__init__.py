@@ -1,6 +1,6 @@
 """adaptrl: meta-reinforcement learning that adapts on held-out tasks in a few steps."""
 
-from adaptrl.algos import MAML, MAMLConfig, make_algorithm
+from adaptrl.algos import MAML, RL2, MAMLConfig, RL2Config, make_algorithm
 from adaptrl.envs import make_family, register_env
 from adaptrl.errors import AdaptrlError, ConfigError, RunError
 
@@ -8,7 +8,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "MAML",
+    "RL2",
     "MAMLConfig",
+    "RL2Config",
     "AdaptrlError",
     "ConfigError",
     "RunError",

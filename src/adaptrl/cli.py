@@ -13,7 +13,8 @@ from adaptrl.errors import AdaptrlError, ConfigError
 
 
 def _train(args: argparse.Namespace) -> None:
-    from adaptrl.config import apply_overrides, build_run_config, load_preset
+    from adaptrl.build import build_run_config
+    from adaptrl.config import apply_overrides, load_preset
     from adaptrl.runs import Run
     from adaptrl.trainer import Trainer
 
@@ -32,27 +33,30 @@ def _train(args: argparse.Namespace) -> None:
             ("train.seed", args.seed),
             ("train.device", args.device),
             ("train.num_iterations", args.iterations),
+            ("sampler.backend", args.sampler),
+            ("sampler.ray_address", args.ray_address),
         ):
             if value is not None:
                 overrides.append(f"{key}={value}")
         config = build_run_config(apply_overrides(load_preset(args.preset), overrides))
         run = Run.create(args.out or f"runs/{config.preset or config.algorithm}", config)
-    trainer = Trainer(run, config, resume=bool(args.resume))
-    if trainer.iteration >= config.train.num_iterations:
-        print(f"{run.path}: already trained for {trainer.iteration} iterations")
-        return
-    metrics = trainer.train(progress=not args.quiet)
+    with Trainer(run, config, resume=bool(args.resume)) as trainer:
+        if trainer.iteration >= config.train.num_iterations:
+            print(f"{run.path}: already trained for {trainer.iteration} iterations")
+            return
+        metrics = trainer.train(progress=not args.quiet)
     shown = {k: round(v, 3) for k, v in metrics.items() if k.startswith(("adapt/", "time/"))}
     print(f"trained {run.path} to iteration {trainer.iteration}: {shown}")
 
 
 def _evaluate(args: argparse.Namespace) -> None:
-    from adaptrl.evaluation import evaluate_run, format_table
+    from adaptrl.evaluation import evaluate_run
+    from adaptrl.results import format_table
     from adaptrl.runs import Run
 
     if args.num_tasks is not None and args.num_tasks <= 0:
         raise ConfigError(f"--num-tasks must be > 0, got {args.num_tasks}")
-    splits = ["train", "test"] if args.split == "both" else [args.split]
+    splits = ["train", "test"] if args.split == "both" else args.split.split(",")
     run = Run.open(args.run)
     results = evaluate_run(
         run,
@@ -64,7 +68,7 @@ def _evaluate(args: argparse.Namespace) -> None:
     )
     print(format_table(results))
     from adaptrl.baselines.table import duan_table
-    from adaptrl.evaluation import load_classical
+    from adaptrl.results import load_classical
 
     for split, record in load_classical(run).items():
         if split in splits:
@@ -146,12 +150,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int)
     p.add_argument("--device", help="cpu or cuda")
     p.add_argument("--iterations", type=int, help="number of meta-iterations")
+    p.add_argument(
+        "--sampler",
+        help="where rollouts run: auto (default), inprocess, processes or ray "
+        "(same trajectories on each; set the worker count with --set sampler.workers=N)",
+    )
+    p.add_argument(
+        "--ray-address",
+        help="with --sampler ray: address of an existing cluster ('auto' finds a local one)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_train)
 
     p = sub.add_parser("evaluate", help="adapt on held-out tasks; print and save the curves")
     p.add_argument("run")
-    p.add_argument("--split", choices=["train", "test", "both"], default="both")
+    p.add_argument(
+        "--split",
+        default="both",
+        help="train, test, both (default), ood where the family has one, or a comma list",
+    )
     p.add_argument("--num-tasks", type=int)
     p.add_argument(
         "--actions",

@@ -83,6 +83,30 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class SamplerConfig:
+    """Where rollouts run (``adaptrl.sampling``); a speed setting only: every back-end and worker
+    count gives the same trajectories for the same seed."""
+
+    backend: str = "auto"
+    """auto (in-process for tensor families, worker processes for simulators), inprocess,
+    processes or ray."""
+    workers: int | None = None
+    """Worker processes or Ray actors (unset: one per core)."""
+    ray_address: str = ""
+    """Address of an existing Ray cluster ('auto' finds a local one); empty starts Ray locally."""
+
+    def __post_init__(self) -> None:
+        if self.backend not in ("auto", "inprocess", "processes", "ray"):
+            raise ConfigError(
+                f"unknown sampler '{self.backend}'; choose auto, inprocess, processes or ray"
+            )
+        if self.workers is not None and self.workers <= 0:
+            raise ConfigError(
+                f"sampler.workers must be > 0 (or unset for one per core), got {self.workers}"
+            )
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """Everything a run needs; written to RUN/config.yaml so a run can be reproduced."""
 
@@ -91,6 +115,7 @@ class RunConfig:
     algo: dict[str, Any] = field(default_factory=dict)
     train: TrainConfig = field(default_factory=TrainConfig)
     evaluate: EvalConfig = field(default_factory=EvalConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
     preset: str = ""
 
     def to_dict(self) -> dict[str, Any]:
@@ -101,6 +126,7 @@ class RunConfig:
             "algo": dict(self.algo),
             "train": _plain(dataclasses.asdict(self.train)),
             "evaluate": _plain(dataclasses.asdict(self.evaluate)),
+            "sampler": _plain(dataclasses.asdict(self.sampler)),
         }
 
 
@@ -109,7 +135,9 @@ def _plain(d: dict[str, Any]) -> dict[str, Any]:
 
 
 def _positive(obj: Any, *names: str) -> None:
-    section = {TrainConfig: "train", EvalConfig: "evaluate"}.get(type(obj), type(obj).__name__)
+    section = {TrainConfig: "train", EvalConfig: "evaluate", SamplerConfig: "sampler"}.get(
+        type(obj), type(obj).__name__
+    )
     for name in names:
         value = getattr(obj, name)
         if value <= 0:
@@ -247,8 +275,10 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
-def build_run_config(data: dict[str, Any]) -> RunConfig:
-    """Validate a raw dict into a RunConfig; algorithm and env sections are validated by them."""
+def parse_run_config(data: dict[str, Any]) -> RunConfig:
+    """Validate a raw dict into a RunConfig. The ``env`` and ``algo`` sections are validated
+    against their families' and learners' dataclasses by ``adaptrl.build.build_run_config``
+    (this module stays a leaf: it imports no learner and no env)."""
     known = {f.name for f in dataclasses.fields(RunConfig)}
     for key in data:
         if key not in known:
@@ -269,22 +299,7 @@ def build_run_config(data: dict[str, Any]) -> RunConfig:
         algo=dict(algo),
         train=build_dataclass(TrainConfig, data.get("train") or {}, "train"),
         evaluate=build_dataclass(EvalConfig, data.get("evaluate") or {}, "evaluate"),
+        sampler=build_dataclass(SamplerConfig, data.get("sampler") or {}, "sampler"),
         preset=str(data.get("preset", "")),
     )
-    # Validate the algorithm and env sections eagerly so bad keys fail before any work starts.
-    from adaptrl.algos import algo_config
-    from adaptrl.envs import env_config
-
-    env_config(config.env)
-    algo_config(config.algorithm, config.algo)
     return config
-
-
-def check_eval_actions(learner, cfg: EvalConfig) -> None:
-    """``evaluate.actions`` must be one the learner supports (its ``eval_actions``)."""
-    allowed = getattr(learner, "eval_actions", ("sample",))
-    if cfg.actions not in allowed:
-        raise ConfigError(
-            f"evaluate.actions='{cfg.actions}' is not supported by {type(learner).__name__} "
-            f"(it supports: {', '.join(allowed)})"
-        )

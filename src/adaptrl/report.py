@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from adaptrl.errors import RunError
-from adaptrl.evaluation import REFERENCES, load_classical, load_results
+from adaptrl.results import load_classical, load_results
 from adaptrl.runs import Run, atomic_write_text, read_metrics
 
 
@@ -101,6 +101,16 @@ def _markdown_tables(results: dict[str, dict[str, dict[str, Any]]]) -> list[str]
     return lines
 
 
+def _references(results: dict[str, dict[str, dict[str, Any]]]) -> dict[str, str]:
+    """Reference descriptions as recorded by evaluation (each learner names its own)."""
+    return {
+        name: rec["description"]
+        for learners in results.values()
+        for name, rec in learners.items()
+        if rec.get("description")
+    }
+
+
 def _gap_lines(results: dict[str, dict[str, dict[str, Any]]], algorithm: str) -> list[str]:
     if not (
         "train" in results
@@ -173,7 +183,9 @@ def write_report(run: Run) -> dict[str, Path]:
             "## Adaptation curves",
             "",
             "Mean episode return after each adaptation step, ± 95% interval over tasks. "
-            "References: " + "; ".join(f"**{k}**: {v}" for k, v in REFERENCES.items()) + ".",
+            "References: "
+            + "; ".join(f"**{k}**: {v}" for k, v in _references(results).items())
+            + ".",
             "",
         ]
         md += _markdown_tables(results) + _gap_lines(results, config.algorithm)

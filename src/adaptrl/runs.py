@@ -17,7 +17,7 @@ from typing import Any
 import torch
 import yaml
 
-from adaptrl.config import RunConfig, build_run_config
+from adaptrl.config import RunConfig, parse_run_config
 from adaptrl.errors import ConfigError, RunError
 
 CHECKPOINT_FORMAT = 1
@@ -69,7 +69,7 @@ class Run:
         if not isinstance(data, dict):
             raise RunError(f"'{self.config_path}' does not hold a config mapping")
         try:
-            return build_run_config(data)
+            return parse_run_config(data)
         except ConfigError as exc:
             raise RunError(f"'{self.config_path}': {exc}") from None
 

@@ -1,5 +1,5 @@
-"""Meta-learners by name. Each has a frozen Config dataclass and the surface
-``meta_train_step(tasks)``, ``adapt(tasks, ...)``, ``state_dict()``, ``load_state_dict()``."""
+"""Meta-learners by name. Each has a frozen Config dataclass and implements the ``Learner``
+protocol of ``algos/base.py``."""
 
 from __future__ import annotations
 
@@ -7,11 +7,13 @@ from typing import Any
 
 import torch
 
+from adaptrl.algos.base import Adaptation, Learner, Reference, TrainContext
 from adaptrl.algos.maml import MAML, MAMLConfig
 from adaptrl.algos.rl2 import RL2, RL2Config
 from adaptrl.config import build_dataclass
 from adaptrl.envs import Family
 from adaptrl.errors import ConfigError
+from adaptrl.sampling import Sampler
 
 ALGORITHMS: dict[str, tuple[type, type]] = {"maml": (MAMLConfig, MAML), "rl2": (RL2Config, RL2)}
 
@@ -28,9 +30,21 @@ def algo_config(name: str, values: dict[str, Any]) -> Any:
 
 
 def make_algorithm(
-    name: str, config: Any, family: Family, device: torch.device | str, generator: torch.Generator
-):
-    return ALGORITHMS[name][1](config, family, device, generator)
+    name: str, config: Any, family: Family, sampler: Sampler, device: torch.device | str = "cpu"
+) -> Learner:
+    return ALGORITHMS[name][1](config, family, sampler, device)
 
 
-__all__ = ["ALGORITHMS", "MAML", "MAMLConfig", "RL2", "RL2Config", "algo_config", "make_algorithm"]
+__all__ = [
+    "ALGORITHMS",
+    "MAML",
+    "RL2",
+    "Adaptation",
+    "Learner",
+    "MAMLConfig",
+    "RL2Config",
+    "Reference",
+    "TrainContext",
+    "algo_config",
+    "make_algorithm",
+]

@@ -25,8 +25,9 @@ from dataclasses import dataclass
 import torch
 from torch.func import functional_call, grad, vmap
 
-from adaptrl.config import check_eval_actions
-from adaptrl.envs import Family, Tasks, repeat_tasks
+from adaptrl.algos.base import Adaptation, Reference, TrainContext, check_eval_actions
+from adaptrl.config import EvalConfig
+from adaptrl.envs import Family, Tasks
 from adaptrl.errors import ConfigError
 from adaptrl.policies import (
     GaussianMLPPolicy,
@@ -37,7 +38,7 @@ from adaptrl.policies import (
     gaussian_log_prob,
 )
 from adaptrl.returns import discounted_returns, fit_linear_baseline, gae, normalize_per_task
-from adaptrl.sampling import GaussianActor, Trajectories, rollout
+from adaptrl.sampling import GaussianAgent, Sampler, Trajectories
 from adaptrl.trust_region import trpo_step
 
 
@@ -120,14 +121,12 @@ class PGBatch:
 
 
 @dataclass
-class Adaptation:
-    """Result of adapting to n tasks: per-task parameters and the return after each step."""
+class AdaptedPolicies:
+    """Per-task adapted parameters; ``policy(i)`` is task i's policy as a standalone module."""
 
     params: Params
     """Adapted parameters with a leading task dimension (shared if no step was taken)."""
     per_task: bool
-    returns: torch.Tensor
-    """Mean episode return after 0..K steps: [K + 1, n]."""
     template: torch.nn.Module
 
     def policy(self, task: int) -> torch.nn.Module:
@@ -139,42 +138,52 @@ class Adaptation:
 
 
 class MAML:
-    """Meta-learner: ``meta_train_step(tasks)``, ``adapt(tasks, ...)``, state dicts."""
+    """Meta-learner (the ``Learner`` protocol): one TRPO meta-step per ``train_iteration``."""
 
     x_label = "gradient steps"
-    adapts_by_gradient = True  # evaluation may tune a reference's step sizes
+    tunes_step_sizes = True  # evaluation may tune a reference's step sizes
     eval_actions = ("sample",)  # the inner loop's policy gradient needs sampled actions
 
     def __init__(
         self,
         config: MAMLConfig,
         family: Family,
-        device: torch.device | str,
-        generator: torch.Generator,
+        sampler: Sampler,
+        device: torch.device | str = "cpu",
     ) -> None:
-        self.config, self.family = config, family
-        self.device, self.generator = torch.device(device), generator
-        probe = family.make_env(1, device)
-        if len(probe.single_action_space.shape) != 1:
+        self.config, self.family, self.sampler = config, family, sampler
+        self.device = torch.device(device)
+        obs_space, act_space = family.spaces()
+        if len(act_space.shape) != 1 or not hasattr(act_space, "low"):
             raise ConfigError(
                 f"MAML needs a continuous (Box) action space; env "
-                f"'{family.spec.name}' has {probe.single_action_space}"
+                f"'{family.spec.name}' has {act_space}"
             )
         self.policy = GaussianMLPPolicy(
-            probe.single_observation_space.shape[0],
-            probe.single_action_space.shape[0],
+            obs_space.shape[0],
+            act_space.shape[0],
             config.hidden_sizes,
             config.activation,
             config.init_std,
         ).to(self.device)
 
     # ----------------------------------------------------------------------------- sampling
-    def _sample(self, tasks: Tasks, params: Params, per_task: bool, episodes: int) -> Trajectories:
+    @classmethod
+    def references(cls) -> dict[str, Reference]:
+        return {
+            "pretrained": Reference(
+                "multi-task policy (no inner step in training), then the same inner loop",
+                {"num_inner_steps": 0},
+            ),
+            "random_init": Reference("untrained policy, then the same inner loop"),
+        }
+
+    def _sample(
+        self, tasks: Tasks, params: Params, per_task: bool, episodes: int, seed: int
+    ) -> Trajectories:
         n = next(iter(tasks.values())).shape[0]
-        env = self.family.env(n * episodes, self.device)
-        env.set_tasks(repeat_tasks(tasks, episodes))
-        actor = GaussianActor(self.policy, params, per_task, n, self.generator)
-        return rollout(env, actor, n, self.generator)
+        agent = GaussianAgent(self.policy, params, per_task, n)
+        return self.sampler.sample(agent, tasks, seed, episodes).to(self.device)
 
     def _pg_batch(self, traj: Trajectories) -> PGBatch:
         c = self.config
@@ -244,7 +253,12 @@ class MAML:
             return mean, log_std, gaussian_log_prob(post.actions, mean, log_std)
 
     # ----------------------------------------------------------------------------- meta-step
-    def meta_train_step(self, tasks: Tasks) -> dict[str, float]:
+    def train_iteration(self, ctx: TrainContext) -> dict[str, float]:
+        """Fresh training tasks, then ``meta_train_step``."""
+        tasks = self.family.tasks.sample(self.config.meta_batch_size, "train", ctx.generator)
+        return self.meta_train_step(tasks, ctx.seed())
+
+    def meta_train_step(self, tasks: Tasks, seed: int = 0) -> dict[str, float]:
         """Sample → adapt → sample → TRPO meta-update. Returns detached metrics."""
         c = self.config
         start = time.perf_counter()
@@ -252,13 +266,15 @@ class MAML:
         # loss differentiates through the very same inner step (no second inner pass).
         adapted, per_task = self.policy.params(), False
         batches, pre_return, steps = [], None, 0
-        for _ in range(c.num_inner_steps):
-            traj = self._sample(tasks, _detached(adapted), per_task, c.episodes_per_task)
+        for k in range(c.num_inner_steps):
+            traj = self._sample(tasks, _detached(adapted), per_task, c.episodes_per_task, seed + k)
             steps += traj.num_steps
             pre_return = traj.task_returns().mean() if pre_return is None else pre_return
             batches.append(self._pg_batch(traj))
             adapted, per_task = self.inner_step(adapted, per_task, batches[-1], c.inner_lr), True
-        post_traj = self._sample(tasks, _detached(adapted), per_task, c.episodes_per_task)
+        post_traj = self._sample(
+            tasks, _detached(adapted), per_task, c.episodes_per_task, seed + c.num_inner_steps
+        )
         post = self._pg_batch(post_traj)
         sampled = time.perf_counter()
 
@@ -314,6 +330,7 @@ class MAML:
         num_steps: int,
         inner_lrs: tuple[float, ...] | None = None,
         episodes_per_task: int | None = None,
+        seed: int = 0,
     ) -> Adaptation:
         """Adapt to ``tasks`` with ``num_steps`` policy-gradient steps, recording the return
         before adaptation and after every step. Step k uses ``inner_lrs[k]`` (last repeats)."""
@@ -322,23 +339,21 @@ class MAML:
         params = _detached(self.policy.params())
         per_task, returns = False, []
         for step in range(num_steps + 1):
-            traj = self._sample(tasks, params, per_task, episodes)
+            traj = self._sample(tasks, params, per_task, episodes, seed + step)
             returns.append(traj.task_returns())
             if step == num_steps:
                 break
             lr = lrs[min(step, len(lrs) - 1)]
             params = self.inner_step(params, per_task, self._pg_batch(traj), lr)
             params, per_task = _detached(params), True
-        return Adaptation(params, per_task, torch.stack(returns), self.policy)
+        return Adaptation(
+            torch.stack(returns), policies=AdaptedPolicies(params, per_task, self.policy)
+        )
 
-    def meta_test(self, tasks: Tasks, cfg) -> dict[str, torch.Tensor]:
+    def meta_test(self, tasks: Tasks, cfg: EvalConfig, seed: int = 0) -> Adaptation:
         """The evaluation protocol's entry point: the paper's step-size schedule, K steps."""
         check_eval_actions(self, cfg)
-        return {
-            "returns": self.adapt(
-                tasks, cfg.num_steps, cfg.inner_lrs, cfg.episodes_per_task
-            ).returns
-        }
+        return self.adapt(tasks, cfg.num_steps, cfg.inner_lrs, cfg.episodes_per_task, seed)
 
     def state_dict(self) -> dict:
         return {"policy": self.policy.state_dict()}

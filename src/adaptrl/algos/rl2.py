@@ -26,10 +26,14 @@ from dataclasses import dataclass
 
 import torch
 
+from adaptrl.algos.base import Adaptation, Reference, TrainContext, check_eval_actions
+from adaptrl.config import EvalConfig
 from adaptrl.envs import Family, Tasks
 from adaptrl.errors import ConfigError
 from adaptrl.policies import RecurrentCategoricalPolicy
 from adaptrl.returns import discounted_returns, gae
+from adaptrl.rng import derive_seed
+from adaptrl.sampling import RecurrentAgent, Sampler, Trajectories
 
 
 @dataclass(frozen=True)
@@ -129,9 +133,11 @@ def ppo_loss(
 
 @dataclass
 class Trials:
-    """One trial per row. Time-major [T, B]: inputs [T, B, in], actions, log_probs, values,
-    rewards, mask (1 while the trial runs), trial_end (last step of the trial). Per episode:
-    episode_returns, episode_lengths [E, B]. hidden_in: [T, B, H] GRU state before each step."""
+    """RL²'s view of a batch of trials (one row per task), rebuilt from ``Trajectories``.
+
+    Time-major [T, B]: inputs [T, B, in] (what the GRU saw at each step), actions, log_probs
+    (behaviour), values (recomputed by one pass of the GRU over the whole trial), rewards, mask,
+    trial_end; hidden_in [T, B, H]: the GRU state before each step (for truncated BPTT)."""
 
     inputs: torch.Tensor
     actions: torch.Tensor
@@ -141,28 +147,32 @@ class Trials:
     mask: torch.Tensor
     trial_end: torch.Tensor
     hidden_in: torch.Tensor
-    episode_returns: torch.Tensor
-    episode_lengths: torch.Tensor
+
+
+def _shifted(x: torch.Tensor) -> torch.Tensor:
+    """x[t - 1] at step t, zeros at t = 0 (the 'previous' inputs of a trial)."""
+    return torch.cat([torch.zeros_like(x[:1]), x[:-1]])
 
 
 class RL2:
-    """Meta-learner whose adaptation is the forward pass of a recurrent policy."""
+    """Meta-learner (the ``Learner`` protocol) whose adaptation is the forward pass of a
+    recurrent policy: one PPO update on fresh trials per ``train_iteration``."""
 
     x_label = "episodes"
     eval_actions = ("sample", "mode")
+    tunes_step_sizes = False
 
-    def __init__(self, config: RL2Config, family: Family, device, generator: torch.Generator):
-        self.config, self.family = config, family
-        self.device, self.generator = torch.device(device), generator
-        probe = family.make_env(1, device)
-        if not hasattr(probe.single_action_space, "n"):
+    def __init__(self, config: RL2Config, family: Family, sampler: Sampler, device="cpu"):
+        self.config, self.family, self.sampler = config, family, sampler
+        self.device = torch.device(device)
+        obs_space, act_space = family.spaces()
+        if not hasattr(act_space, "n"):
             raise ConfigError(
-                f"RL² here needs a discrete action space; env "
-                f"'{family.spec.name}' has {probe.single_action_space}"
+                f"RL² here needs a discrete action space; env '{family.spec.name}' has {act_space}"
             )
         self.policy = RecurrentCategoricalPolicy(
-            probe.single_observation_space.shape[0],
-            int(probe.single_action_space.n),
+            obs_space.shape[0],
+            int(act_space.n),
             config.hidden_size,
             config.time_input,
             config.prev_obs_input,
@@ -173,75 +183,51 @@ class RL2:
         # Trial returns reach hundreds while a GRU's features are bounded: the value head
         # predicts value / value_scale (a running spread of the returns), so it can keep up.
         self.value_scale: float | None = None
+        # Minibatch order of PPO; seeded per iteration from the run seed (resume-exact).
+        self._perm_generator = torch.Generator(device=self.device)
+
+    @classmethod
+    def references(cls) -> dict[str, Reference]:
+        return {"random_init": Reference("untrained recurrent policy (same architecture)")}
+
+    def sample_trials(
+        self, tasks: Tasks, seed: int, episodes: int | None = None, mode: bool = False
+    ) -> Trajectories:
+        """One trial per task through the sampler; the GRU state carries across its episodes."""
+        E = episodes or self.config.episodes_per_trial
+        agent = RecurrentAgent(self.policy, mode=mode)
+        return self.sampler.sample(agent, tasks, seed, 1, E).to(self.device)
 
     @torch.no_grad()
-    def run_trials(self, tasks: Tasks, episodes: int | None = None, mode: bool = False) -> Trials:
-        """One trial per task, all rows stepping together; the hidden state starts at zero.
-        ``mode``: take the most likely action instead of sampling (evaluation only)."""
-        E = episodes or self.config.episodes_per_trial
-        n = next(iter(tasks.values())).shape[0]
-        env, gen, dev = self.family.env(n, self.device), self.generator, self.device
-        obs, _ = env.reset(tasks=tasks, generator=gen)
-        T = E * env.horizon
-        policy = self.policy
-        hidden = policy.initial_state(n, dev)
-        rows = torch.arange(n, device=dev)
-        prev_a = torch.zeros(n, dtype=torch.long, device=dev)
-        prev_r = torch.zeros(n, device=dev)
-        prev_done = torch.zeros(n, device=dev)
-        prev_obs = torch.zeros_like(obs)
-        alive = torch.ones(n, dtype=torch.bool, device=dev)
-        episode = torch.zeros(n, dtype=torch.long, device=dev)
-        ep_returns = torch.zeros(E, n, device=dev)
-        ep_lengths = torch.zeros(E, n, device=dev)
-        buf: dict[str, torch.Tensor] = {}  # [T, n, ...] each, allocated at the first step
-        length = T
-        for t in range(T):
-            progress = torch.full((n,), t / T, device=dev)
-            x = policy.inputs(obs, prev_a, prev_r, prev_done, progress, prev_obs)
-            logits, value, new_hidden = policy(x.unsqueeze(0), hidden)
-            log_p = torch.log_softmax(logits[0], -1)
-            if mode:
-                action = log_p.argmax(-1)
-            else:
-                action = torch.multinomial(log_p.exp(), 1, generator=gen).squeeze(1)
-            prev_obs = obs.clone()  # a user's env may write its next obs into the same buffer
-            obs, reward, term, trunc, _ = env.step(action)
-            live = alive.float()
-            ended = (term | trunc) & alive
-            ep_idx = episode.clamp_max(E - 1)
-            ep_returns[ep_idx, rows] += reward * live
-            ep_lengths[ep_idx, rows] += live
-            episode = episode + ended.long()
-            finished = ended & (episode >= E)
-            row = {
-                "inputs": x,
-                "actions": action,
-                "log_probs": log_p.gather(1, action[:, None]).squeeze(1),
-                "values": value[0] * (self.value_scale or 1.0),
-                "rewards": reward * live,
-                "mask": live,
-                "trial_end": finished,
-                "hidden_in": hidden[0],
-            }
-            if not buf:
-                buf = {
-                    k: torch.empty(T, *v.shape, dtype=v.dtype, device=dev) for k, v in row.items()
-                }
-            for key, value_ in row.items():
-                buf[key][t] = value_
-            restart = ended & ~finished
-            if bool(restart.any()):
-                fresh, _ = env.reset(mask=restart)
-                obs = torch.where(restart.unsqueeze(-1), fresh, obs)
-            alive = alive & ~finished
-            prev_a, prev_r, prev_done = action, reward, ended.float()
-            hidden = new_hidden
-            if not bool(alive.any()):
-                length = t + 1
-                break
-        out = {k: v[:length] for k, v in buf.items()}
-        return Trials(**out, episode_returns=ep_returns, episode_lengths=ep_lengths)
+    def trials(self, traj: Trajectories) -> Trials:
+        """Rebuild the GRU's inputs from the trajectories and replay the GRU over whole trials
+        (one fused pass) for the values and the hidden state before every step."""
+        T, B = traj.rewards.shape
+        progress = torch.arange(T, device=self.device, dtype=torch.float32) / traj.budget
+        x = self.policy.inputs(
+            traj.obs,
+            _shifted(traj.actions),
+            _shifted(traj.rewards),
+            _shifted(traj.ends.float()),
+            progress.unsqueeze(1).expand(T, B),
+            _shifted(traj.obs),
+        )
+        h0 = self.policy.initial_state(B, self.device)
+        features = self.policy.encoder(x)
+        out, _ = self.policy.gru(features, h0)  # out[t] is the hidden state after step t
+        hidden_in = torch.cat([h0, out[:-1]])
+        head = out if self.policy.head is None else self.policy.head(torch.cat([out, features], -1))
+        values = self.policy.value_head(head).squeeze(-1) * (self.value_scale or 1.0)
+        return Trials(
+            x,
+            traj.actions,
+            traj.log_probs,
+            values,
+            traj.rewards,
+            traj.mask,
+            traj.trial_end(),
+            hidden_in,
+        )
 
     def _advantages(self, trials: Trials) -> tuple[torch.Tensor, torch.Tensor]:
         c = self.config
@@ -304,7 +290,7 @@ class RL2:
         num = h0.shape[0]
         stats: dict[str, float] = {}
         for _ in range(c.num_epochs):
-            perm = torch.randperm(num, generator=self.generator, device=self.device)
+            perm = torch.randperm(num, generator=self._perm_generator, device=self.device)
             for idx in perm.chunk(c.num_minibatches):
                 logits, values, _ = self.policy(data["inputs"][:, idx], h0[idx].unsqueeze(0))
                 values = values * value_scale
@@ -329,38 +315,52 @@ class RL2:
                 stats = {f"loss/{k}": float(v.detach()) for k, v in terms.items()}
         return stats
 
-    def meta_train_step(self, tasks: Tasks) -> dict[str, float]:
+    def train_iteration(self, ctx: TrainContext) -> dict[str, float]:
+        tasks = self.family.tasks.sample(self.config.meta_batch_size, "train", ctx.generator)
+        self._perm_generator.manual_seed(derive_seed(ctx.run_seed, ctx.iteration, 1) % (2**62))
+        return self.meta_train_step(tasks, ctx.seed())
+
+    def meta_train_step(self, tasks: Tasks, seed: int = 0) -> dict[str, float]:
         start = time.perf_counter()
-        trials = self.run_trials(tasks)
+        traj = self.sample_trials(tasks, seed)
         sampled = time.perf_counter()
-        stats = self.update(trials)
+        stats = self.update(self.trials(traj))
         end = time.perf_counter()
-        steps = float(trials.mask.sum())
+        episode_returns = traj.per_episode(traj.rewards)
         return {
-            "adapt/return_trial": float(trials.episode_returns.sum(0).mean()),
-            "adapt/return_first_episode": float(trials.episode_returns[0].mean()),
-            "adapt/return_last_episode": float(trials.episode_returns[-1].mean()),
+            "adapt/return_trial": float(episode_returns.sum(0).mean()),
+            "adapt/return_first_episode": float(episode_returns[0].mean()),
+            "adapt/return_last_episode": float(episode_returns[-1].mean()),
             **stats,
             "perf/sample_s": sampled - start,
             "perf/update_s": end - sampled,
             "perf/iteration_s": end - start,
-            "perf/env_steps_per_s": steps / max(sampled - start, 1e-9),
+            "perf/env_steps_per_s": traj.num_steps / max(sampled - start, 1e-9),
         }
 
-    def meta_test(self, tasks: Tasks, cfg) -> dict[str, torch.Tensor]:
-        """Return of each episode of a trial [E, N], total trial return [N], episode lengths."""
-        trials = self.run_trials(tasks, mode=cfg.actions == "mode")
-        return {
-            "returns": trials.episode_returns,
-            "total_return": trials.episode_returns.sum(0),
-            "mean_episode_length": trials.episode_lengths,
-        }
+    def adapt(
+        self, tasks: Tasks, episodes: int | None = None, seed: int = 0, mode: bool = False
+    ) -> Adaptation:
+        """A trial on each task: the return of every episode [E, n] (adaptation in memory)."""
+        traj = self.sample_trials(tasks, seed, episodes, mode)
+        returns = traj.per_episode(traj.rewards)
+        lengths = traj.per_episode(torch.ones_like(traj.rewards))
+        return Adaptation(
+            returns,
+            {"total_return": returns.sum(0), "mean_episode_length": lengths},
+            RecurrentAgent(self.policy, mode=mode),
+        )
+
+    def meta_test(self, tasks: Tasks, cfg: EvalConfig, seed: int = 0) -> Adaptation:
+        check_eval_actions(self, cfg)
+        return self.adapt(tasks, seed=seed, mode=cfg.actions == "mode")
 
     def state_dict(self) -> dict:
         return {
             "policy": self.policy.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "value_scale": torch.tensor(self.value_scale or 0.0),
+            # float64: a float32 round trip of the running scale made resume drift (issue 11)
+            "value_scale": torch.tensor(self.value_scale or 0.0, dtype=torch.float64),
         }
 
     def load_state_dict(self, state: dict) -> None:

@@ -17,6 +17,13 @@ TUNE_GRID = tuple(round(0.1 * i, 1) for i in range(11))  # Duan et al. tuned c a
 BAYES_OPTIMAL_MAX_STATES = 12  # k + n small enough for the exact DP to take seconds
 
 
+def classical_setting(family: Family, episodes: int) -> str:
+    """The row label of Duan et al.'s tables: "n, k" for bandits, episodes per trial otherwise."""
+    if family.spec.name == "bandit":
+        return f"{family.config.num_pulls}, {family.config.num_arms}"
+    return str(episodes)
+
+
 def _stats(totals: np.ndarray) -> dict[str, float]:
     return {
         "mean": float(totals.mean()),

@@ -1,15 +1,22 @@
-"""Task families and their registry: ``register_env`` adds one, ``make_family`` builds one."""
+"""Task families and their registry: ``register_env`` adds one, ``make_family`` builds one.
+
+Registry entries may name their classes lazily as ``"module:attribute"`` strings (as gymnasium's
+registration does), so ``import adaptrl`` never imports an optional simulator such as mujoco:
+the module is imported when the family is first built.
+"""
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 from typing import Any
 
+import gymnasium as gym
 import torch
 
 from adaptrl.config import build_dataclass
-from adaptrl.envs.bandit import BanditConfig, BanditEnv, BanditTasks
 from adaptrl.envs.base import (
+    SPLITS,
     BatchedMetaEnv,
     GridSplit,
     SingleTaskEnv,
@@ -18,12 +25,10 @@ from adaptrl.envs.base import (
     Tasks,
     repeat_tasks,
 )
-from adaptrl.envs.maze import MazeConfig, MazeEnv, MazeTasks
-from adaptrl.envs.navigation import Navigation2DConfig, Navigation2DEnv, Navigation2DTasks
-from adaptrl.envs.tabular_mdp import TabularMDPConfig, TabularMDPEnv, TabularMDPTasks
 from adaptrl.errors import ConfigError
 
 __all__ = [
+    "SPLITS",
     "BatchedMetaEnv",
     "EnvSpec",
     "Family",
@@ -40,15 +45,47 @@ __all__ = [
 ]
 
 
+def resolve(ref: Any) -> Any:
+    """``"package.module:Name"`` -> the object; anything else is returned as is."""
+    if not isinstance(ref, str):
+        return ref
+    module, _, attr = ref.partition(":")
+    try:
+        obj = importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        extra = {"mujoco": "mujoco", "ray": "ray"}.get((exc.name or "").split(".")[0])
+        if extra:
+            raise ConfigError(
+                f"'{exc.name}' is not installed; install it with: pip install 'adaptrl[{extra}]'"
+            ) from None
+        raise
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
 @dataclass(frozen=True)
 class EnvSpec:
-    """How to build one task family from its config dataclass."""
+    """How to build one task family. Classes may be given as ``"module:Class"`` strings."""
 
     name: str
-    config_cls: type
-    tasks_cls: type[TaskDistribution]
-    env_cls: type[BatchedMetaEnv]
+    config_cls: Any
+    tasks_cls: Any
+    env_cls: Any
     description: str = ""
+    classical: Any = None
+    """Optional ``"module:function"`` giving classical strategies on the same tasks
+    (``fn(family, tasks, seed, tune_tasks, episodes) -> rows``), written beside the learner."""
+
+    def resolved(self) -> EnvSpec:
+        return EnvSpec(
+            self.name,
+            resolve(self.config_cls),
+            resolve(self.tasks_cls),
+            resolve(self.env_cls),
+            self.description,
+            self.classical,
+        )
 
 
 _REGISTRY: dict[str, EnvSpec] = {}
@@ -70,29 +107,48 @@ def env_config(section: dict[str, Any]) -> tuple[EnvSpec, Any]:
     name = values.pop("name", None)
     if name not in _REGISTRY:
         raise ConfigError(f"unknown env '{name}'; registered envs: {', '.join(sorted(_REGISTRY))}")
-    spec = _REGISTRY[name]
+    spec = _REGISTRY[name].resolved()
     return spec, build_dataclass(spec.config_cls, values, "env")
 
 
 @dataclass
 class Family:
-    """A task distribution plus a factory for batched environments of the same family."""
+    """A task distribution plus a factory for batched environments of the same family.
+
+    Picklable (spec, config): worker processes rebuild the same family from it.
+    """
 
     spec: EnvSpec
     config: Any
     tasks: TaskDistribution
 
-    _envs: dict = field(default_factory=dict, repr=False)
+    _spaces: tuple[gym.Space, gym.Space] | None = field(default=None, repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def external(self) -> bool:
+        """True when rows are external simulators (run them in worker processes)."""
+        return bool(getattr(self.spec.env_cls, "external", False))
+
+    def spaces(self) -> tuple[gym.Space, gym.Space]:
+        """(single observation space, single action space), without stepping anything."""
+        if self._spaces is None:
+            self._spaces = self.spec.env_cls.spaces(self.config)
+        return self._spaces
+
+    @property
+    def observation_space(self) -> gym.Space:
+        return self.spaces()[0]
+
+    @property
+    def action_space(self) -> gym.Space:
+        return self.spaces()[1]
 
     def make_env(self, num_envs: int, device: torch.device | str = "cpu") -> BatchedMetaEnv:
         return self.spec.env_cls(num_envs, self.config, device=device)
-
-    def env(self, num_envs: int, device: torch.device | str = "cpu") -> BatchedMetaEnv:
-        """A cached batched env of this size: learners reuse buffers across iterations."""
-        key = (num_envs, str(torch.device(device)))
-        if key not in self._envs:
-            self._envs[key] = self.make_env(num_envs, device)
-        return self._envs[key]
 
     def make_single_task_env(
         self, task: Tasks, device: torch.device | str = "cpu"
@@ -107,39 +163,50 @@ def make_family(name: str, **config: Any) -> Family:
     return Family(spec, cfg, spec.tasks_cls(cfg))
 
 
-register_env(
-    EnvSpec(
-        "navigation2d",
-        Navigation2DConfig,
-        Navigation2DTasks,
-        Navigation2DEnv,
-        "Point robot reaching a goal in [-0.5, 0.5]^2 (Finn et al. 2017, sec. 5.3)",
+def _builtin(name: str, module: str, stem: str, description: str, classical: str | None = None):
+    register_env(
+        EnvSpec(
+            name,
+            f"adaptrl.envs.{module}:{stem}Config",
+            f"adaptrl.envs.{module}:{stem}Tasks",
+            f"adaptrl.envs.{module}:{stem}Env",
+            description,
+            classical,
+        )
     )
+
+
+_builtin(
+    "navigation2d",
+    "navigation",
+    "Navigation2D",
+    "Point robot reaching a goal in [-0.5, 0.5]^2 (Finn et al. 2017, sec. 5.3)",
 )
-register_env(
-    EnvSpec(
-        "bandit",
-        BanditConfig,
-        BanditTasks,
-        BanditEnv,
-        "Bernoulli k-armed bandit, probabilities ~ U[0, 1], n pulls per trial (Duan et al. 2016)",
-    )
+_builtin(
+    "bandit",
+    "bandit",
+    "Bandit",
+    "Bernoulli k-armed bandit, probabilities ~ U[0, 1], n pulls per trial (Duan et al. 2016)",
+    "adaptrl.baselines.table:classical_baselines",
 )
-register_env(
-    EnvSpec(
-        "tabular_mdp",
-        TabularMDPConfig,
-        TabularMDPTasks,
-        TabularMDPEnv,
-        "Random 10-state, 5-action MDPs, Dirichlet transitions, N(1,1) rewards (Duan et al. 2016)",
-    )
+_builtin(
+    "tabular_mdp",
+    "tabular_mdp",
+    "TabularMDP",
+    "Random 10-state, 5-action MDPs, Dirichlet transitions, N(1,1) rewards (Duan et al. 2016)",
+    "adaptrl.baselines.table:classical_baselines",
 )
-register_env(
-    EnvSpec(
-        "maze",
-        MazeConfig,
-        MazeTasks,
-        MazeEnv,
-        "Procedural DFS grid mazes, 3x3 egocentric view, held-out layouts (cf. Duan et al. 2016)",
-    )
+_builtin(
+    "maze",
+    "maze",
+    "Maze",
+    "Procedural DFS grid mazes, 3x3 egocentric view, held-out layouts (cf. Duan et al. 2016)",
 )
+for _name, _stem, _text in (
+    ("halfcheetah_vel", "HalfCheetahVel", "HalfCheetah running at a goal velocity U[0, 2] (MAML)"),
+    ("halfcheetah_dir", "HalfCheetahDir", "HalfCheetah running forward or backward (MAML)"),
+    ("ant_vel", "AntVel", "Ant running at a goal velocity U[0, 3] (MAML)"),
+    ("ant_dir", "AntDir", "Ant running forward or backward (MAML)"),
+    ("walker_params", "WalkerParams", "Walker2d with per-task masses, damping, friction (PEARL)"),
+):
+    _builtin(_name, "locomotion", _stem, _text + "; needs adaptrl[mujoco]")

@@ -68,8 +68,8 @@ class BanditEnv(BatchedMetaEnv):
         self._batch_spaces()
         self.t = torch.zeros(num_envs, dtype=torch.long, device=self.device)
 
-    def reset(self, *, tasks=None, mask=None, generator=None, seed=None, options=None):
-        self._prepare_reset(tasks, generator, seed)
+    def reset(self, *, tasks=None, mask=None, keys=None, seed=None, options=None):
+        self._prepare_reset(tasks, keys, seed)
         if mask is None:
             self.t.zero_()
         else:
@@ -78,7 +78,7 @@ class BanditEnv(BatchedMetaEnv):
 
     def step(self, actions):
         p = self.tasks["probs"].gather(1, actions.long().reshape(-1, 1)).squeeze(1)
-        u = torch.rand(self.num_envs, generator=self.generator, device=self.device)
+        u = self.rng.uniform(1)[:, 0]
         rewards = (u < p).float()
         self.t += 1
         truncated = self.t >= self.horizon

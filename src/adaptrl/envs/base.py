@@ -5,6 +5,8 @@
 * ``BatchedMetaEnv`` is a gymnasium ``VectorEnv`` over torch tensors whose rows each carry their own
   task. Built-in families step all rows with a few tensor ops. Rows are not auto-reset: the sampler
   masks a row after its episode ends and calls ``reset(mask=...)`` when it wants a new episode.
+  Each row draws its noise from its own counter-based stream (``adaptrl.rng.RowStreams``) keyed by
+  ``reset(keys=...)``, so a row's trajectory never depends on the other rows of its batch.
 """
 
 from __future__ import annotations
@@ -16,13 +18,18 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from adaptrl.rng import RowStreams, seed_keys
+
 Tasks = dict[str, torch.Tensor]
 Split = Literal["train", "test"]
 SPLITS: tuple[str, ...] = ("train", "test")
 
 
 class TaskDistribution(ABC):
-    """A distribution over tasks with disjoint train and test splits."""
+    """A distribution over tasks with disjoint train and test splits (and optionally more, such as
+    an out-of-distribution ``ood`` split, listed in ``splits``)."""
+
+    splits: tuple[str, ...] = SPLITS
 
     @abstractmethod
     def sample(self, n: int, split: Split, generator: torch.Generator) -> Tasks:
@@ -43,8 +50,10 @@ class BatchedMetaEnv(gym.vector.VectorEnv, ABC):
 
     horizon: int
     deterministic: bool = True
-    """False when steps draw noise from the reset generator (the checker then compares batches
-    in distribution instead of exactly)."""
+    """False when steps draw noise from the row streams (``self.rng``)."""
+    external: bool = False
+    """True for adapters over external simulators (MuJoCo, a user's gymnasium env): the default
+    sampler then runs them in worker processes."""
 
     def __init__(self, num_envs: int, device: torch.device | str = "cpu") -> None:
         if num_envs <= 0:
@@ -52,7 +61,18 @@ class BatchedMetaEnv(gym.vector.VectorEnv, ABC):
         self.num_envs = num_envs
         self.device = torch.device(device)
         self.tasks: Tasks | None = None
-        self.generator: torch.Generator | None = None  # noise of stochastic families
+        self.rng: RowStreams | None = None  # per-row noise of stochastic families
+
+    @classmethod
+    def spaces(cls, config: Any) -> tuple[gym.Space, gym.Space]:
+        """(single observation space, single action space) of a family config. The default builds
+        a one-row env (cheap for tensor families); adapters over simulators override it so the
+        parent process never has to build a simulator just to size a policy."""
+        env = cls(1, config)
+        try:
+            return env.single_observation_space, env.single_action_space
+        finally:
+            env.close()
 
     def _batch_spaces(self) -> None:
         self.observation_space = gym.vector.utils.batch_space(
@@ -71,17 +91,19 @@ class BatchedMetaEnv(gym.vector.VectorEnv, ABC):
         self.tasks = {k: v.to(self.device) for k, v in tasks.items()}
 
     def _prepare_reset(
-        self, tasks: Tasks | None, generator: torch.Generator | None, seed: int | None
+        self, tasks: Tasks | None, keys: torch.Tensor | None, seed: int | None
     ) -> None:
-        """Shared reset bookkeeping: new tasks, the tasks-required check, the noise generator."""
+        """Shared reset bookkeeping: new tasks, the tasks-required check, the row streams."""
         if tasks is not None:
             self.set_tasks(tasks)
         if self.tasks is None:
             raise RuntimeError("reset() needs tasks the first time (env.reset(tasks=...))")
-        if generator is not None:
-            self.generator = generator
-        elif self.generator is None or seed is not None:
-            self.generator = torch.Generator(device=self.device).manual_seed(seed or 0)
+        if keys is not None:
+            if keys.shape != (self.num_envs,):
+                raise ValueError(f"keys must be int64 [{self.num_envs}], got {tuple(keys.shape)}")
+            self.rng = RowStreams(keys.to(self.device))
+        elif self.rng is None or seed is not None:
+            self.rng = RowStreams(seed_keys(seed, self.num_envs, self.device))
 
     @abstractmethod
     def reset(
@@ -89,17 +111,27 @@ class BatchedMetaEnv(gym.vector.VectorEnv, ABC):
         *,
         tasks: Tasks | None = None,
         mask: torch.Tensor | None = None,
-        generator: torch.Generator | None = None,
+        keys: torch.Tensor | None = None,
         seed: int | None = None,
         options: dict[str, Any] | None = None,
     ) -> tuple[torch.Tensor, dict[str, Any]]:
-        """Start episodes (all rows, or rows where ``mask``); new ``tasks`` replace the old."""
+        """Start episodes (all rows, or rows where ``mask``); new ``tasks`` replace the old.
+        ``keys`` (int64 [num_envs]) seed the rows' noise streams; ``seed`` derives them."""
 
     @abstractmethod
     def step(
         self, actions: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any]]:
         """Returns ``obs, rewards, terminated, truncated, info`` for every row."""
+
+    def close(self, **kwargs: Any) -> None:
+        """Release simulators or buffers (tensor families hold nothing to release)."""
+
+    def __enter__(self) -> BatchedMetaEnv:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def repeat_tasks(tasks: Tasks, times: int) -> Tasks:
@@ -163,13 +195,16 @@ class SingleTaskEnv(gym.Env):
         self.task = task
         self.observation_space = batched_env.single_observation_space
         self.action_space = batched_env.single_action_space
-        self._generator = torch.Generator(device=batched_env.device)
+        self._episode = 0
+        self._seed = 0
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
         if seed is not None:
-            self._generator.manual_seed(seed)
-        obs, info = self.env.reset(tasks=self.task, generator=self._generator)
+            self._seed, self._episode = seed, 0
+        keys = seed_keys(self._seed + 1_000_003 * self._episode, 1, self.env.device)
+        self._episode += 1
+        obs, info = self.env.reset(tasks=self.task, keys=keys)
         return self._np_obs(obs), {}
 
     def step(self, action):
@@ -183,6 +218,9 @@ class SingleTaskEnv(gym.Env):
             bool(truncated[0]),
             {},
         )
+
+    def close(self) -> None:
+        self.env.close()
 
     def _np_obs(self, obs: torch.Tensor) -> np.ndarray:
         dtype = self.observation_space.dtype

@@ -148,8 +148,8 @@ class MazeEnv(BatchedMetaEnv):
         goal = (cells == self.tasks["goal"][:, None, :]).all(-1)
         return torch.cat([walls.float(), goal.float()], -1)
 
-    def reset(self, *, tasks=None, mask=None, generator=None, seed=None, options=None):
-        self._prepare_reset(tasks, generator, seed)
+    def reset(self, *, tasks=None, mask=None, keys=None, seed=None, options=None):
+        self._prepare_reset(tasks, keys, seed)
         if mask is None:
             self.pos = self.tasks["start"].clone()
             self.t.zero_()

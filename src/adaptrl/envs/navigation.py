@@ -93,8 +93,8 @@ class Navigation2DEnv(BatchedMetaEnv):
         self.pos = torch.zeros(num_envs, 2, device=self.device)
         self.t = torch.zeros(num_envs, dtype=torch.long, device=self.device)
 
-    def reset(self, *, tasks=None, mask=None, generator=None, seed=None, options=None):
-        self._prepare_reset(tasks, generator, seed)
+    def reset(self, *, tasks=None, mask=None, keys=None, seed=None, options=None):
+        self._prepare_reset(tasks, keys, seed)
         if mask is None:
             self.pos.zero_()
             self.t.zero_()

@@ -84,11 +84,11 @@ class TabularMDPEnv(BatchedMetaEnv):
     def _obs(self) -> torch.Tensor:
         return torch.nn.functional.one_hot(self.state, self.config.num_states).float()
 
-    def reset(self, *, tasks=None, mask=None, generator=None, seed=None, options=None):
-        self._prepare_reset(tasks, generator, seed)
-        start = torch.randint(
-            self.config.num_states, (self.num_envs,), generator=self.generator, device=self.device
-        )
+    def reset(self, *, tasks=None, mask=None, keys=None, seed=None, options=None):
+        self._prepare_reset(tasks, keys, seed)
+        S = self.config.num_states
+        u = self.rng.uniform(1, rows=mask)[:, 0]
+        start = (u * S).long().clamp_max(S - 1)
         if mask is None:
             self.state, self.t = start, torch.zeros_like(self.t)
         else:
@@ -99,10 +99,13 @@ class TabularMDPEnv(BatchedMetaEnv):
     def step(self, actions):
         a = actions.long()
         mean = self.tasks["mean_rewards"][self._rows, self.state, a]
-        noise = torch.randn(self.num_envs, generator=self.generator, device=self.device)
+        u = self.rng.uniform(3)  # two for the reward's Box-Muller normal, one for the next state
+        noise = torch.sqrt(-2.0 * torch.log(u[:, 0])) * torch.cos(2.0 * torch.pi * u[:, 1])
         rewards = mean + self.config.reward_noise * noise
         probs = self.tasks["transitions"][self._rows, self.state, a]
-        self.state = torch.multinomial(probs, 1, generator=self.generator).squeeze(1)
+        # Inverse CDF: the first state whose cumulative probability exceeds the uniform.
+        next_state = (probs.cumsum(-1) < u[:, 2:3]).sum(-1)
+        self.state = next_state.clamp_max(self.config.num_states - 1)
         self.t += 1
         truncated = self.t >= self.horizon
         return self._obs(), rewards, torch.zeros_like(truncated), truncated, {}

@@ -1,5 +1,66 @@
-"""Rollout collection. ``batched`` steps tensor-native envs in-process (the fast default)."""
+"""Rollout collection behind one seam, ``Sampler.sample(agent, tasks, seed, ...)``.
 
-from adaptrl.sampling.batched import GaussianActor, Trajectories, rollout
+Back-ends: ``InProcessSampler`` (tensor families, all rows in one process), ``ProcessSampler``
+(spawned worker processes) and ``RaySampler`` (Ray actors); ``make_sampler`` picks one.
+"""
 
-__all__ = ["GaussianActor", "Trajectories", "rollout"]
+from __future__ import annotations
+
+import os
+
+from adaptrl.envs import Family
+from adaptrl.errors import ConfigError
+from adaptrl.sampling.agents import Agent, GaussianAgent, RecurrentAgent
+from adaptrl.sampling.base import InProcessSampler, RolloutWorker, Sampler
+from adaptrl.sampling.trajectories import Trajectories
+
+BACKENDS = ("auto", "inprocess", "processes", "ray")
+
+
+def default_workers() -> int:
+    """All cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def make_sampler(
+    family: Family,
+    backend: str = "auto",
+    workers: int | None = None,
+    device: str = "cpu",
+    ray_address: str = "",
+) -> Sampler:
+    """``auto``: in-process for tensor families, worker processes for external simulators."""
+    if backend not in BACKENDS:
+        raise ConfigError(f"unknown sampler '{backend}'; choose one of: {', '.join(BACKENDS)}")
+    if workers is not None and workers <= 0:
+        raise ConfigError(f"sampler.workers must be > 0 (or unset for all cores), got {workers}")
+    if backend == "auto":
+        backend = "processes" if family.external else "inprocess"
+    if backend == "inprocess":
+        return InProcessSampler(family, device)
+    if str(device) != "cpu":
+        raise ConfigError(f"the '{backend}' sampler runs envs on the CPU; use --device cpu")
+    n = workers or default_workers()
+    if backend == "processes":
+        from adaptrl.sampling.processes import ProcessSampler
+
+        return ProcessSampler(family, n)
+    from adaptrl.sampling.ray_sampler import RaySampler
+
+    return RaySampler(family, n, ray_address)
+
+
+__all__ = [
+    "BACKENDS",
+    "Agent",
+    "GaussianAgent",
+    "InProcessSampler",
+    "RecurrentAgent",
+    "RolloutWorker",
+    "Sampler",
+    "Trajectories",
+    "make_sampler",
+]

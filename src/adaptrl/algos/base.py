@@ -1,0 +1,91 @@
+"""The learner protocol: all that the trainer, evaluation and deployment know of a meta-learner.
+
+A learner is built from its config, a task ``Family`` (tasks and spaces only: it never builds or
+steps an env), a ``Sampler`` and a device. It decides what it samples in each iteration (on-policy
+learners draw fresh tasks; off-policy ones keep per-task buffers) and names its own reference
+learners for evaluation. Nothing above this layer names an algorithm.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import torch
+
+from adaptrl.config import EvalConfig
+from adaptrl.envs import Family, Tasks
+from adaptrl.errors import ConfigError
+from adaptrl.rng import derive_seed
+
+
+@dataclass
+class TrainContext:
+    """What the trainer hands a learner each iteration."""
+
+    iteration: int
+    """Iterations completed before this one."""
+    run_seed: int
+    generator: torch.Generator
+    """Draws the iteration's tasks (checkpointed with the run, so resume continues the stream)."""
+
+    def seed(self, *phase: int) -> int:
+        """Rollout seed of this iteration and phase (e.g. inner step k): (run seed, iteration,
+        phase) -> one int64, so the same run gives the same trajectories on every back-end."""
+        return derive_seed(self.run_seed, self.iteration, *phase)
+
+
+@dataclass
+class Adaptation:
+    """Result of adapting to n tasks: the return after each adaptation point and the adapted
+    agent(s). ``returns``: [X + 1, n] (gradient steps for MAML, episodes of a trial for RL²)."""
+
+    returns: torch.Tensor
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
+    """Per-task extras ([..., n]) such as episode lengths or the total trial return."""
+    policies: Any = None
+    """Whatever deploys the adaptation: ``policy(i)`` for task i (learner-specific)."""
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A reference learner evaluation runs beside the trained one on the same tasks."""
+
+    description: str
+    algo_overrides: dict[str, Any] | None = None
+    """Train a variant of the run's config with these ``algo`` values (None: leave untrained)."""
+
+
+@runtime_checkable
+class Learner(Protocol):
+    x_label: ClassVar[str]
+    """What the adaptation axis counts ("gradient steps", "episodes")."""
+    eval_actions: ClassVar[tuple[str, ...]]
+    """Values of ``evaluate.actions`` the learner supports."""
+    tunes_step_sizes: ClassVar[bool]
+    """True when adaptation has step sizes that evaluation may tune for references."""
+
+    def train_iteration(self, ctx: TrainContext) -> dict[str, float]: ...
+
+    def meta_test(self, tasks: Tasks, cfg: EvalConfig, seed: int) -> Adaptation: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+    @classmethod
+    def references(cls) -> dict[str, Reference]: ...
+
+
+def check_eval_actions(learner: Any, cfg: EvalConfig) -> None:
+    """``evaluate.actions`` must be one the learner supports (its ``eval_actions``)."""
+    allowed = getattr(learner, "eval_actions", ("sample",))
+    if cfg.actions not in allowed:
+        raise ConfigError(
+            f"evaluate.actions='{cfg.actions}' is not supported by {type(learner).__name__} "
+            f"(it supports: {', '.join(allowed)})"
+        )
+
+
+def spaces_of(family: Family) -> tuple[Any, Any]:
+    return family.observation_space, family.action_space

@@ -1,0 +1,369 @@
+"""MuJoCo locomotion families of Finn, Abbeel, Levine 2017 (MAML, §5.3), plus PEARL's Walker.
+
+Built on gymnasium v5 envs (mujoco 3) through ``GymMetaEnv``; the reward is recomputed from
+``info`` so it follows the authors' rllab envs (``cbfinn/maml_rl``, ``rllab/envs/mujoco``) rather
+than gymnasium's. Horizon 200, as in the paper. Differences from the originals that remain:
+
+* Observations are gymnasium's: HalfCheetah 17-D (qpos[1:], qvel) lacks rllab's torso centre of
+  mass (20-D); Ant 105-D (qpos[2:], qvel, clipped cfrc_ext of the 13 non-world bodies) lacks
+  rllab's x, y, world-body forces, torso rotation matrix and torso centre of mass (125-D).
+* Velocity is gymnasium's finite difference over one control step (dt = 0.05: x of the root for
+  HalfCheetah, of the torso for Ant), not rllab's instantaneous torso centre-of-mass velocity.
+* The model XMLs, frame skip and reset noise are gymnasium's (qpos + U[-0.1, 0.1], qvel +
+  0.1 N(0, 1); rllab: qpos + 0.01 N, qvel + 0.1 N), and MuJoCo 3 replaces mujoco-py 1.31.
+* No rllab ``normalize`` wrapper: the action boxes are already [-1, 1], so its scaling is 1.
+
+Importing this module needs only gymnasium: mujoco is imported when the first env is built.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium import spaces
+
+from adaptrl.envs.base import SPLITS, GridSplit, HashSplit, Split, TaskDistribution, Tasks
+from adaptrl.envs.gym_adapter import GymMetaEnv
+from adaptrl.errors import ConfigError
+
+_MISSING = "MuJoCo families need mujoco; install it with: pip install 'adaptrl[mujoco]'"
+
+
+class _Validated:
+    """Validation shared by every family's config (checks of fields a family lacks pass)."""
+
+    def __post_init__(self) -> None:
+        if self.horizon <= 0:
+            raise ConfigError(f"env.horizon must be > 0, got {self.horizon}")
+        if not 0 < getattr(self, "test_fraction", 0.5) < 1:
+            raise ConfigError("env.test_fraction must lie strictly between 0 and 1")
+        if getattr(self, "cells", 2) < 2:
+            raise ConfigError("env.cells must be >= 2 (one held out, one for training at least)")
+        if not 0 < getattr(self, "max_velocity", 1) < getattr(self, "ood_velocity", math.inf):
+            raise ConfigError("env.max_velocity must be > 0 and below env.ood_velocity")
+
+
+# ------------------------------------------------------------------------------------- configs
+@dataclass(frozen=True)
+class HalfCheetahVelConfig(_Validated):
+    """HalfCheetah running at a goal velocity (defaults: the paper's)."""
+
+    horizon: int = 200
+    """Steps per episode."""
+    max_velocity: float = 2.0
+    """Goal velocities of train/test are U[0, max_velocity] (ProMP and PEARL use 3)."""
+    ood_velocity: float = 3.0
+    """The ``ood`` split draws goals from (max_velocity, ood_velocity]."""
+    cells: int = 20
+    """[0, max_velocity] is cut into this many cells; test_fraction of them are held out."""
+    test_fraction: float = 0.2
+    """Fraction of velocity cells held out for the test split."""
+    ctrl_cost_weight: float = 0.05
+    """Reward pays ctrl_cost_weight * sum(a^2) (rllab: 0.1 * 0.5)."""
+
+
+@dataclass(frozen=True)
+class HalfCheetahDirConfig(_Validated):
+    """HalfCheetah running forward or backward (defaults: the paper's)."""
+
+    horizon: int = 200
+    """Steps per episode."""
+    ctrl_cost_weight: float = 0.05
+    """Reward pays ctrl_cost_weight * sum(a^2) (rllab: 0.1 * 0.5)."""
+
+
+@dataclass(frozen=True)
+class AntVelConfig(_Validated):
+    """Ant running at a goal velocity (defaults: the authors' ``ant_env_rand.py``)."""
+
+    horizon: int = 200
+    """Steps per episode; it ends earlier when the torso height leaves [0.2, 1]."""
+    max_velocity: float = 3.0
+    """Goal velocities of train/test are U[0, max_velocity]."""
+    ood_velocity: float = 4.0
+    """The ``ood`` split draws goals from (max_velocity, ood_velocity]."""
+    cells: int = 30
+    """[0, max_velocity] is cut into this many cells; test_fraction of them are held out."""
+    test_fraction: float = 0.2
+    """Fraction of velocity cells held out for the test split."""
+    ctrl_cost_weight: float = 0.005
+    """Reward pays ctrl_cost_weight * sum(a^2) (rllab: 0.5 * 1e-2)."""
+    contact_cost_weight: float = 5e-4
+    """Reward pays this * sum(clip(cfrc_ext, -1, 1)^2) over all bodies (rllab: 0.5 * 1e-3)."""
+    survive_reward: float = 1.05
+    """Paid every step, the last included: rllab's +1 in the forward reward plus its 0.05."""
+
+
+@dataclass(frozen=True)
+class AntDirConfig(_Validated):
+    """Ant running forward or backward (defaults: the authors' ``ant_env_rand_direc.py``)."""
+
+    horizon: int = 200
+    """Steps per episode; it ends earlier when the torso height leaves [0.2, 1]."""
+    ctrl_cost_weight: float = 0.005
+    """Reward pays ctrl_cost_weight * sum(a^2) (rllab: 0.5 * 1e-2)."""
+    contact_cost_weight: float = 5e-4
+    """Reward pays this * sum(clip(cfrc_ext, -1, 1)^2) over all bodies (rllab: 0.5 * 1e-3)."""
+    survive_reward: float = 0.05
+    """Paid every step; the authors' direction env has only 0.05 (no +1, unlike the goal env)."""
+
+
+@dataclass(frozen=True)
+class WalkerParamsConfig(_Validated):
+    """Walker2d with randomised dynamics (PEARL / ProMP ``walker2d_rand_params``)."""
+
+    horizon: int = 200
+    """Steps per episode; it ends earlier when the walker falls (gymnasium's health check)."""
+    log_scale_limit: float = 3.0
+    """Each multiplier is base ** U[-limit, limit] (base 1.3 for damping, 1.5 otherwise)."""
+    cell_width: float = 0.5
+    """Width of the hash cells over the four mean log-multipliers that define the splits."""
+    test_fraction: float = 0.2
+    """Fraction of hash cells held out for the test split."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.log_scale_limit <= 0 or self.cell_width <= 0:
+            raise ConfigError("env.log_scale_limit and env.cell_width must be > 0")
+
+
+# --------------------------------------------------------------------------------------- tasks
+class VelocityTasks(TaskDistribution):
+    """Goal velocities; test goals lie in held-out cells (``GridSplit``), ``ood`` goals beyond
+    the training range."""
+
+    splits = ("train", "test", "ood")
+
+    def __init__(self, config: Any) -> None:
+        self.config = config
+        self.grid = GridSplit(
+            0.0, config.max_velocity, dim=1, cells=config.cells, test_fraction=config.test_fraction
+        )
+
+    def sample(self, n: int, split: Split, generator: torch.Generator) -> Tasks:
+        c = self.config
+        if split == "ood":
+            u = torch.rand(n, generator=generator, device=generator.device)
+            v = c.ood_velocity - u * (c.ood_velocity - c.max_velocity)  # (max, ood]
+            v = v.clamp_min(math.nextafter(c.max_velocity, math.inf))  # float32 rounding
+        else:
+            v = self.grid.sample(n, split, generator)[:, 0]
+        return {"velocity": v.float()}
+
+    def split_of(self, tasks: Tasks) -> list[str]:
+        v = tasks["velocity"].reshape(-1)
+        labels = self.grid.split_of(v.reshape(-1, 1))
+        beyond = (v > self.config.max_velocity).tolist()
+        return ["ood" if b else s for b, s in zip(beyond, labels)]
+
+
+class DirectionTasks(TaskDistribution):
+    """Direction +1 or -1 with equal probability: the only two tasks there are.
+
+    The paper holds out no direction (both are trained on; meta-test runs new episodes). Here a
+    task is (direction, seed_stream): test tasks carry ``seed_stream = 1``, which shifts their
+    reset seeds by 2**31, so test episodes start from initial states drawn with seeds training
+    never uses (training seeds are 31-bit). Disjoint by construction, and ``split_of`` can tell
+    a test task from a training one although both run the same two directions.
+    """
+
+    def __init__(self, config: Any) -> None:
+        self.config = config
+
+    def sample(self, n: int, split: Split, generator: torch.Generator) -> Tasks:
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        dev = generator.device
+        u = torch.rand(n, generator=generator, device=dev)
+        direction = torch.where(u < 0.5, -1.0, 1.0)
+        stream = torch.full((n,), float(split == "test"), device=dev)
+        return {"direction": direction, "seed_stream": stream}
+
+    def split_of(self, tasks: Tasks) -> list[str]:
+        return ["test" if s > 0.5 else "train" for s in tasks["seed_stream"].tolist()]
+
+
+# One class per shape of task; each family's config gives the ranges.
+HalfCheetahVelTasks = AntVelTasks = VelocityTasks
+HalfCheetahDirTasks = AntDirTasks = DirectionTasks
+
+
+# Walker2d-v5 model sizes: 8 bodies (world included), 9 dofs, 8 geoms (floor included).
+_WALKER_PARAMS = {  # name -> (shape, base of the multiplier), as rand_param_envs' RandomEnv
+    "body_mass": ((8,), 1.5),
+    "body_inertia": ((8, 3), 1.5),
+    "dof_damping": ((9,), 1.3),
+    "geom_friction": ((8, 3), 1.5),
+}
+
+
+class WalkerParamsTasks(TaskDistribution):
+    """Per-element multipliers of mass, inertia, damping and friction (``rand_param_envs``).
+
+    Splits hash the four group means of the log-multipliers (``HashSplit``, 4-D cells), so a test
+    task's overall heaviness / stiffness / slipperiness lies in a cell training never samples.
+    Means run over all elements, the world body and free root dofs included (multiplying their
+    zero mass or damping changes nothing, as in the original sampler).
+    """
+
+    def __init__(self, config: WalkerParamsConfig) -> None:
+        self.config = config
+        self.hash = HashSplit(4, config.cell_width, config.test_fraction)
+
+    @staticmethod
+    def _summary(tasks: Tasks) -> torch.Tensor:
+        logs = [
+            tasks[k].double().log().mean(-1) / math.log(base)
+            for k, (_, base) in _WALKER_PARAMS.items()
+        ]
+        return torch.stack(logs, -1)
+
+    def sample(self, n: int, split: Split, generator: torch.Generator) -> Tasks:
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        dev, lim = generator.device, self.config.log_scale_limit
+        want_test = split == "test"
+        chunks: list[Tasks] = []
+        have = 0
+        while have < n:
+            m = 4 * n + 16
+            draw = {}
+            for k, (shape, base) in _WALKER_PARAMS.items():
+                u = torch.rand(m, math.prod(shape), generator=generator, device=dev)
+                draw[k] = (base ** (lim * (2 * u - 1))).float()
+            keep = self.hash.is_test(self._summary(draw)).to(dev) == want_test
+            chunks.append({k: v[keep] for k, v in draw.items()})
+            have += int(keep.sum())
+        return {k: torch.cat([c[k] for c in chunks])[:n] for k in _WALKER_PARAMS}
+
+    def split_of(self, tasks: Tasks) -> list[str]:
+        return self.hash.split_of(self._summary(tasks))
+
+
+# ---------------------------------------------------------------------------------------- envs
+class _SeedStream(gym.Wrapper):
+    """Shifts reset seeds by ``stream * 2**31`` (the held-out episodes of the direction tasks)."""
+
+    stream = 0
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        if seed is not None:
+            seed += self.stream << 31
+        return self.env.reset(seed=seed, options=options)
+
+
+class _LocomotionEnv(GymMetaEnv):
+    """One gymnasium MuJoCo env per row; spaces are static, so sizing a policy builds none."""
+
+    env_id = ""
+    obs_dim = act_dim = 0
+
+    @classmethod
+    def make_kwargs(cls, config: Any) -> dict[str, Any]:
+        return {}
+
+    @classmethod
+    def make_single(cls, config: Any) -> gym.Env:
+        try:
+            kw = cls.make_kwargs(config)
+            env = gym.make(
+                cls.env_id, max_episode_steps=config.horizon, disable_env_checker=True, **kw
+            )
+        except (gym.error.DependencyNotInstalled, ImportError):
+            raise ConfigError(_MISSING) from None
+        return _SeedStream(env)
+
+    @classmethod
+    def spaces(cls, config: Any) -> tuple[gym.Space, gym.Space]:
+        obs = spaces.Box(-np.inf, np.inf, (cls.obs_dim,), np.float64)
+        return obs, spaces.Box(-1.0, 1.0, (cls.act_dim,), np.float32)
+
+    def apply_task(self, env: gym.Env, task: dict[str, np.ndarray]) -> gym.Env:
+        env.stream = int(task["seed_stream"]) if "seed_stream" in task else 0
+        return env
+
+    def ctrl_cost(self, action: np.ndarray) -> float:
+        return self.config.ctrl_cost_weight * float(np.sum(np.square(action)))
+
+
+class HalfCheetahVelEnv(_LocomotionEnv):
+    """Reward -|v - goal| - 0.05 sum(a^2); never terminates (rllab ``half_cheetah_env_rand``)."""
+
+    env_id, obs_dim, act_dim = "HalfCheetah-v5", 17, 6
+
+    def reward(self, reward: float, info: dict, action: np.ndarray, task: dict) -> float:
+        return -abs(float(info["x_velocity"]) - float(task["velocity"])) - self.ctrl_cost(action)
+
+
+class HalfCheetahDirEnv(_LocomotionEnv):
+    """Reward direction * v - 0.05 sum(a^2) (rllab ``half_cheetah_env_rand_direc``)."""
+
+    env_id, obs_dim, act_dim = "HalfCheetah-v5", 17, 6
+
+    def reward(self, reward: float, info: dict, action: np.ndarray, task: dict) -> float:
+        return float(task["direction"]) * float(info["x_velocity"]) - self.ctrl_cost(action)
+
+
+class _AntEnv(_LocomotionEnv):
+    """Ant-v5 with contact forces in the observation; terminates when the torso height leaves
+    [0.2, 1]. Costs come from gymnasium's ``info`` with the authors' weights."""
+
+    env_id, obs_dim, act_dim = "Ant-v5", 105, 8
+
+    @classmethod
+    def make_kwargs(cls, config: Any) -> dict[str, Any]:
+        return {
+            "ctrl_cost_weight": config.ctrl_cost_weight,
+            "contact_cost_weight": config.contact_cost_weight,
+            "healthy_z_range": (0.2, 1.0),
+            "include_cfrc_ext_in_observation": True,
+        }
+
+    def costs(self, info: dict) -> float:
+        """``info`` holds the costs negated; ``survive_reward`` replaces gymnasium's health
+        bonus, which is 0 on the terminating step where rllab still pays it."""
+        return self.config.survive_reward + info["reward_ctrl"] + info["reward_contact"]
+
+
+class AntVelEnv(_AntEnv):
+    """Reward -|v - goal| + 1.05 - costs (rllab ``ant_env_rand``)."""
+
+    def reward(self, reward: float, info: dict, action: np.ndarray, task: dict) -> float:
+        return -abs(float(info["x_velocity"]) - float(task["velocity"])) + self.costs(info)
+
+
+class AntDirEnv(_AntEnv):
+    """Reward direction * v + 0.05 - costs (rllab ``ant_env_rand_direc``)."""
+
+    def reward(self, reward: float, info: dict, action: np.ndarray, task: dict) -> float:
+        return float(task["direction"]) * float(info["x_velocity"]) + self.costs(info)
+
+
+class WalkerParamsEnv(_LocomotionEnv):
+    """Walker2d-v5 whose model parameters are the original ones times the task's multipliers.
+
+    Reward and termination are gymnasium's (forward velocity + 1 alive - 1e-3 sum(a^2)), the same
+    terms as ``rand_param_envs``' walker. Differences: frame skip 4 (dt 0.008; theirs 5, dt 0.01),
+    gymnasium v5's model (both feet have friction 1.9), and derived model constants are not
+    recomputed after the change (no ``mj_setConst``; neither did the original).
+    """
+
+    env_id, obs_dim, act_dim = "Walker2d-v5", 17, 6
+
+    @classmethod
+    def make_single(cls, config: Any) -> gym.Env:
+        env = super().make_single(config)
+        model = env.unwrapped.model
+        env.originals = {k: getattr(model, k).copy() for k in _WALKER_PARAMS}
+        return env
+
+    def apply_task(self, env: gym.Env, task: dict[str, np.ndarray]) -> gym.Env:
+        model = env.unwrapped.model
+        for k, original in env.originals.items():
+            getattr(model, k)[:] = original * task[k].reshape(original.shape)
+        return env

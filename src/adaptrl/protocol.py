@@ -1,0 +1,81 @@
+"""The meta-test protocol itself: which tasks, which seed, and one learner's adaptation curve.
+
+Every learner of an evaluation (the run's and its references) sees the *same* tasks and the same
+rollout seed, so differences between curves come from the learners, not from the draw. Used by
+the trainer (periodic held-out evaluation) and by ``evaluation`` (whole runs); knows learners only
+through the protocol of ``algos/base.py``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import torch
+
+from adaptrl.algos.base import Learner
+from adaptrl.config import EvalConfig
+from adaptrl.envs import Family
+from adaptrl.errors import ConfigError
+from adaptrl.rng import derive_seed
+
+# References get their inner step sizes tuned (on training tasks) by scaling the schedule with the
+# best of these factors: a fixed step size that suits the meta-learned initialisation can make a
+# plain policy diverge, and a diverging reference would flatter meta-learning.
+REFERENCE_LR_SCALES = (1.0, 0.3, 0.1, 0.03, 0.01)
+_SPLIT_SEED = {"train": 0, "test": 1, "ood": 2}
+
+
+def _seed(cfg: EvalConfig, split: str, offset: int = 0) -> int:
+    return cfg.seed + _SPLIT_SEED.get(split, 3) + offset
+
+
+def evaluation_tasks(family: Family, split: str, cfg: EvalConfig, num_tasks: int | None = None):
+    """The tasks of ``split`` that every learner of an evaluation adapts to."""
+    if split not in family.tasks.splits:
+        raise ConfigError(
+            f"unknown split '{split}' for env '{family.name}'; it has: "
+            f"{', '.join(family.tasks.splits)}"
+        )
+    gen = torch.Generator().manual_seed(_seed(cfg, split))
+    return family.tasks.sample(num_tasks or cfg.num_tasks, split, gen)
+
+
+def meta_test(
+    learner: Learner,
+    family: Family,
+    split: str,
+    cfg: EvalConfig,
+    num_tasks: int | None = None,
+    seed_offset: int = 0,
+) -> dict[str, torch.Tensor]:
+    """Adapt to ``num_tasks`` tasks of ``split``: ``{"returns": [X, N], ...extras}``.
+
+    X indexes adaptation (gradient steps for MAML, episodes of a trial for RL²)."""
+    if seed_offset:
+        gen = torch.Generator().manual_seed(_seed(cfg, split, seed_offset))
+        tasks = family.tasks.sample(num_tasks or cfg.num_tasks, split, gen)
+    else:
+        tasks = evaluation_tasks(family, split, cfg, num_tasks)
+    result = learner.meta_test(tasks, cfg, derive_seed(_seed(cfg, split, seed_offset), 7))
+    out = {"returns": result.returns, **result.extras}
+    return {k: v.detach().cpu() for k, v in out.items()}
+
+
+def adaptation_returns(
+    learner: Learner, family: Family, split: str, cfg: EvalConfig, num_tasks: int | None = None
+) -> torch.Tensor:
+    """Mean return at each adaptation point on ``split``: [X, N]."""
+    return meta_test(learner, family, split, cfg, num_tasks)["returns"]
+
+
+def tune_inner_lrs(learner: Learner, family: Family, cfg: EvalConfig) -> tuple[float, ...]:
+    """Best scaled step-size schedule for a reference, chosen on a separate draw of *training*
+    tasks by the mean return after the last step (never on the split being reported)."""
+    best, best_return = cfg.inner_lrs, -float("inf")
+    for scale in REFERENCE_LR_SCALES:
+        lrs = tuple(round(lr * scale, 8) for lr in cfg.inner_lrs)
+        trial = replace(cfg, inner_lrs=lrs, num_tasks=min(cfg.num_tasks, 20))
+        final = meta_test(learner, family, "train", trial, seed_offset=7919)["returns"][-1].mean()
+        if torch.isfinite(final) and final > best_return:
+            best, best_return = lrs, float(final)
+    return best

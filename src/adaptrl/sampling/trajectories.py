@@ -1,0 +1,132 @@
+"""``Trajectories``: what every sampler back-end returns and every learner consumes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import numpy as np
+import torch
+
+
+@dataclass
+class Trajectories:
+    """Time-major batch of rows, ``B = num_tasks x episodes_per_task`` (tasks outermost); each
+    row runs ``episodes_per_trial`` consecutive episodes of its task (1 for MAML, E for RL²).
+
+    obs, next_obs: [T, B, obs_dim] (``next_obs`` is what the env returned, before any reset);
+    actions: [T, B, act_dim] float32 (as sampled, before the env clips them) or [T, B] int64;
+    log_probs: [T, B] behaviour log-probabilities of the actions; rewards, mask: [T, B] float32
+    (mask = 1 on real steps, 0 after the row's last episode ended); terminated, truncated: [T, B]
+    bool (an episode ended in the MDP / was cut). ``budget``: the step budget T of a full row.
+    """
+
+    obs: torch.Tensor
+    actions: torch.Tensor
+    log_probs: torch.Tensor
+    rewards: torch.Tensor
+    next_obs: torch.Tensor
+    terminated: torch.Tensor
+    truncated: torch.Tensor
+    mask: torch.Tensor
+    num_tasks: int
+    episodes_per_trial: int = 1
+    budget: int = 0
+
+    _TENSORS = (
+        "obs",
+        "actions",
+        "log_probs",
+        "rewards",
+        "next_obs",
+        "terminated",
+        "truncated",
+        "mask",
+    )
+
+    @property
+    def episodes_per_task(self) -> int:
+        return self.rewards.shape[1] // self.num_tasks
+
+    @property
+    def num_steps(self) -> int:
+        return int(self.mask.sum().item())
+
+    @property
+    def ends(self) -> torch.Tensor:
+        return self.terminated | self.truncated
+
+    def by_task(self, x: torch.Tensor) -> torch.Tensor:
+        """[T, B, ...] -> [T, n, E, ...] (a view: tasks are outermost in B)."""
+        return x.reshape(x.shape[0], self.num_tasks, self.episodes_per_task, *x.shape[2:])
+
+    def episode_returns(self) -> torch.Tensor:
+        """Undiscounted return of every row (all its episodes): [B]."""
+        return self.rewards.sum(0)
+
+    def task_returns(self) -> torch.Tensor:
+        """Mean undiscounted row return of each task: [n]."""
+        return self.episode_returns().reshape(self.num_tasks, -1).mean(1)
+
+    def episode_index(self) -> torch.Tensor:
+        """Index of the episode each step belongs to within its row: [T, B] int64."""
+        ends = self.ends.long()
+        return (ends.cumsum(0) - ends).clamp_max(self.episodes_per_trial - 1)
+
+    def per_episode(self, x: torch.Tensor) -> torch.Tensor:
+        """Sum of a [T, B] quantity over each episode of each row: [episodes_per_trial, B]."""
+        out = torch.zeros(self.episodes_per_trial, x.shape[1], dtype=x.dtype, device=x.device)
+        return out.scatter_add_(0, self.episode_index(), x * self.mask.to(x.dtype))
+
+    def trial_end(self) -> torch.Tensor:
+        """Last real step of each row: [T, B] bool."""
+        after = torch.cat([self.mask[1:], torch.zeros_like(self.mask[:1])])
+        return self.mask.bool() & ~after.bool()
+
+    def to(self, device: torch.device | str) -> Trajectories:
+        return self._replace(**{k: getattr(self, k).to(device) for k in self._TENSORS})
+
+    def _replace(self, **tensors: torch.Tensor) -> Trajectories:
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        return Trajectories(**{**values, **tensors})
+
+    # ---- transport between processes: numpy arrays pickle as plain bytes (no shared memory)
+    def to_numpy(self) -> dict:
+        out = {k: getattr(self, k).cpu().numpy() for k in self._TENSORS}
+        out.update(
+            num_tasks=self.num_tasks, episodes_per_trial=self.episodes_per_trial, budget=self.budget
+        )
+        return out
+
+    @classmethod
+    def from_numpy(cls, data: dict) -> Trajectories:
+        return cls(
+            **{
+                k: torch.from_numpy(np.asarray(v)) if isinstance(v, np.ndarray) else v
+                for k, v in data.items()
+            }
+        )
+
+    @classmethod
+    def concat(cls, parts: list[Trajectories]) -> Trajectories:
+        """Join shards along B (shards are contiguous task ranges), padding time with masked
+        steps where one shard ended earlier than another."""
+        if len(parts) == 1:
+            return parts[0]
+        T = max(p.rewards.shape[0] for p in parts)
+        tensors = {}
+        for k in cls._TENSORS:
+            chunks = []
+            for p in parts:
+                x = getattr(p, k)
+                if x.shape[0] < T:
+                    pad = torch.zeros(T - x.shape[0], *x.shape[1:], dtype=x.dtype, device=x.device)
+                    x = torch.cat([x, pad])
+                chunks.append(x)
+            tensors[k] = torch.cat(chunks, 1)
+        first = parts[0]
+        return cls(
+            **tensors,
+            num_tasks=sum(p.num_tasks for p in parts),
+            episodes_per_trial=first.episodes_per_trial,
+            budget=first.budget,
+        )
