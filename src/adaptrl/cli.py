@@ -6,6 +6,7 @@ Every user error (AdaptrlError) becomes one line on stderr and exit code 2.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from dataclasses import replace
 
@@ -202,8 +203,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # SIGTERM (a scheduler's stop, `kill`) stops a run like Ctrl-C does: workers are shut down
+    # and the last checkpoint stays valid. Background jobs may ignore SIGINT; SIGTERM still works.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         args.func(args)
     except AdaptrlError as exc:

@@ -7,6 +7,7 @@ the module is imported when the family is first built.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from dataclasses import dataclass, field
 from typing import Any
@@ -108,6 +109,8 @@ def env_config(section: dict[str, Any]) -> tuple[EnvSpec, Any]:
     if name not in _REGISTRY:
         raise ConfigError(f"unknown env '{name}'; registered envs: {', '.join(sorted(_REGISTRY))}")
     spec = _REGISTRY[name].resolved()
+    if "name" in {f.name for f in dataclasses.fields(spec.config_cls)}:
+        values["name"] = name  # configs that look themselves up by name (gym_family)
     return spec, build_dataclass(spec.config_cls, values, "env")
 
 

@@ -137,18 +137,29 @@ class GymMetaEnv(BatchedMetaEnv):
 
 
 # ---------------------------------------------------------------------------- user families
+_USER_FAMILIES: dict[str, tuple[Any, Any, int]] = {}
+
+
 @dataclass(frozen=True)
 class GymFamilyConfig:
-    """A user's gymnasium env as a family (built by ``gym_family``, not from YAML)."""
+    """A user's gymnasium env as a family. ``gym_family`` registers it by ``name``, so a config
+    (or ``--set``) naming the family fills in the rest; ``horizon`` may be overridden there."""
 
+    name: str = ""
+    """The registered family this config belongs to (filled in from the env section's name)."""
     make_env: Any = None
     """``make_env(task) -> env`` (a new env per task) or ``make_env() -> env`` with ``set_task``."""
     tasks: Any = None
     """A ``TaskDistribution`` instance (picklable: an instance of a module-level class)."""
-    horizon: int = 100
-    """Steps per episode (the env's own time limit may end it earlier)."""
+    horizon: int = 0
+    """Steps per episode (the env's own time limit may end it earlier; 0: as registered)."""
 
     def __post_init__(self) -> None:
+        if self.make_env is None and self.name in _USER_FAMILIES:
+            make_env, tasks, horizon = _USER_FAMILIES[self.name]
+            object.__setattr__(self, "make_env", make_env)
+            object.__setattr__(self, "tasks", tasks)
+            object.__setattr__(self, "horizon", self.horizon or horizon)
         if not callable(self.make_env):
             raise ConfigError("gym_family needs make_env: a function returning a gymnasium.Env")
         if not isinstance(self.tasks, TaskDistribution):
@@ -203,7 +214,8 @@ class GymFamilyEnv(GymMetaEnv):
     def __init__(self, num_envs: int, config: GymFamilyConfig, device: Any = "cpu") -> None:
         if not _takes_task(config.make_env):
             probe = config.make_env()
-            if not hasattr(probe.unwrapped, "set_task") and not hasattr(probe, "set_task"):
+            setter = getattr(probe, "set_task", None) or getattr(probe.unwrapped, "set_task", None)
+            if not callable(setter):
                 probe.close()
                 raise ConfigError(
                     f"{type(probe.unwrapped).__name__} has no set_task(task) method; add one, "
@@ -242,8 +254,9 @@ def gym_family(name: str, make_env: Any, tasks: TaskDistribution, horizon: int, 
     Every tool then works with it: MAML/RL², every sampler back-end, the checker."""
     from adaptrl.envs import EnvSpec, Family, register_env
 
+    _USER_FAMILIES[name] = (make_env, tasks, horizon)
     spec = register_env(
         EnvSpec(name, GymFamilyConfig, GymFamilyTasks, GymFamilyEnv, description or name)
     )
-    config = GymFamilyConfig(make_env, tasks, horizon)
+    config = GymFamilyConfig(name)
     return Family(spec, config, GymFamilyTasks(config))

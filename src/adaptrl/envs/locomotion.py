@@ -288,7 +288,7 @@ class _LocomotionEnv(GymMetaEnv):
         return env
 
     def ctrl_cost(self, action: np.ndarray) -> float:
-        return self.config.ctrl_cost_weight * float(np.sum(np.square(action)))
+        return self.config.ctrl_cost_weight * float(action @ action)  # np.sum costs ~10 µs a step
 
 
 class HalfCheetahVelEnv(_LocomotionEnv):

@@ -29,6 +29,21 @@ def import_ray():
     return ray
 
 
+def _check_reachable(address: str, timeout: float = 3.0) -> None:
+    """Ray retries an unreachable head for minutes; probe it first and fail in one line."""
+    import socket
+
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout):
+            return
+    except (OSError, ValueError) as exc:
+        raise ConfigError(
+            f"cannot connect to Ray at '{address}' ({exc.__class__.__name__}); start a cluster "
+            "with 'ray start --head' or drop --ray-address to run Ray locally"
+        ) from None
+
+
 class _Actor:
     """Holds a RolloutWorker; requests and replies are pickled bytes, as for worker processes."""
 
@@ -61,6 +76,8 @@ class RaySampler(Sampler):
         self.ray, self.num_workers, self.max_restarts = ray, num_workers, max_restarts
         self.restarts = 0
         self._owns_ray = not ray.is_initialized()
+        if self._owns_ray and address and address != "auto":
+            _check_reachable(address)
         if self._owns_ray:
             try:
                 ray.init(

@@ -1,0 +1,54 @@
+"""Ray back-end: the same trajectories as worker processes on a MuJoCo family, a killed actor
+replaced with its shard re-sampled identically, and one-line errors for a bad address."""
+
+import pytest
+import torch
+
+pytest.importorskip("mujoco")
+ray = pytest.importorskip("ray")
+
+from adaptrl.envs import make_family  # noqa: E402
+from adaptrl.errors import ConfigError  # noqa: E402
+from adaptrl.policies import GaussianMLPPolicy  # noqa: E402
+from adaptrl.sampling import GaussianAgent  # noqa: E402
+from adaptrl.sampling.processes import ProcessSampler  # noqa: E402
+from adaptrl.sampling.ray_sampler import RaySampler  # noqa: E402
+
+
+def test_an_unreachable_ray_address_is_a_one_line_error():
+    with pytest.raises(ConfigError, match="cannot connect to Ray at '127.0.0.1:1'"):
+        RaySampler(make_family("navigation2d"), 1, address="127.0.0.1:1")
+
+
+@pytest.fixture(scope="module")
+def case():
+    family = make_family("halfcheetah_vel", horizon=30)
+    torch.manual_seed(0)
+    policy = GaussianMLPPolicy(17, 6, (32, 32))
+    agent = GaussianAgent(policy, policy.params(), False, 4)
+    tasks = family.tasks.sample(4, "train", torch.Generator().manual_seed(0))
+    with ProcessSampler(family, 2) as processes:
+        reference = processes.sample(agent, tasks, seed=3, episodes_per_task=2)
+    sampler = RaySampler(family, 2)
+    yield sampler, agent, tasks, reference
+    sampler.close()
+
+
+def _same(a, b):
+    assert a.rewards.shape == b.rewards.shape == (30, 8)
+    for key in ("obs", "actions", "log_probs", "rewards", "next_obs", "mask"):
+        torch.testing.assert_close(getattr(a, key), getattr(b, key), msg=key)
+    assert torch.equal(a.truncated, b.truncated)
+
+
+def test_ray_actors_return_the_worker_processes_trajectories(case):
+    sampler, agent, tasks, reference = case
+    _same(sampler.sample(agent, tasks, seed=3, episodes_per_task=2), reference)
+    assert reference.rewards.abs().sum() > 0  # a real simulator ran
+
+
+def test_a_killed_ray_actor_is_restarted_and_its_shard_resampled(case):
+    sampler, agent, tasks, reference = case
+    ray.kill(sampler.actors[0], no_restart=False)
+    _same(sampler.sample(agent, tasks, seed=3, episodes_per_task=2), reference)
+    assert sampler.restarts >= 1
