@@ -138,6 +138,9 @@ def test_list(capsys):
         ("trian.seed=1", "unknown config section 'trian'"),
         ("env.horizon=0", "env.horizon must be > 0"),
         ("evaluate.actions=greedy", "evaluate.actions must be 'sample' or 'mode'"),
+        ("sampler.backend=threads", "unknown sampler 'threads'"),
+        ("sampler.workers=0", "sampler.workers must be > 0"),
+        ("sampler.workers=-2", "sampler.workers must be > 0"),
     ],
 )
 def test_bad_config_values_fail_before_anything_is_written(tmp_path, capsys, override, message):
@@ -155,6 +158,11 @@ def test_bad_inputs_fail_with_one_line_and_exit_2(tmp_path, capsys, trained):
         capsys, ["evaluate", str(trained), "--num-tasks", "0"]
     )
     assert "does not exist" in _error(capsys, ["train", str(tmp_path / "nope.yaml")])
+    assert "unknown split 'nope'" in _error(capsys, ["evaluate", str(trained), "--split", "nope"])
+    assert "unknown sampler 'gpu'" in _error(
+        capsys, ["train", "maml-navigation2d", "--out", str(tmp_path / "s"), "--sampler", "gpu"]
+    )
+    assert not (tmp_path / "s").exists()
     # Training into an existing run refuses and leaves it intact.
     before = (trained / "config.yaml").read_text()
     assert "already holds a run" in _error(

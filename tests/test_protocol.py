@@ -152,6 +152,18 @@ def test_trainer_and_evaluation_need_only_the_protocol(tmp_path):
     assert results["test"]["untrained"]["description"] == "the same learner, untrained"
 
 
+def test_import_adaptrl_loads_neither_mujoco_nor_ray():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, adaptrl, adaptrl.envs\n"
+        "print(sorted(m for m in sys.modules if m in ('mujoco', 'ray')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
 def _imports(path: Path) -> set[str]:
     """adaptrl modules imported by a file, lazy (function-level) imports included."""
     out = set()
@@ -165,9 +177,9 @@ def _imports(path: Path) -> set[str]:
 
 def test_layers_import_only_downwards_and_name_no_algorithm():
     layer_of = {
-        "config": 0, "errors": 0, "runs": 0, "rng": 0, "envs": 1, "policies": 2, "returns": 2,
-        "trust_region": 2, "baselines": 2, "sampling": 3, "algos": 4, "build": 5, "protocol": 5,
-        "results": 5, "trainer": 6, "evaluation": 7, "report": 8, "cli": 9,
+        "config": 0, "errors": 0, "runs": 0, "rng": 0, "stats": 0, "envs": 1, "policies": 2,
+        "returns": 2, "trust_region": 2, "baselines": 2, "sampling": 3, "algos": 4, "build": 5,
+        "protocol": 5, "results": 5, "trainer": 6, "evaluation": 7, "report": 8, "cli": 9,
     }  # fmt: skip
     for path in SRC.rglob("*.py"):
         rel = path.relative_to(SRC)

@@ -7,23 +7,15 @@ Read-only helpers for report and CLI; evaluation writes through ``write_json``.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from adaptrl.runs import Run, atomic_write_text
+from adaptrl.stats import mean_ci95
 
 SPLIT_ORDER = {"train": 0, "test": 1, "ood": 2}  # train beside test, then out-of-distribution
-
-
-def mean_ci95(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and 95% half-width over the last dimension (the tasks)."""
-    v = values.double()
-    n = v.shape[-1]
-    sd = v.std(-1, unbiased=True) if n > 1 else torch.zeros_like(v.mean(-1))
-    return v.mean(-1), 1.96 * sd / math.sqrt(n)
 
 
 def summarize(returns: torch.Tensor) -> dict[str, list]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -11,6 +10,7 @@ import torch
 from adaptrl.baselines.bandit import BANDIT_STRATEGIES, bayes_optimal_value, run_bandit_strategy
 from adaptrl.baselines.mdp import MDP_STRATEGIES, run_mdp_strategy
 from adaptrl.envs import Family
+from adaptrl.stats import mean_ci95
 
 CLASSICAL_ENVS = ("bandit", "tabular_mdp")  # families with classical strategies below
 TUNE_GRID = tuple(round(0.1 * i, 1) for i in range(11))  # Duan et al. tuned c and ε over this
@@ -25,10 +25,8 @@ def classical_setting(family: Family, episodes: int) -> str:
 
 
 def _stats(totals: np.ndarray) -> dict[str, float]:
-    return {
-        "mean": float(totals.mean()),
-        "ci95": float(1.96 * totals.std(ddof=1) / math.sqrt(len(totals))),
-    }
+    mean, ci95 = mean_ci95(totals)
+    return {"mean": float(mean), "ci95": float(ci95)}
 
 
 def classical_baselines(
