@@ -179,6 +179,19 @@ def test_cuda_requested_without_cuda(tmp_path, capsys, monkeypatch):
         capsys, ["train", "maml-navigation2d", "--out", str(tmp_path / "c"), "--device", "cuda"]
     )
     assert "CUDA is not available" in err
+    assert not (tmp_path / "c").exists()  # a refused run leaves no folder to trap a re-run
+
+
+def test_an_unreachable_ray_cluster_is_refused_without_a_run_folder(tmp_path, capsys):
+    pytest.importorskip("ray")
+    out = tmp_path / "r"
+    err = _error(
+        capsys,
+        ["train", "maml-navigation2d", "--out", str(out), "--sampler", "ray"]
+        + ["--ray-address", "127.0.0.1:1"],
+    )
+    assert "cannot connect to Ray at '127.0.0.1:1'" in err
+    assert not out.exists()
 
 
 def test_corrupted_and_missing_checkpoint(tmp_path, capsys, trained):

@@ -192,3 +192,9 @@ def test_derived_seeds_differ_by_iteration_and_phase():
     assert 0 < u.min() and u.max() < 1 and abs(u.mean().item() - 0.5) < 0.01
     z = rng.normal(torch.arange(20000, dtype=torch.int64), 3, 2)
     assert abs(z.mean().item()) < 0.03 and abs(z.std().item() - 1) < 0.03
+
+
+def test_a_missing_ray_extra_names_the_install_command(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # makes `import ray` fail as if not installed
+    with pytest.raises(ConfigError, match=r"pip install 'adaptrl\[ray\]'"):
+        make_sampler(make_family("navigation2d"), "ray", workers=1)

@@ -6,9 +6,11 @@ Every user error (AdaptrlError) becomes one line on stderr and exit code 2.
 from __future__ import annotations
 
 import argparse
+import shutil
 import signal
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 from adaptrl.errors import AdaptrlError, ConfigError
 
@@ -40,8 +42,18 @@ def _train(args: argparse.Namespace) -> None:
             if value is not None:
                 overrides.append(f"{key}={value}")
         config = build_run_config(apply_overrides(load_preset(args.preset), overrides))
-        run = Run.create(args.out or f"runs/{config.preset or config.algorithm}", config)
-    with Trainer(run, config, resume=bool(args.resume)) as trainer:
+        out = Path(args.out or f"runs/{config.preset or config.algorithm}")
+        existed = out.exists()
+        run = Run.create(out, config)
+    try:
+        trainer = Trainer(run, config, resume=bool(args.resume))
+    except AdaptrlError:
+        # A run refused before its first iteration (no CUDA, an unreachable Ray cluster, a
+        # learner that cannot use the family) must not leave a folder that traps a re-run.
+        if not args.resume and not existed:
+            shutil.rmtree(run.path, ignore_errors=True)
+        raise
+    with trainer:
         if trainer.iteration >= config.train.num_iterations:
             print(f"{run.path}: already trained for {trainer.iteration} iterations")
             return
