@@ -149,14 +149,26 @@ class GridSplit:
     """
 
     def __init__(
-        self, low: float, high: float, dim: int, cells: int = 10, test_fraction: float = 0.2
+        self,
+        low: float,
+        high: float,
+        dim: int,
+        cells: int = 10,
+        test_fraction: float = 0.2,
+        interleaved: bool = False,
     ) -> None:
         self.low, self.high, self.dim, self.cells = low, high, dim, cells
-        perm = torch.randperm(cells**dim, generator=torch.Generator().manual_seed(20170703))
-        num_test = max(1, round(test_fraction * cells**dim))
+        if interleaved:  # every k-th cell: held-out tasks spread evenly over the range
+            step = max(2, round(1 / test_fraction))
+            test = torch.arange(step // 2, cells**dim, step)
+        else:
+            perm = torch.randperm(cells**dim, generator=torch.Generator().manual_seed(20170703))
+            test = perm[: max(1, round(test_fraction * cells**dim))]
+        is_test = torch.zeros(cells**dim, dtype=torch.bool)
+        is_test[test] = True
         self.cell_ids = {
-            "test": perm[:num_test].sort().values,
-            "train": perm[num_test:].sort().values,
+            "test": torch.nonzero(is_test)[:, 0],
+            "train": torch.nonzero(~is_test)[:, 0],
         }
 
     def sample(self, n: int, split: Split, generator: torch.Generator) -> torch.Tensor:

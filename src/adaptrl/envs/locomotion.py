@@ -134,15 +134,22 @@ class WalkerParamsConfig(_Validated):
 
 # --------------------------------------------------------------------------------------- tasks
 class VelocityTasks(TaskDistribution):
-    """Goal velocities; test goals lie in held-out cells (``GridSplit``), ``ood`` goals beyond
-    the training range."""
+    """Goal velocities; test goals lie in held-out cells spread evenly over the range (every
+    fifth cell of 0.1, ``GridSplit(interleaved=True)``), ``ood`` goals beyond the training range."""
 
     splits = ("train", "test", "ood")
 
     def __init__(self, config: Any) -> None:
         self.config = config
+        # Interleaved: 4 random cells of 20 once held out only goals in 1.3-2.0 (mean 1.62 vs
+        # 0.81 for training), which made the held-out split harder, not just new.
         self.grid = GridSplit(
-            0.0, config.max_velocity, dim=1, cells=config.cells, test_fraction=config.test_fraction
+            0.0,
+            config.max_velocity,
+            dim=1,
+            cells=config.cells,
+            test_fraction=config.test_fraction,
+            interleaved=True,
         )
 
     def sample(self, n: int, split: Split, generator: torch.Generator) -> Tasks:
