@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 import torch
 
 from adaptrl.config import EvalConfig
-from adaptrl.envs import Family, Tasks
+from adaptrl.envs import Tasks
 from adaptrl.errors import ConfigError
 from adaptrl.rng import derive_seed
 
@@ -85,7 +85,3 @@ def check_eval_actions(learner: Any, cfg: EvalConfig) -> None:
             f"evaluate.actions='{cfg.actions}' is not supported by {type(learner).__name__} "
             f"(it supports: {', '.join(allowed)})"
         )
-
-
-def spaces_of(family: Family) -> tuple[Any, Any]:
-    return family.observation_space, family.action_space

@@ -22,8 +22,8 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from adaptrl import rng
 from adaptrl.policies import Params, RecurrentCategoricalPolicy, forward_params
+from adaptrl.rng import normal_sequence, uniform_sequence
 
 _LOG_2PI = math.log(2 * math.pi)
 
@@ -50,7 +50,7 @@ class GaussianAgent:
 
     def start(self, keys: torch.Tensor, num_steps: int) -> dict[str, Any]:
         act_dim = self.policy.log_std.shape[-1]
-        return {"t": 0, "noise": rng.normal_sequence(keys, num_steps, act_dim)}
+        return {"t": 0, "noise": normal_sequence(keys, num_steps, act_dim)}
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor, state: dict[str, Any]):
@@ -93,7 +93,7 @@ class RecurrentAgent:
         return {
             "t": 0,
             "budget": num_steps,
-            "uniform": rng.uniform_sequence(keys, num_steps, 1)[..., 0],  # [T, B]
+            "uniform": uniform_sequence(keys, num_steps, 1)[..., 0],  # [T, B]
             "hidden": self.policy.initial_state(B, dev),
             "prev_action": torch.zeros(B, dtype=torch.long, device=dev),
             "prev_reward": torch.zeros(B, device=dev),

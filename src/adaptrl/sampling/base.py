@@ -12,8 +12,8 @@ from typing import Any
 
 import torch
 
-from adaptrl import rng
 from adaptrl.envs import Family, Tasks, repeat_tasks
+from adaptrl.rng import task_episode_keys
 from adaptrl.sampling.trajectories import Trajectories
 
 
@@ -83,7 +83,7 @@ class RolloutWorker:
 
         n = num_tasks_of(tasks)
         rows = repeat_tasks({k: v.to(self.device) for k, v in tasks.items()}, episodes_per_task)
-        keys = rng.task_episode_keys(seed, task_ids, episodes_per_task).to(self.device)
+        keys = task_episode_keys(seed, task_ids, episodes_per_task).to(self.device)
         env = self.env(n * episodes_per_task)
         return rollout(env, agent, rows, keys, n, episodes_per_trial, max_steps)
 

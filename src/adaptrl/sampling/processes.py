@@ -51,7 +51,7 @@ def _die_with_parent() -> None:
         pass
 
 
-def serve(conn, family: Family, threads: int) -> None:
+def serve(conn, family: Family) -> None:
     """Answer pickled requests on ``conn`` until it closes or a ``None`` request arrives."""
     worker = RolloutWorker(family)
     while True:
@@ -79,7 +79,7 @@ def _worker_main(conn, family_blob: bytes, threads: int, parent_pid: int) -> Non
     if os.getppid() != parent_pid:  # the parent died before prctl took effect
         return
     torch.set_num_threads(threads)
-    serve(conn, pickle.loads(family_blob), threads)
+    serve(conn, pickle.loads(family_blob))
 
 
 def _shutdown(procs: list, conns: list) -> None:
@@ -191,18 +191,12 @@ class ProcessSampler(Sampler):
             self._conns[i].send_bytes(blob)
 
     def _receive(self, i: int):
+        """The worker's reply, or None if it died (its pipe is empty and its process gone)."""
         conn = self._conns[i]
         try:
-            if not conn.poll():
-                return None if not self.procs[i].is_alive() else self._receive_blocking(i)
+            if not conn.poll() and not self.procs[i].is_alive():
+                return None
             return pickle.loads(conn.recv_bytes())
-        except (EOFError, OSError):
-            return None
-
-    def _receive_blocking(self, i: int):
-        """The sentinel fired but the pipe is empty and the process alive: wait for the reply."""
-        try:
-            return pickle.loads(self._conns[i].recv_bytes())
         except (EOFError, OSError):
             return None
 
