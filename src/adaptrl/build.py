@@ -6,7 +6,8 @@ stays a leaf of dataclasses and parsing, and nothing below knows how a run is as
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -15,28 +16,81 @@ from adaptrl.algos import algo_config, make_algorithm
 from adaptrl.algos.base import Learner
 from adaptrl.config import RunConfig, parse_run_config
 from adaptrl.envs import Family, env_config
-from adaptrl.errors import ConfigError
+from adaptrl.errors import ConfigError, RunError
 from adaptrl.sampling import Sampler, make_sampler
 
 
 def build_run_config(data: dict[str, Any]) -> RunConfig:
     """Parse and validate every section, the family's and the learner's included, before any
-    work starts (bad keys and impossible values fail here, with one line)."""
+    work starts (bad keys and impossible values fail here, with one line).
+
+    The ``env`` and ``algo`` sections come back *complete*: every default is written out, so
+    RUN/config.yaml says exactly what ran and a later change of a default cannot change a
+    resumed run or its evaluation."""
     config = parse_run_config(data)
-    env_config(config.env)
-    algo_config(config.algorithm, config.algo)
-    return config
+    spec, env_cfg = env_config(config.env)
+    algo_cfg = algo_config(config.algorithm, config.algo)
+    env = {"name": spec.name, **_plain_fields(env_cfg)}
+    env.update({k: v for k, v in config.env.items() if k not in env})  # e.g. a user's callables
+    return replace(config, env=env, algo=_plain_fields(algo_cfg))
+
+
+def _plain_fields(cfg: Any) -> dict[str, Any]:
+    """A config dataclass as YAML-safe values (tuples as lists); objects such as a user
+    family's ``make_env`` are left out: they are looked up by the family's name."""
+    out = {}
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        value = list(value) if isinstance(value, tuple) else value
+        if _yaml_plain(value):
+            out[f.name] = value
+    return out
+
+
+def _yaml_plain(value: Any) -> bool:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return True
+    if isinstance(value, list):
+        return all(_yaml_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _yaml_plain(v) for k, v in value.items())
+    return False
+
+
+def restore_learner(learner: Learner, state: dict[str, Any], source: str) -> None:
+    """Load checkpointed learner state, or say in one line that it does not fit the config."""
+    try:
+        learner.load_state_dict(state["algorithm"])
+    except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RunError(
+            f"checkpoint '{source}' does not fit the run's config.yaml ({first[:160]}); was "
+            "config.yaml edited after training? restore it, or train a new run"
+        ) from None
 
 
 def resolve_device(name: str) -> torch.device:
+    """A torch device that exists here, or a one-line ConfigError saying what to pass."""
     try:
         device = torch.device(name)
     except RuntimeError:
         raise ConfigError(
-            f"train.device '{name}' is not a torch device (use cpu or cuda)"
+            f"device '{name}' is not a torch device (use cpu, cuda, cuda:N or mps)"
         ) from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("train.device is 'cuda' but CUDA is not available; use --device cpu")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device '{name}' requested but CUDA is not available; use cpu")
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise ConfigError(
+                f"device '{name}' does not exist: this machine has {count} CUDA device(s) "
+                f"(cuda:0 to cuda:{count - 1})"
+            )
+    elif device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ConfigError(f"device '{name}' requested but MPS is not available; use cpu")
+    elif device.type != "cpu":
+        raise ConfigError(f"device '{name}' is not supported (use cpu, cuda, cuda:N or mps)")
     return device
 
 

@@ -1,4 +1,4 @@
-"""``adaptrl train | evaluate | report | list``: a thin layer over the library.
+"""The adaptrl command line: a thin layer over the library.
 
 Every user error (AdaptrlError) becomes one line on stderr and exit code 2.
 """
@@ -6,10 +6,12 @@ Every user error (AdaptrlError) becomes one line on stderr and exit code 2.
 from __future__ import annotations
 
 import argparse
+import importlib
 import shutil
 import signal
 import sys
 from dataclasses import replace
+from importlib import metadata
 from pathlib import Path
 
 from adaptrl.errors import AdaptrlError, ConfigError
@@ -21,13 +23,9 @@ def _train(args: argparse.Namespace) -> None:
     from adaptrl.runs import Run
     from adaptrl.trainer import Trainer
 
+    existed = True
     if args.resume:
-        if args.preset or args.overrides:
-            raise ConfigError("--resume continues a run with its own config; drop PRESET/--set")
-        run = Run.open(args.resume)
-        config = run.config()
-        if args.iterations:  # allow extending a finished run
-            config = replace(config, train=replace(config.train, num_iterations=args.iterations))
+        run, config = _resumed(args)
     else:
         if not args.preset:
             raise ConfigError("train needs a PRESET (see 'adaptrl list') or --resume RUN")
@@ -50,16 +48,51 @@ def _train(args: argparse.Namespace) -> None:
     except AdaptrlError:
         # A run refused before its first iteration (no CUDA, an unreachable Ray cluster, a
         # learner that cannot use the family) must not leave a folder that traps a re-run.
-        if not args.resume and not existed:
+        if not existed:
             shutil.rmtree(run.path, ignore_errors=True)
         raise
     with trainer:
         if trainer.iteration >= config.train.num_iterations:
             print(f"{run.path}: already trained for {trainer.iteration} iterations")
             return
+        run.record_session(["adaptrl", *sys.argv[1:]], trainer.iteration, str(trainer.built.device))
         metrics = trainer.train(progress=not args.quiet)
     shown = {k: round(v, 3) for k, v in metrics.items() if k.startswith(("adapt/", "time/"))}
     print(f"trained {run.path} to iteration {trainer.iteration}: {shown}")
+
+
+def _resumed(args: argparse.Namespace):
+    """The run to resume and its config. Where and how fast it runs (device, sampler) may
+    change; what it computes (preset, --set, seed) may not."""
+    from adaptrl.runs import Run
+
+    if args.preset or args.overrides:
+        raise ConfigError("--resume continues a run with its own config; drop PRESET/--set")
+    run = Run.open(args.resume)
+    config = run.config()
+    if args.seed is not None and args.seed != config.train.seed:
+        raise ConfigError(
+            f"--seed {args.seed} with --resume: the run was trained with seed "
+            f"{config.train.seed}; start a new run (--out) for another seed"
+        )
+    if args.iterations:  # extending a finished run is part of its record
+        state = run.load_checkpoint(required=False)
+        done = int(state["iteration"]) if state else 0
+        if args.iterations < done:
+            raise ConfigError(
+                f"--iterations {args.iterations} with --resume: the run is already at "
+                f"iteration {done}"
+            )
+        config = replace(config, train=replace(config.train, num_iterations=args.iterations))
+        run.save_config(config)
+    train, sampler = config.train, config.sampler
+    if args.device is not None:
+        train = replace(train, device=args.device)
+    if args.sampler is not None:
+        sampler = replace(sampler, backend=args.sampler)
+    if args.ray_address is not None:
+        sampler = replace(sampler, ray_address=args.ray_address)
+    return run, replace(config, train=train, sampler=sampler)
 
 
 def _evaluate(args: argparse.Namespace) -> None:
@@ -78,17 +111,20 @@ def _evaluate(args: argparse.Namespace) -> None:
         references=not args.no_references,
         progress=not args.quiet,
         actions=args.actions,
+        device=args.device,
+        checkpoint=args.checkpoint,
     )
     print(format_table(results))
     from adaptrl.baselines.table import duan_table
     from adaptrl.results import load_classical
 
-    for split, record in load_classical(run).items():
+    eval_dir = run.eval_dir_for(args.checkpoint)
+    for split, record in load_classical(run, eval_dir).items():
         if split in splits:
             label = "n, k" if record["env"] == "bandit" else "n"
             print(f"classical baselines, split={split}, {record['num_tasks']} trials (same tasks):")
             print(duan_table(label, {record["setting"]: record["strategies"]}))
-    print(f"wrote {run.eval_dir}/")
+    print(f"wrote {eval_dir}/")
 
 
 def _baselines(args: argparse.Namespace) -> None:
@@ -144,25 +180,64 @@ def _list(args: argparse.Namespace) -> None:
         print(f"  {name:28s} {text}")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="adaptrl", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+def _aggregate(args: argparse.Namespace) -> None:
+    from adaptrl.aggregate import aggregate_runs, format_aggregate
 
-    p = sub.add_parser("train", help="meta-train from a preset, or resume a run")
-    p.add_argument("preset", nargs="?", help="preset name (adaptrl list) or a YAML file")
+    out = Path(args.out)
+    record = aggregate_runs([Path(p) for p in args.runs], args.split, out)
+    print(format_aggregate(record))
+    print(f"wrote {out}/")
+
+
+DESCRIPTION = """Meta-reinforcement learning: meta-train on a distribution of tasks, then measure
+how fast the agent adapts to held-out tasks.
+
+Your own task families: --import MODULE (or a .py file) before the command, or an installed
+package's entry point in the 'adaptrl.families' group."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from adaptrl.config import list_presets
+
+    raw = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(prog="adaptrl", description=DESCRIPTION, formatter_class=raw)
+    parser.add_argument("--version", action="version", version=f"adaptrl {_version()}")
+    parser.add_argument(
+        "--import",
+        dest="imports",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import a module or .py file that registers task families (repeatable)",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser(
+        "train",
+        help="meta-train from a preset, or resume a run",
+        description="Meta-train from a preset or YAML file, or continue a run with --resume.",
+        epilog="presets:\n  " + "\n  ".join(list_presets()),
+        formatter_class=raw,
+    )
+    p.add_argument("preset", nargs="?", help="preset name (listed below) or a YAML file")
     p.add_argument("--out", help="run directory (default runs/PRESET)")
-    p.add_argument("--resume", metavar="RUN", help="continue a killed run from its checkpoint")
+    p.add_argument(
+        "--resume",
+        metavar="RUN",
+        help="continue a stopped run from its last checkpoint (same result as an uninterrupted "
+        "run; --device, --sampler and --iterations may change, the seed may not)",
+    )
     p.add_argument(
         "--set",
         dest="overrides",
         action="append",
         default=[],
         metavar="SECTION.KEY=VALUE",
-        help="override a config value (repeatable)",
+        help="override a config value, e.g. algo.inner_lr=0.5 (repeatable)",
     )
-    p.add_argument("--seed", type=int)
-    p.add_argument("--device", help="cpu or cuda")
-    p.add_argument("--iterations", type=int, help="number of meta-iterations")
+    p.add_argument("--seed", type=int, help="run seed (tasks, rollouts, initialisation)")
+    p.add_argument("--device", help="cpu (default), cuda, cuda:N or mps")
+    p.add_argument("--iterations", type=int, help="meta-iterations (with --resume: extend the run)")
     p.add_argument(
         "--sampler",
         help="where rollouts run: auto (default), inprocess, processes or ray "
@@ -176,13 +251,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_train)
 
     p = sub.add_parser("evaluate", help="adapt on held-out tasks; print and save the curves")
-    p.add_argument("run")
+    p.add_argument("run", help="run directory (the --out of adaptrl train)")
     p.add_argument(
         "--split",
         default="both",
         help="train, test, both (default), ood where the family has one, or a comma list",
     )
-    p.add_argument("--num-tasks", type=int)
+    p.add_argument("--num-tasks", type=int, help="tasks per split (default: evaluate.num_tasks)")
+    p.add_argument(
+        "--checkpoint",
+        default="last",
+        help="last (default), best (kept when train.eval_every > 0), an iteration kept by "
+        "train.keep_every, or a checkpoint file; other than last writes RUN/eval-<name>/",
+    )
+    p.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: the run's train.device)")
     p.add_argument(
         "--actions",
         choices=["sample", "mode"],
@@ -193,26 +275,76 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="skip the pretrained / random-init reference curves",
     )
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("report", help="write report.md, report.html and PNG plots")
+    p.add_argument("run", help="run directory")
+    p.set_defaults(func=_report)
+
+    p = sub.add_parser(
+        "aggregate", help="several seeds of one preset: one table and plot with 95%% intervals"
+    )
+    p.add_argument("runs", nargs="+", help="run directories (each evaluated on --split)")
+    p.add_argument("--split", default="test", help="split to aggregate (default test)")
+    p.add_argument("--out", required=True, help="directory for aggregate_<split>.json and .png")
+    p.set_defaults(func=_aggregate)
 
     p = sub.add_parser("baselines", help="classical strategies in the layout of Duan et al.")
     p.add_argument("env", choices=["bandit", "tabular_mdp"])
     p.add_argument("--arms", type=int, nargs="+", default=[5], help="k (bandit)")
     p.add_argument("--pulls", type=int, nargs="+", default=[10], help="n (bandit)")
     p.add_argument("--episodes", type=int, nargs="+", default=[10], help="n (tabular_mdp)")
-    p.add_argument("--trials", type=int, default=1000)
-    p.add_argument("--split", choices=["train", "test"], default="test")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--trials", type=int, default=1000, help="tasks (trials) per setting")
+    p.add_argument("--split", choices=["train", "test"], default="test", help="task split")
+    p.add_argument("--seed", type=int, default=0, help="seed of tasks and strategies")
     p.set_defaults(func=_baselines)
-
-    p = sub.add_parser("report", help="write report.md, report.html and PNG plots")
-    p.add_argument("run")
-    p.set_defaults(func=_report)
 
     p = sub.add_parser("list", help="presets, environments and algorithms")
     p.set_defaults(func=_list)
     return parser
+
+
+def _version() -> str:
+    try:
+        return metadata.version("adaptrl")
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def load_plugins(imports: list[str]) -> None:
+    """Register users' task families: installed entry points ('adaptrl.families') and each
+    --import (a module name, or a .py file whose folder is put on sys.path so that worker
+    processes import it by the same name)."""
+    for entry in metadata.entry_points(group="adaptrl.families"):
+        try:
+            entry.load()
+        except Exception as exc:
+            raise ConfigError(
+                f"entry point '{entry.name}' ({entry.value}) failed to load: "
+                f"{type(exc).__name__}: {exc}"
+            ) from None
+    for item in imports:
+        name = item
+        if item.endswith(".py"):
+            path = Path(item).resolve()
+            if not path.is_file():
+                raise ConfigError(f"--import {item}: no such file")
+            sys.path.insert(0, str(path.parent))
+            name = path.stem
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise ConfigError(f"--import {item} failed: {exc}") from None
+            raise ConfigError(
+                f"--import {item}: no module named '{name}'; put it on PYTHONPATH or pass its "
+                ".py file"
+            ) from None
+        except AdaptrlError:
+            raise
+        except Exception as exc:
+            raise ConfigError(f"--import {item} failed: {type(exc).__name__}: {exc}") from None
 
 
 def _interrupt(signum, frame):
@@ -225,6 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     # and the last checkpoint stays valid. Background jobs may ignore SIGINT; SIGTERM still works.
     signal.signal(signal.SIGTERM, _interrupt)
     try:
+        load_plugins(args.imports)
         args.func(args)
     except AdaptrlError as exc:
         print(f"adaptrl: error: {exc}", file=sys.stderr)

@@ -40,12 +40,17 @@ class TrainConfig:
     num_threads: int = 0
     """torch intra-op threads; 0 keeps torch's default (all cores)."""
     eval_every: int = 0
-    """Adapt on held-out test tasks every this many iterations and log it (0 = never)."""
+    """Adapt on a validation draw of held-out tasks every this many iterations, log it and keep
+    the best iteration in checkpoints/best.pt (0 = never)."""
+    keep_every: int = 0
+    """Also keep checkpoints/iter_N.pt every this many iterations (0 = keep only last and best)."""
 
     def __post_init__(self) -> None:
         _positive(self, "num_iterations", "checkpoint_every", "log_every")
         if self.eval_every < 0:
             raise ConfigError("train.eval_every must be >= 0 (0 = no periodic evaluation)")
+        if self.keep_every < 0:
+            raise ConfigError("train.keep_every must be >= 0 (0 = keep only last and best)")
         if self.num_threads < 0:
             raise ConfigError("train.num_threads must be >= 0 (0 = torch default)")
 
@@ -107,6 +112,32 @@ class SamplerConfig:
 
 
 @dataclass(frozen=True)
+class PublishedConfig:
+    """Published numbers a preset reproduces, drawn beside the run's in its report."""
+
+    source: str
+    """Where the numbers come from (paper, table or figure; the authors' code where it differs)."""
+    split: str = "test"
+    """The split the published numbers were measured on."""
+    curves: dict[str, list[float]] = field(default_factory=dict)
+    """Adaptation curves: learner -> mean return at x = 0, 1, 2, ..."""
+    totals: dict[str, float] = field(default_factory=dict)
+    """Total reward per trial (RL², Duan et al.'s tables): learner -> number."""
+
+    def __post_init__(self) -> None:
+        if not self.source.strip():
+            raise ConfigError("published.source must name the paper (and table or figure)")
+        for name, values in self.curves.items():
+            if not isinstance(values, list) or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in values
+            ):
+                raise ConfigError(f"published.curves.{name} must be a list of numbers")
+        for name, value in self.totals.items():
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                raise ConfigError(f"published.totals.{name} must be a number")
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """Everything a run needs; written to RUN/config.yaml so a run can be reproduced."""
 
@@ -117,6 +148,7 @@ class RunConfig:
     evaluate: EvalConfig = field(default_factory=EvalConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     preset: str = ""
+    published: PublishedConfig | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -127,6 +159,7 @@ class RunConfig:
             "train": _plain(dataclasses.asdict(self.train)),
             "evaluate": _plain(dataclasses.asdict(self.evaluate)),
             "sampler": _plain(dataclasses.asdict(self.sampler)),
+            **({"published": dataclasses.asdict(self.published)} if self.published else {}),
         }
 
 
@@ -244,11 +277,19 @@ def read_yaml(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config file '{path}' is not valid YAML: {exc}") from None
+        raise ConfigError(f"config file '{path}' is not valid YAML: {yaml_problem(exc)}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file '{path}' must hold a mapping at the top level")
     data.setdefault("preset", path.stem)
     return data
+
+
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """The parser's multi-line message as one line: the problem and where it is."""
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{problem}{where}"
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -301,5 +342,10 @@ def parse_run_config(data: dict[str, Any]) -> RunConfig:
         evaluate=build_dataclass(EvalConfig, data.get("evaluate") or {}, "evaluate"),
         sampler=build_dataclass(SamplerConfig, data.get("sampler") or {}, "sampler"),
         preset=str(data.get("preset", "")),
+        published=(
+            build_dataclass(PublishedConfig, data["published"], "published")
+            if data.get("published")
+            else None
+        ),
     )
     return config

@@ -7,13 +7,17 @@ Knows learners only through the protocol (``references()``, ``tunes_step_sizes``
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
+import torch
+
 from adaptrl.algos.base import Learner, check_eval_actions
-from adaptrl.build import Built, build
+from adaptrl.build import Built, build, restore_learner
 from adaptrl.config import RunConfig
 from adaptrl.envs import Family, resolve
+from adaptrl.errors import RunError
 from adaptrl.protocol import evaluation_tasks, meta_test, tune_inner_lrs
 from adaptrl.results import curve_record, extra_records, write_json
 from adaptrl.runs import Run
@@ -42,7 +46,13 @@ def reference_learners(
         ref_run = Run.open(path) if (path / "config.yaml").exists() else Run.create(path, ref_cfg)
         trainer = Trainer(ref_run, ref_cfg, resume=True, sampler=built.sampler)
         if trainer.iteration < iters:
-            trainer.train(progress=progress)
+            # Say why evaluation trains: it must not look as if training restarted.
+            print(
+                f"training the '{name}' reference once ({iters} iterations, kept in "
+                f"{path}; --no-references skips it)",
+                flush=True,
+            )
+            trainer.train(progress=progress, label=f"{name} reference")
         refs[name] = (trainer.learner, ref.description)
     return refs
 
@@ -54,19 +64,25 @@ def evaluate_run(
     references: bool = True,
     progress: bool = True,
     actions: str | None = None,
+    device: str | None = None,
+    checkpoint: str = "last",
 ) -> dict[str, dict[str, dict[str, Any]]]:
-    """Evaluate a trained run (and references) on each split; writes RUN/eval/<split>[.ref].json."""
+    """Evaluate a trained run (and references) on each split; writes RUN/eval/<split>[.ref].json
+    (``checkpoint`` other than ``last``: RUN/eval-best/, RUN/eval-iterN/)."""
     config = run.config()
+    if device is not None:  # e.g. a run trained on a GPU, evaluated on a laptop
+        config = replace(config, train=replace(config.train, device=device))
     if num_tasks is not None:
         config = replace(config, evaluate=replace(config.evaluate, num_tasks=num_tasks))
     if actions is not None:
         config = replace(config, evaluate=replace(config.evaluate, actions=actions))
-    state = run.load_checkpoint()
+    state = run.load_checkpoint(which=checkpoint)
+    eval_dir = run.eval_dir_for(checkpoint)
     with build(config) as built:
         family, algo = built.family, built.learner
         for split in splits:
             evaluation_tasks(family, split, config.evaluate, 1)  # unknown split: fail up front
-        algo.load_state_dict(state["algorithm"])
+        restore_learner(algo, state, str(run.checkpoint_file(checkpoint)))
         check_eval_actions(algo, config.evaluate)  # before any reference is trained
         learners: dict[str, tuple[Learner, str]] = {config.algorithm: (algo, "")}
         lrs = {config.algorithm: config.evaluate.inner_lrs}
@@ -75,29 +91,77 @@ def evaluate_run(
                 learners[name] = (learner, text)
                 if learner.tunes_step_sizes:
                     lrs[name] = tune_inner_lrs(learner, family, config.evaluate)
-        results: dict[str, dict[str, dict[str, Any]]] = {}
-        for split in splits:
-            results[split] = {}
-            for name, (learner, text) in learners.items():
-                cfg = replace(config.evaluate, inner_lrs=lrs.get(name, config.evaluate.inner_lrs))
-                out = meta_test(learner, family, split, cfg)
-                record = curve_record(name, family.name, split, out.pop("returns"), learner.x_label)
-                record.update(extra_records(out))
-                record["iteration"] = int(state["iteration"])
-                record["actions"] = cfg.actions
-                record["episodes_per_step"] = cfg.episodes_per_task
-                if text:
-                    record["description"] = text
-                if learner.tunes_step_sizes:
-                    record["inner_lrs"] = list(cfg.inner_lrs)
-                results[split][name] = record
-                suffix = "" if name == config.algorithm else f".{name}"
-                write_json(run.eval_dir / f"{split}{suffix}.json", record)
-            if references and family.spec.classical:
-                write_json(
-                    run.eval_dir / "classical" / f"{split}.json",
-                    classical_record(family, config, split, results[split][config.algorithm]),
-                )
+        with _memory_guard(config.evaluate.num_tasks):
+            results = _evaluate_splits(
+                config, family, splits, learners, lrs, state, eval_dir, checkpoint, references
+            )
+    if checkpoint == "last":
+        log_to_tensorboard(run, config, results)
+    return results
+
+
+def log_to_tensorboard(run: Run, config: RunConfig, results: dict[str, dict[str, Any]]) -> None:
+    """Adaptation curves (x = adaptation step) and the run's hyper-parameters beside the
+    training scalars in RUN/tb, so TensorBoard shows what was trained and how it adapts."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    final: dict[str, float] = {}
+    with SummaryWriter(str(run.tb_dir / "evaluate")) as writer:
+        for split, learners in results.items():
+            for name, record in learners.items():
+                for x, mean in zip(record["x"], record["mean_return"]):
+                    writer.add_scalar(f"evaluate/{split}/{name}", mean, x)
+                final[f"hparam/{split}/{name}"] = record["mean_return"][-1]
+        hparams = {
+            f"{section}.{k}": v if isinstance(v, (int, float, str, bool)) else str(v)
+            for section, values in config.to_dict().items()
+            if isinstance(values, dict)
+            for k, v in values.items()
+        }
+        writer.add_hparams(hparams, final, run_name="hparams")
+
+
+@contextmanager
+def _memory_guard(num_tasks: int):
+    """An allocator failure (too many tasks for this machine) as one line, not a traceback."""
+    try:
+        yield
+    except (MemoryError, torch.OutOfMemoryError, RuntimeError) as exc:
+        if isinstance(exc, RuntimeError) and "alloc" not in str(exc).lower():
+            raise
+        raise RunError(
+            f"evaluating {num_tasks} tasks per split ran out of memory; use fewer, e.g. "
+            f"--num-tasks {max(1, num_tasks // 10)}"
+        ) from None
+
+
+def _evaluate_splits(
+    config, family, splits, learners, lrs, state, eval_dir, checkpoint, references
+) -> dict[str, dict[str, dict[str, Any]]]:
+    results: dict[str, dict[str, dict[str, Any]]] = {}
+    for split in splits:
+        results[split] = {}
+        for name, (learner, text) in learners.items():
+            cfg = replace(config.evaluate, inner_lrs=lrs.get(name, config.evaluate.inner_lrs))
+            out = meta_test(learner, family, split, cfg)
+            record = curve_record(name, family.name, split, out.pop("returns"), learner.x_label)
+            record.update(extra_records(out))
+            record["iteration"] = int(state["iteration"])
+            record["checkpoint"] = checkpoint
+            record["actions"] = cfg.actions
+            record["episodes_per_step"] = cfg.episodes_per_task
+            if text:
+                record["description"] = text
+            if learner.tunes_step_sizes:
+                record["inner_lrs"] = list(cfg.inner_lrs)
+            results[split][name] = record
+            suffix = "" if name == config.algorithm else f".{name}"
+            write_json(eval_dir / f"{split}{suffix}.json", record)
+        if references and family.spec.classical:
+            write_json(
+                eval_dir / "classical" / f"{split}.json",
+                classical_record(family, config, split, results[split][config.algorithm]),
+            )
     return results
 
 

@@ -8,6 +8,7 @@ both, the per-task case with ``torch.func.vmap`` so that all tasks run as batche
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import nn
@@ -168,3 +169,91 @@ class RecurrentCategoricalPolicy(nn.Module):
         if self.head is not None:
             out = self.head(torch.cat([out, features], -1))
         return self.policy_head(out), self.value_head(out).squeeze(-1), hidden
+
+
+class MeanActionPolicy(nn.Module):
+    """A Gaussian policy deployed as ``obs -> mean action`` (what a controller executes)."""
+
+    def __init__(self, policy: nn.Module) -> None:
+        super().__init__()
+        self.policy = policy
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.policy(obs)[0]
+
+
+class RecurrentStep(nn.Module):
+    """One step of an RL² policy as a pure function of its inputs and hidden state, so it can
+    be exported (``torch.export``) and run without adaptrl.
+
+    obs [B, d], prev_action [B] int64, prev_reward/prev_done/progress [B], prev_obs [B, d],
+    hidden [1, B, H] -> (logits [B, A], hidden [1, B, H]).
+    """
+
+    def __init__(self, policy: RecurrentCategoricalPolicy) -> None:
+        super().__init__()
+        self.policy = policy
+
+    def forward(self, obs, prev_action, prev_reward, prev_done, progress, prev_obs, hidden):
+        x = self.policy.inputs(obs, prev_action, prev_reward, prev_done, progress, prev_obs)
+        logits, _, hidden = self.policy(x.unsqueeze(0), hidden)
+        return logits[0], hidden
+
+
+class RecurrentController:
+    """An RL² agent acting in one plain environment, step by step: it carries its own memory
+    (GRU state, previous action, reward and done flag) across the episodes of a trial.
+
+    ``reset()`` starts a trial (a new task); ``act(obs)`` returns an action; ``observe(reward,
+    ended)`` reports the step's reward and whether the episode ended. ``budget`` is the trial's
+    step budget (episodes per trial x horizon), the scale of the policy's time input.
+    """
+
+    def __init__(
+        self,
+        step: nn.Module,
+        hidden_size: int,
+        budget: int,
+        mode: bool = False,
+        seed: int = 0,
+    ) -> None:
+        self.step, self.hidden_size, self.budget, self.mode = step, hidden_size, budget, mode
+        self.generator = torch.Generator().manual_seed(seed)
+        self.reset()
+
+    def reset(self) -> None:
+        self.t = 0
+        self.hidden = torch.zeros(1, 1, self.hidden_size)
+        self.prev_action = torch.zeros(1, dtype=torch.long)
+        self.prev_reward = torch.zeros(1)
+        self.prev_done = torch.zeros(1)
+        self.prev_obs: torch.Tensor | None = None
+        self._obs: torch.Tensor | None = None
+
+    @torch.no_grad()
+    def act(self, obs: Any) -> int:
+        obs_t = torch.as_tensor(obs, dtype=torch.float32).reshape(1, -1)
+        prev_obs = self.prev_obs if self.prev_obs is not None else torch.zeros_like(obs_t)
+        progress = torch.full((1,), self.t / self.budget)
+        logits, self.hidden = self.step(
+            obs_t,
+            self.prev_action,
+            self.prev_reward,
+            self.prev_done,
+            progress,
+            prev_obs,
+            self.hidden,
+        )
+        if self.mode:
+            action = int(logits[0].argmax())
+        else:
+            probs = torch.softmax(logits[0], -1)
+            action = int(torch.multinomial(probs, 1, generator=self.generator))
+        self._obs, self.t = obs_t, self.t + 1
+        self.prev_action = torch.tensor([action])
+        return action
+
+    def observe(self, reward: float, ended: bool) -> None:
+        self.prev_reward = torch.tensor([float(reward)])
+        self.prev_done = torch.tensor([float(ended)])
+        self.prev_obs = self._obs

@@ -23,6 +23,9 @@ from adaptrl.rng import derive_seed
 # plain policy diverge, and a diverging reference would flatter meta-learning.
 REFERENCE_LR_SCALES = (1.0, 0.3, 0.1, 0.03, 0.01)
 _SPLIT_SEED = {"train": 0, "test": 1, "ood": 2}
+VALIDATION_OFFSET = 104729
+"""Seed offset of the held-out tasks training evaluates on (best checkpoint), apart from the
+tasks ``adaptrl evaluate`` reports."""
 
 
 def _seed(cfg: EvalConfig, split: str, offset: int = 0) -> int:

@@ -1,23 +1,48 @@
 """report.md + self-contained report.html with PNG plots of a run.
 
-Shows the training curves, and adaptation curves of the run's learner beside its references
-(pretrained, random init) with 95% bands, for train and held-out test tasks side by side: the
-gap between the two splits is where over-fitting to training tasks shows.
+Adaptation curves of the run's learner beside the references it names, with 95% bands, one panel
+per evaluated split: the gap between training and held-out tasks is where over-fitting shows.
+Classical strategies and published numbers are shown where the run has them. Everything said
+about a learner or a split comes from the eval records, and the report says when records are
+stale or not like for like instead of printing them as if they were.
 """
 
 from __future__ import annotations
 
 import base64
 import html
+import math
+import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from adaptrl.config import PublishedConfig, RunConfig
 from adaptrl.errors import RunError
-from adaptrl.results import load_classical, load_results
+from adaptrl.results import (
+    SPLIT_ORDER,
+    all_x,
+    curve_cell,
+    format_ci,
+    load_classical,
+    load_results,
+    mixed_sizes_warning,
+    size_labels,
+    sizes_differ,
+)
 from adaptrl.runs import Run, atomic_write_text, read_metrics
 
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
-def _plt():
+Records = dict[str, dict[str, Any]]  # learner -> eval record (one split)
+DUPLICATE_STYLES = (("--", "s"), (":", "^"), ("-.", "D"))  # an identical curve drawn again
+HIGHLIGHT, PLAIN = "tab:orange", "tab:blue"  # the run's learner among classical strategies
+MAX_TICKS = 12  # beyond this many adaptation points matplotlib picks integer ticks
+
+
+def pyplot():
+    """matplotlib.pyplot on the file-only Agg back-end (no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -26,13 +51,19 @@ def _plt():
     return plt
 
 
+def save_figure(fig: Figure, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    pyplot().close(fig)
+    return path
+
+
 def plot_training(metrics: list[dict[str, float]], path: Path) -> Path | None:
     keys = sorted({k for m in metrics for k in m if k.startswith("adapt/")})
     keys += sorted({k for m in metrics for k in m if k.startswith("eval/test_return_")})
     if not keys:
         return None
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(6.5, 4))
+    fig, ax = pyplot().subplots(figsize=(6.5, 4))
     for key in keys:
         rows = [m for m in metrics if key in m]
         style = "o-" if key.startswith("eval/") else "-"
@@ -44,64 +75,256 @@ def plot_training(metrics: list[dict[str, float]], path: Path) -> Path | None:
     ax.set_title("Meta-training")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
-def plot_adaptation(results: dict[str, dict[str, dict[str, Any]]], path: Path) -> Path:
-    plt = _plt()
-    splits = [s for s in ("train", "test") if s in results] + [
-        s for s in results if s not in ("train", "test")
-    ]
-    fig, axes = plt.subplots(
+# ------------------------------------------------------------------------------ adaptation
+def identical_curves(learners: Records) -> dict[str, str]:
+    """{later: earlier} for learners whose curve equals an earlier one's (it would hide it)."""
+    first: dict[tuple, str] = {}
+    same = {}
+    for name, rec in learners.items():
+        key = (tuple(rec["x"]), tuple(rec["mean_return"]))
+        if key in first:
+            same[name] = first[key]
+        else:
+            first[key] = name
+    return same
+
+
+def _ci(values: list[float | None]) -> list[float]:
+    """Half-widths for plotting: a null (undefined) interval draws no band."""
+    return [math.nan if c is None else float(c) for c in values]
+
+
+def _label(name: str, same: dict[str, str]) -> str:
+    return f"{name} (= {same[name]})" if name in same else name
+
+
+def _draw_curves(ax: Axes, learners: Records, same: dict[str, str], published: dict) -> None:
+    colors, copies = {}, 0
+    for name, rec in learners.items():
+        x, mean, ci = rec["x"], rec["mean_return"], _ci(rec["ci95"])
+        style, marker = "-", "o"
+        if name in same:  # drawn over an identical curve: a style that lets both show
+            style, marker = DUPLICATE_STYLES[copies % len(DUPLICATE_STYLES)]
+            copies += 1
+        (line,) = ax.plot(x, mean, linestyle=style, marker=marker, label=_label(name, same))
+        colors[name] = line.get_color()
+        lo, hi = [m - c for m, c in zip(mean, ci)], [m + c for m, c in zip(mean, ci)]
+        ax.fill_between(x, lo, hi, alpha=0.2, color=colors[name])
+    for name, curve in published.items():
+        ax.plot(
+            range(len(curve)), curve, "--x", color=colors.get(name), label=f"{name} (published)"
+        )
+    xs = sorted(set(all_x(learners)) | {i for c in published.values() for i in range(len(c))})
+    if len(xs) <= MAX_TICKS:
+        ax.set_xticks(xs)
+    else:
+        from matplotlib.ticker import MaxNLocator
+
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel(next(iter(learners.values()))["x_label"])
+
+
+def _draw_points(ax: Axes, learners: Records, same: dict[str, str], published: dict) -> None:
+    """A single adaptation point (e.g. one-episode RL² trials): one point with its error bar per
+    learner, side by side, so that neither a line nor two dots at x = 0 stand for it."""
+    labels = []
+    for i, (name, rec) in enumerate(learners.items()):
+        ci = _ci(rec["ci95"])[0]
+        yerr = [ci] if math.isfinite(ci) else None
+        ax.errorbar([i], rec["mean_return"][:1], yerr=yerr, fmt="o", capsize=5)
+        labels.append(_label(name, same))
+    for name, curve in published.items():
+        ax.errorbar([len(labels)], curve[:1], fmt="D", mfc="none", color="black")
+        labels.append(f"{name} (published)")
+    ax.set_xticks(range(len(labels)), labels, rotation=20 if len(labels) > 3 else 0)
+    ax.set_xlim(-0.5, len(labels) - 0.5)
+    x_label = next(iter(learners.values()))["x_label"]
+    ax.set_xlabel(f"one adaptation point ({x_label} = 0)")
+
+
+def draw_adaptation(
+    ax: Axes, learners: Records, title: str, published: dict[str, list[float]] | None = None
+) -> None:
+    """One panel: each learner's curve with its 95% band, published curves dashed; a point with
+    an error bar per learner where there is a single adaptation point."""
+    published = {k: v for k, v in (published or {}).items() if v}
+    same = identical_curves(learners)
+    single = all(len(r["x"]) == 1 for r in learners.values())
+    if single and all(len(c) == 1 for c in published.values()):
+        _draw_points(ax, learners, same, published)
+    else:
+        _draw_curves(ax, learners, same, published)
+        ax.legend(fontsize=8)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+
+
+def _ordered(results: dict[str, Records]) -> list[str]:
+    return sorted(results, key=lambda s: SPLIT_ORDER.get(s, 3))
+
+
+def _sizes(learners: Records) -> str:
+    sizes = sorted({r["num_tasks"] for r in learners.values()})
+    return f"N={sizes[0]}" if len(sizes) == 1 else "N=" + "/".join(map(str, sizes)) + ", mixed"
+
+
+def adaptation_figure(
+    results: dict[str, Records], published: PublishedConfig | None = None
+) -> Figure:
+    """One panel per split; published curves in the panel of the split they were measured on."""
+    splits = _ordered(results)
+    fig, axes = pyplot().subplots(
         1, len(splits), figsize=(5.5 * len(splits), 4), sharey=True, squeeze=False
     )
     for ax, split in zip(axes[0], splits):
-        for name, rec in results[split].items():
-            x, mean, ci = rec["x"], rec["mean_return"], rec["ci95"]
-            ax.plot(x, mean, "o-", label=name)
-            ax.fill_between(
-                x, [m - c for m, c in zip(mean, ci)], [m + c for m, c in zip(mean, ci)], alpha=0.2
-            )
-        first = next(iter(results[split].values()))
-        ax.set_title(f"{split} tasks (N={first['num_tasks']})")
-        ax.set_xlabel(first["x_label"])
-        ax.set_xticks(first["x"])
-        ax.grid(alpha=0.3)
+        curves = published.curves if published and published.split == split else None
+        draw_adaptation(ax, results[split], f"{split} tasks ({_sizes(results[split])})", curves)
     axes[0][0].set_ylabel("mean episode return (95% CI)")
-    axes[0][-1].legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return fig
 
 
-def _markdown_tables(results: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
+def plot_adaptation(
+    results: dict[str, Records], path: Path, published: PublishedConfig | None = None
+) -> Path:
+    return save_figure(adaptation_figure(results, published), path)
+
+
+def adaptation_title(splits: list[str]) -> str:
+    """The figure's heading names the splits actually evaluated."""
+    held_out = "ood" not in splits  # with ood beside it, "held-out test" would be ambiguous
+    names = [("held-out test" if s == "test" and held_out else s) for s in splits]
+    joined = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+    return f"Adaptation on {joined} tasks"
+
+
+# ------------------------------------------------------------------------------ classical
+def _is_learner(name: str, learner: str) -> bool:
+    return name == learner or name.startswith(f"{learner} (")  # e.g. "rl2 (mode)"
+
+
+def _classical_rows(record: dict[str, Any], totals: dict[str, float]) -> list[tuple]:
+    """(label, mean, ci95 or None, published?) per bar."""
+    rows = [(n, v["mean"], v.get("ci95"), False) for n, v in record["strategies"].items()]
+    return rows + [(f"{n} (published)", float(v), None, True) for n, v in totals.items()]
+
+
+def _draw_classical(ax: Axes, rows: list[tuple], learner: str) -> None:
+    y = range(len(rows))
+    err = [0.0 if c is None or not math.isfinite(c) else c for _, _, c, _ in rows]
+    colors = [HIGHLIGHT if _is_learner(n, learner) else PLAIN for n, *_ in rows]
+    bars = ax.barh(y, [m for _, m, _, _ in rows], xerr=err, color=colors, capsize=3)
+    for bar, (_, _, _, published) in zip(bars, rows):
+        if published:
+            bar.set_facecolor("white")
+            bar.set_edgecolor("black")
+            bar.set_hatch("//")
+    ax.set_yticks(y, [n for n, *_ in rows])
+    for tick, (name, _, _, published) in zip(ax.get_yticklabels(), rows):
+        if _is_learner(name, learner) and not published:
+            tick.set_fontweight("bold")
+    ax.invert_yaxis()
+    ax.set_xlabel("total reward per trial (95% CI)")
+    ax.grid(alpha=0.3, axis="x")
+
+
+def classical_figure(
+    classical: dict[str, dict[str, Any]], learner: str, published: PublishedConfig | None = None
+) -> Figure:
+    """Horizontal bars of total reward per trial with 95% error bars, one panel per split; the
+    run's learner highlighted, published totals hatched in the panel of their split."""
+    splits = _ordered(classical)
+    rows = {
+        s: _classical_rows(
+            classical[s], published.totals if published and published.split == s else {}
+        )
+        for s in splits
+    }
+    height = 1.5 + 0.4 * max(len(r) for r in rows.values())
+    fig, axes = pyplot().subplots(
+        1, len(splits), figsize=(5.5 * len(splits), height), squeeze=False
+    )
+    for ax, split in zip(axes[0], splits):
+        _draw_classical(ax, rows[split], learner)
+        record = classical[split]
+        ax.set_title(f"{split} tasks ({record['num_tasks']} trials, setting {record['setting']})")
+    return fig
+
+
+def _classical_lines(classical: dict[str, dict[str, Any]], config: RunConfig) -> list[str]:
     lines = []
-    for split, learners in results.items():
-        names = list(learners)
-        first = learners[names[0]]
+    for split, record in classical.items():
+        pub = config.published
+        totals = pub.totals if pub and pub.split == split else {}
         lines += [
-            f"### {split} tasks (N = {first['num_tasks']})",
+            f"## Classical strategies on the same {split} tasks",
             "",
-            f"| {first['x_label']} | " + " | ".join(names) + " |",
-            "|---" * (len(names) + 1) + "|",
+            f"Mean total reward per trial ± 95% CI over {record['num_tasks']} trials "
+            f"(setting {record['setting']}), in the layout of Duan et al. 2016.",
+            "",
+            "| strategy | total reward |",
+            "|---|---|",
         ]
-        for i, x in enumerate(first["x"]):
-            cells = [
-                f"{learners[n]['mean_return'][i]:.2f} ± {learners[n]['ci95'][i]:.2f}" for n in names
-            ]
-            lines.append(f"| {x} | " + " | ".join(cells) + " |")
+        for name, v in record["strategies"].items():
+            shown = f"**{name}**" if _is_learner(name, config.algorithm) else name
+            ci = format_ci(v.get("ci95"), record["num_tasks"])
+            lines.append(f"| {shown} | {v['mean']:.2f} ± {ci} |")
+        lines += [f"| {name} (published) | {value:.2f} |" for name, value in totals.items()]
         lines.append("")
-        used = [f"{n}: {learners[n]['inner_lrs']}" for n in names if "inner_lrs" in learners[n]]
-        if used:
-            lines += ["Inner step sizes — " + "; ".join(used), ""]
     return lines
 
 
-def _references(results: dict[str, dict[str, dict[str, Any]]]) -> dict[str, str]:
+# ------------------------------------------------------------------------------ markdown
+def _stale_lines(learners: Records, saved: int | None, run_path: Path) -> list[str]:
+    """Records evaluated at another checkpoint than the current one, grouped by iteration."""
+    if saved is None:
+        return []
+    stale: dict[int, list[str]] = {}
+    for name, rec in learners.items():
+        if rec.get("checkpoint", "last") != "last":
+            continue  # evaluated from best.pt or a kept iteration on purpose
+        if rec.get("iteration") is not None and int(rec["iteration"]) != saved:
+            stale.setdefault(int(rec["iteration"]), []).append(name)
+    lines = []
+    for iteration, names in stale.items():
+        who = "" if len(names) == len(learners) else ", ".join(names) + " "
+        lines += [
+            f"**Stale:** {who}evaluated at iteration {iteration}; the checkpoint is now at "
+            f"{saved}: re-run `adaptrl evaluate {run_path}`",
+            "",
+        ]
+    return lines
+
+
+def _split_lines(split: str, learners: Records, saved: int | None, run_path: Path) -> list[str]:
+    names = list(learners)
+    first = learners[names[0]]
+    mixed = sizes_differ(learners)
+    labels = size_labels(learners)
+    columns = [f"{n} ({labels[n]})" if mixed else n for n in names]
+    heading = f"### {split} tasks" + ("" if mixed else f" (N = {first['num_tasks']})")
+    lines = [heading, ""] + _stale_lines(learners, saved, run_path)
+    if mixed:
+        lines += ["**Warning:** " + mixed_sizes_warning(split, learners), ""]
+    lines += [f"| {first['x_label']} | " + " | ".join(columns) + " |"]
+    lines += ["|---" * (len(names) + 1) + "|"]
+    for x in all_x(learners):
+        cells = [curve_cell(learners[n], x, aligned=False) for n in names]
+        lines.append(f"| {x} | " + " | ".join(cells) + " |")
+    lines.append("")
+    for later, earlier in identical_curves(learners).items():
+        lines += [
+            f"**Note:** {later} and {earlier} give identical curves on {split} "
+            f"(the figure draws {later} in another line style so that both show).",
+            "",
+        ]
+    used = [f"{n}: {learners[n]['inner_lrs']}" for n in names if "inner_lrs" in learners[n]]
+    return lines + (["Inner step sizes — " + "; ".join(used), ""] if used else [])
+
+
+def _references(results: dict[str, Records]) -> dict[str, str]:
     """Reference descriptions as recorded by evaluation (each learner names its own)."""
     return {
         name: rec["description"]
@@ -111,13 +334,20 @@ def _references(results: dict[str, dict[str, dict[str, Any]]]) -> dict[str, str]
     }
 
 
-def _gap_lines(results: dict[str, dict[str, dict[str, Any]]], algorithm: str) -> list[str]:
-    if not (
-        "train" in results
-        and "test" in results
-        and algorithm in results["train"]
-        and algorithm in results["test"]
-    ):
+def _intro_sentence(results: dict[str, Records]) -> str:
+    labels = list(dict.fromkeys(r["x_label"] for ls in results.values() for r in ls.values()))
+    text = (
+        f"Mean episode return at each point of adaptation (x: {' / '.join(labels)}), "
+        "± 95% interval over tasks."
+    )
+    refs = _references(results)
+    if refs:
+        text += " References: " + "; ".join(f"**{k}**: {v}" for k, v in refs.items()) + "."
+    return text
+
+
+def _gap_lines(results: dict[str, Records], algorithm: str) -> list[str]:
+    if not (algorithm in results.get("train", {}) and algorithm in results.get("test", {})):
         return []
     tr, te = results["train"][algorithm], results["test"][algorithm]
     lines = [
@@ -126,30 +356,64 @@ def _gap_lines(results: dict[str, dict[str, dict[str, Any]]], algorithm: str) ->
         f"| {tr['x_label']} | train | test | gap |",
         "|---|---|---|---|",
     ]
-    for i, x in enumerate(tr["x"]):
-        a, b = tr["mean_return"][i], te["mean_return"][i]
+    for x, a, b in zip(tr["x"], tr["mean_return"], te["mean_return"]):
         lines.append(f"| {x} | {a:.2f} | {b:.2f} | {a - b:+.2f} |")
     return lines + [""]
 
 
-def write_report(run: Run) -> dict[str, Path]:
-    """Write RUN/report.md, RUN/report.html and the PNGs they show; returns their paths."""
-    config = run.config()
-    results = load_results(run)
-    metrics = read_metrics(run)
-    if not results and not metrics:
-        raise RunError(
-            f"run '{run.path}' has no metrics or evaluations yet; run "
-            f"'adaptrl train' and 'adaptrl evaluate {run.path}' first"
-        )
-    figures = {}
-    training = plot_training(metrics, run.path / "training.png")
-    if training:
-        figures["Meta-training curves"] = training
-    if results:
-        figures["Adaptation on train and held-out test tasks"] = plot_adaptation(
-            results, run.path / "adaptation.png"
-        )
+def _adaptation_lines(
+    results: dict[str, Records], algorithm: str, saved: int | None, run_path: Path
+) -> list[str]:
+    if not results:
+        return []
+    lines = ["## Adaptation curves", "", _intro_sentence(results), ""]
+    for split in _ordered(results):
+        lines += _split_lines(split, results[split], saved, run_path)
+    return lines + _gap_lines(results, algorithm)
+
+
+def _published_lines(
+    published: PublishedConfig | None,
+    results: dict[str, Records],
+    classical: dict[str, dict[str, Any]],
+) -> list[str]:
+    """Published vs ours at each x (and totals where no classical table shows them)."""
+    if published is None:
+        return []
+    ours = results.get(published.split, {})
+    lines = ["## Published numbers", "", f"Published: {published.source}", ""]
+    if published.curves:
+        x_label = next(iter(ours.values()))["x_label"] if ours else "x"
+        names = list(published.curves)
+        header = " | ".join(f"{n} (published) | {n} (ours)" for n in names)
+        lines += [f"| {x_label} | {header} |", "|---" * (2 * len(names) + 1) + "|"]
+        for x in range(max(len(c) for c in published.curves.values())):
+            cells = []
+            for name, curve in published.curves.items():
+                cells += [_number(curve[x] if x < len(curve) else None)]
+                cells += [_number(_mean_at(ours.get(name), x))]
+            lines.append(f"| {x} | " + " | ".join(cells) + " |")
+        lines.append("")
+    if published.totals and published.split not in classical:
+        lines += ["| learner | published total | ours |", "|---|---|---|"]
+        for name, value in published.totals.items():
+            total = ours.get(name, {}).get("total_return")
+            lines.append(f"| {name} | {value:.2f} | {_number(total)} |")
+        lines.append("")
+    return lines
+
+
+def _number(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}"
+
+
+def _mean_at(record: dict[str, Any] | None, x: int) -> float | None:
+    if record is None or x not in record["x"]:
+        return None
+    return record["mean_return"][record["x"].index(x)]
+
+
+def _intro_lines(config: RunConfig, metrics: list, state: dict | None) -> list[str]:
     last = metrics[-1] if metrics else {}
     md = [
         f"# adaptrl run report: {config.preset or config.algorithm}",
@@ -158,7 +422,6 @@ def write_report(run: Run) -> dict[str, Path]:
         f"seed: {config.train.seed}",
     ]
     # Evaluations use the checkpoint; a killed run may have logged iterations beyond it.
-    state = run.load_checkpoint(required=False)
     saved = int(state["iteration"]) if state else 0
     logged = int(last.get("iteration", 0))
     line = f"- iterations trained: {saved} / {config.train.num_iterations} (checkpoint)"
@@ -173,39 +436,51 @@ def write_report(run: Run) -> dict[str, Path]:
         row = next((r for r in metrics if int(r.get("iteration", -1)) == saved), last)
         elapsed = row.get("time/elapsed_s")
     if elapsed is not None:
-        md.append(
-            f"- training wall time: {float(elapsed):.1f} s "
-            f"(last iteration {last.get('perf/iteration_s', float('nan')):.3f} s)"
-        )
-    md.append("")
+        line = f"- training wall time: {float(elapsed):.1f} s"
+        if "perf/iteration_s" in last:  # no metrics.csv: no "nan s"
+            line += f" (last iteration {last['perf/iteration_s']:.3f} s)"
+        md.append(line)
+    return md + [""]
+
+
+def _figures(run: Run, config: RunConfig, metrics, results, classical) -> dict[str, Path]:
+    figures = {}
+    training = plot_training(metrics, run.path / "training.png")
+    if training:
+        figures["Meta-training curves"] = training
     if results:
-        md += [
-            "## Adaptation curves",
-            "",
-            "Mean episode return after each adaptation step, ± 95% interval over tasks. "
-            "References: "
-            + "; ".join(f"**{k}**: {v}" for k, v in _references(results).items())
-            + ".",
-            "",
-        ]
-        md += _markdown_tables(results) + _gap_lines(results, config.algorithm)
-    for split, record in load_classical(run).items():
-        rows = record["strategies"]
-        md += [
-            f"## Classical strategies on the same {split} tasks",
-            "",
-            f"Mean total reward per trial ± 95% CI over {record['num_tasks']} trials "
-            f"(setting {record['setting']}), in the layout of Duan et al. 2016.",
-            "",
-            "| strategy | total reward |",
-            "|---|---|",
-        ]
-        md += [f"| {name} | {v['mean']:.2f} ± {v['ci95']:.2f} |" for name, v in rows.items()]
-        md.append("")
+        figures[adaptation_title(_ordered(results))] = plot_adaptation(
+            results, run.path / "adaptation.png", config.published
+        )
+    if classical:
+        fig = classical_figure(classical, config.algorithm, config.published)
+        figures["Classical strategies: total reward per trial"] = save_figure(
+            fig, run.path / "classical.png"
+        )
+    return figures
+
+
+def write_report(run: Run) -> dict[str, Path]:
+    """Write RUN/report.md, RUN/report.html and the PNGs they show; returns their paths."""
+    config = run.config()
+    results = load_results(run)
+    classical = load_classical(run)
+    metrics = read_metrics(run)
+    if not results and not metrics:
+        raise RunError(
+            f"run '{run.path}' has no metrics or evaluations yet; run "
+            f"'adaptrl train' and 'adaptrl evaluate {run.path}' first"
+        )
+    state = run.load_checkpoint(required=False)
+    saved = int(state["iteration"]) if state else None
+    figures = _figures(run, config, metrics, results, classical)
+    md = _intro_lines(config, metrics, state)
+    md += _adaptation_lines(results, config.algorithm, saved, run.path)
+    md += _classical_lines(classical, config)
+    md += _published_lines(config.published, results, classical)
     for title, path in figures.items():
         md += [f"## {title}", "", f"![{title}]({path.name})", ""]
-    md_text = "\n".join(md)
-    atomic_write_text(run.path / "report.md", md_text)
+    atomic_write_text(run.path / "report.md", "\n".join(md))
     atomic_write_text(run.path / "report.html", _html(md, figures))
     return {
         "md": run.path / "report.md",
@@ -214,47 +489,70 @@ def write_report(run: Run) -> dict[str, Path]:
     }
 
 
-def _html(md_lines: list[str], figures: dict[str, Path]) -> str:
-    """A minimal Markdown subset (headings, bullets, tables, images) to HTML, images inlined."""
-    out, table = [], False
-    inline = {p.name: base64.b64encode(p.read_bytes()).decode() for p in figures.values()}
+# ------------------------------------------------------------------------------ html
+_CODE = re.compile(r"(`[^`]+`)")
+_BOLD = re.compile(r"\*\*(.+?)\*\*")
+
+
+def _inline(text: str) -> str:
+    """Escape HTML, then `code` and **bold** (bold is not looked for inside code)."""
+    parts = _CODE.split(text)  # odd indices are the code spans
+    return "".join(
+        f"<code>{html.escape(p[1:-1])}</code>"
+        if i % 2
+        else _BOLD.sub(r"<strong>\1</strong>", html.escape(p))
+        for i, p in enumerate(parts)
+    )
+
+
+def _html_line(line: str, images: dict[str, str]) -> str:
+    if line.startswith("!["):
+        name = line[line.index("(") + 1 : -1]
+        return f'<img alt="{html.escape(name)}" src="data:image/png;base64,{images[name]}">'
+    if line.startswith("#"):
+        level = len(line) - len(line.lstrip("#"))
+        return f"<h{level}>{_inline(line[level:].strip())}</h{level}>"
+    return f"<p>{_inline(line)}</p>"
+
+
+def _html_blocks(md_lines: list[str], images: dict[str, str]) -> list[str]:
+    """Tables and bullet lists open and close around runs of their lines; the first table row
+    is its header."""
+    out: list[str] = []
+    block, rows = None, 0
     for line in md_lines:
-        if line.startswith("|"):
+        kind = "table" if line.startswith("|") else "ul" if line.startswith("- ") else None
+        if kind != block:
+            out += ([f"</{block}>"] if block else []) + ([f"<{kind}>"] if kind else [])
+            block, rows = kind, 0
+        if kind == "table":
             if set(line.replace("|", "").strip()) <= {"-"}:
-                continue
-            cells = [html.escape(c.strip()) for c in line.strip("|").split("|")]
-            tag = "th" if not table else "td"
-            out.append(
-                ("<table>" if not table else "")
-                + "<tr>"
-                + "".join(f"<{tag}>{c}</{tag}>" for c in cells)
-                + "</tr>"
+                continue  # the |---| rule under the header
+            tag = "th" if rows == 0 else "td"
+            cells = "".join(
+                f"<{tag}>{_inline(c.strip())}</{tag}>" for c in line.strip("|").split("|")
             )
-            table = True
-            continue
-        if table:
-            out.append("</table>")
-            table = False
-        if line.startswith("!["):
-            name = line[line.index("(") + 1 : -1]
-            out.append(
-                f'<img alt="{html.escape(name)}" src="data:image/png;base64,{inline[name]}">'
-            )
-        elif line.startswith("#"):
-            level = len(line) - len(line.lstrip("#"))
-            out.append(f"<h{level}>{html.escape(line[level:].strip())}</h{level}>")
-        elif line.startswith("- "):
-            out.append(f"<li>{html.escape(line[2:])}</li>")
+            out.append(f"<tr>{cells}</tr>")
+            rows += 1
+        elif kind == "ul":
+            out.append(f"<li>{_inline(line[2:])}</li>")
         elif line:
-            out.append(f"<p>{html.escape(line)}</p>")
-    if table:
-        out.append("</table>")
+            out.append(_html_line(line, images))
+    return out + ([f"</{block}>"] if block else [])
+
+
+def _html(md_lines: list[str], figures: dict[str, Path]) -> str:
+    """A minimal Markdown subset (headings, bullets, tables, images, **bold**, `code`) to HTML,
+    images inlined."""
+    images = {p.name: base64.b64encode(p.read_bytes()).decode() for p in figures.values()}
     style = (
         "body{font-family:sans-serif;max-width:70em;margin:2em auto}"
         "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;"
         "padding:.3em .6em;text-align:right}img{max-width:100%}"
+        "code{background:#f3f3f3;padding:0 .2em}"
     )
+    body = "".join(_html_blocks(md_lines, images))
     return (
         f"<!doctype html><html><head><meta charset='utf-8'><title>adaptrl report</title>"
-        f"<style>{style}</style></head><body>{''.join(out)}</body></html>"
+        f"<style>{style}</style></head><body>{body}</body></html>"
     )

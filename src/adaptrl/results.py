@@ -1,12 +1,15 @@
 """Evaluation results in one place: 95% intervals, JSON records, loading and plain-text tables.
 
-The interval is over tasks (normal approximation: mean ± 1.96·sd/√N; 0 with a single task).
-Read-only helpers for report and CLI; evaluation writes through ``write_json``.
+The interval is over tasks (normal approximation: mean ± 1.96·sd/√N, see ``stats``). With a
+single task it says nothing, so tables print "n/a" rather than a number; a non-finite interval is
+written as JSON null (NaN is not JSON). Read-only helpers for report and CLI; evaluation writes
+through ``write_json``.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +21,17 @@ from adaptrl.stats import mean_ci95
 SPLIT_ORDER = {"train": 0, "test": 1, "ood": 2}  # train beside test, then out-of-distribution
 
 
+def finite_or_none(value: Any) -> Any:
+    """Nested lists of floats with NaN/inf replaced by None (JSON null)."""
+    if isinstance(value, list):
+        return [finite_or_none(v) for v in value]
+    return value if value is None or math.isfinite(value) else None
+
+
 def summarize(returns: torch.Tensor) -> dict[str, list]:
     """Mean and 95% half-width over tasks for each adaptation point; returns: [X, N]."""
     mean, ci = mean_ci95(returns)
-    return {"mean_return": mean.tolist(), "ci95": ci.tolist()}
+    return {"mean_return": mean.tolist(), "ci95": finite_or_none(ci.tolist())}
 
 
 def extra_records(extras: dict[str, torch.Tensor]) -> dict[str, Any]:
@@ -29,7 +39,7 @@ def extra_records(extras: dict[str, torch.Tensor]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in extras.items():
         mean, ci = mean_ci95(value.float())
-        out[key], out[f"{key}_ci95"] = mean.tolist(), ci.tolist()
+        out[key], out[f"{key}_ci95"] = mean.tolist(), finite_or_none(ci.tolist())
     return out
 
 
@@ -53,51 +63,106 @@ def write_json(path: Path, record: dict[str, Any]) -> None:
     atomic_write_text(path, json.dumps(record, indent=1))
 
 
-def load_classical(run: Run) -> dict[str, dict[str, Any]]:
-    """Classical-baseline records of a run by split (families that declare classical strategies)."""
-    return {
-        p.stem: json.loads(p.read_text()) for p in sorted(run.eval_dir.glob("classical/*.json"))
-    }
+def load_classical(run: Run, eval_dir: Path | None = None) -> dict[str, dict[str, Any]]:
+    """Classical-baseline records of a run by split (families that declare classical strategies);
+    ``eval_dir``: another checkpoint's evaluations (default RUN/eval)."""
+    folder = eval_dir or run.eval_dir
+    return {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("classical/*.json"))}
 
 
-def load_results(run: Run) -> dict[str, dict[str, dict[str, Any]]]:
+def load_results(run: Run, eval_dir: Path | None = None) -> dict[str, dict[str, dict[str, Any]]]:
     """All eval JSON files of a run: {split: {learner: record}}."""
     results: dict[str, dict[str, dict[str, Any]]] = {}
-    for path in sorted(run.eval_dir.glob("*.json")):
+    for path in sorted((eval_dir or run.eval_dir).glob("*.json")):
         record = json.loads(path.read_text())
         results.setdefault(record["split"], {})[record["algorithm"]] = record
     return dict(sorted(results.items(), key=lambda kv: SPLIT_ORDER.get(kv[0], 3)))
 
 
+# ------------------------------------------------------------------------------ formatting
+def format_ci(ci: float | None, num_tasks: int) -> str:
+    """The half-width, or "n/a" where one task (or a NaN/null) leaves it undefined."""
+    if ci is None or num_tasks <= 1 or not math.isfinite(ci):
+        return "n/a"
+    return f"{ci:.2f}"
+
+
+def all_x(learners: dict[str, dict[str, Any]]) -> list[int]:
+    """Every adaptation point any learner of a split was evaluated at, in order."""
+    return sorted({x for rec in learners.values() for x in rec["x"]})
+
+
+def sizes_differ(learners: dict[str, dict[str, Any]]) -> bool:
+    """True when learners of one split were evaluated on different task or episode counts."""
+    return len({(r["num_tasks"], r.get("episodes_per_step")) for r in learners.values()}) > 1
+
+
+def size_labels(learners: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """ "N=40" per learner, plus episodes per step where those differ between learners."""
+    episodes = len({r.get("episodes_per_step") for r in learners.values()}) > 1
+    return {
+        name: f"N={r['num_tasks']}"
+        + (f", {r.get('episodes_per_step', '?')} episodes/step" if episodes else "")
+        for name, r in learners.items()
+    }
+
+
+def mixed_sizes_warning(split: str, learners: dict[str, dict[str, Any]]) -> str:
+    """One line saying that a split's columns are not like for like."""
+    sizes = "; ".join(f"{n} {s}" for n, s in size_labels(learners).items())
+    return (
+        f"learners on {split} were evaluated on different numbers of tasks or episodes ({sizes}); "
+        "their intervals are not comparable: evaluate them together (adaptrl evaluate without "
+        "--no-references) to compare like with like"
+    )
+
+
+def curve_cell(record: dict[str, Any], x: int, aligned: bool = True) -> str:
+    """'mean ± ci' of a record at adaptation point x ('–' where it has none); ``aligned``:
+    padded for the plain-text table, else compact (Markdown)."""
+    if x not in record["x"]:
+        return "–"
+    i = record["x"].index(x)
+    ci = format_ci(record["ci95"][i], record["num_tasks"])
+    mean = record["mean_return"][i]
+    return f"{mean:9.2f} ± {ci:>6}  " if aligned else f"{mean:.2f} ± {ci}"
+
+
+def _total_cell(record: dict[str, Any]) -> str:
+    if "total_return" not in record:
+        return "–"
+    ci = format_ci(record.get("total_return_ci95"), record["num_tasks"])
+    return f"{record['total_return']:9.2f} ± {ci:>6}  "
+
+
+def _split_table(split: str, learners: dict[str, dict[str, Any]]) -> list[str]:
+    names = list(learners)
+    first = learners[names[0]]
+    mixed = sizes_differ(learners)
+    tasks = "mixed" if mixed else first["num_tasks"]
+    lines = [f"split={split}  tasks={tasks}  env={first['env']}"]
+    if mixed:
+        lines.append("warning: " + mixed_sizes_warning(split, learners))
+    labels = size_labels(learners)
+    columns = [f"{n} ({labels[n]})" if mixed else n for n in names]
+    lengths = "mean_episode_length" in first
+    header = f"{first['x_label']:>16} " + " ".join(f"{c:>20}" for c in columns)
+    lines.append(header + (f" {'episode length':>16}" if lengths else ""))
+    for x in all_x(learners):
+        row = f"{x:>16} " + " ".join(f"{curve_cell(learners[n], x):>20}" for n in names)
+        if lengths and x in first["x"]:
+            row += f" {first['mean_episode_length'][first['x'].index(x)]:16.2f}"
+        lines.append(row)
+    if any("total_return" in r for r in learners.values()):
+        cells = " ".join(f"{_total_cell(learners[n]):>20}" for n in names)
+        lines.append(f"{'total per trial':>16} {cells}")
+    return lines + [""]
+
+
 def format_table(results: dict[str, dict[str, dict[str, Any]]]) -> str:
     """Plain-text table: one row per adaptation point, one column per learner and split
     (plus the mean episode length of the run's learner where it is recorded)."""
-    lines = []
+    lines: list[str] = []
     for split, learners in results.items():
-        names = list(learners)
-        first = learners[names[0]]
-        lines.append(f"split={split}  tasks={first['num_tasks']}  env={first['env']}")
-        lengths = "mean_episode_length" in first
-        header = f"{first['x_label']:>16} " + " ".join(f"{n:>20}" for n in names)
-        lines.append(header + (f" {'episode length':>16}" if lengths else ""))
-        for i, x in enumerate(first["x"]):
-            cells = [
-                f"{learners[n]['mean_return'][i]:9.2f} ± {learners[n]['ci95'][i]:6.2f}  "
-                for n in names
-            ]
-            row = f"{x:>16} " + " ".join(f"{c:>20}" for c in cells)
-            if lengths:
-                row += f" {first['mean_episode_length'][i]:16.2f}"
-            lines.append(row)
-        if "total_return" in first:
-            lines.append(
-                f"{'total per trial':>16} "
-                + " ".join(
-                    f"{learners[n]['total_return']:9.2f} ± "
-                    f"{learners[n]['total_return_ci95']:6.2f}  "
-                    for n in names
-                    if "total_return" in learners[n]
-                )
-            )
-        lines.append("")
+        lines += _split_table(split, learners)
     return "\n".join(lines)

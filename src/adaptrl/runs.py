@@ -1,4 +1,6 @@
-"""A run is a directory: config.yaml, metrics.csv, tb/ (TensorBoard), checkpoints/, eval/, report.*
+"""A run is a directory: config.yaml (complete), sessions.json (versions and command of every
+training session), metrics.csv, tb/ (TensorBoard), checkpoints/ (last.pt, best.pt, iter_N.pt),
+eval/, report.*
 
 Checkpoints are written to a temporary file, fsynced, then renamed over the old one, so a kill at
 any moment leaves either the previous or the new checkpoint, never a torn one. They hold only
@@ -9,15 +11,20 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
+import platform
+import sys
 import tempfile
+import time
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
 
-from adaptrl.config import RunConfig, parse_run_config
+from adaptrl.config import RunConfig, parse_run_config, yaml_problem
 from adaptrl.errors import ConfigError, RunError
 
 CHECKPOINT_FORMAT = 1
@@ -32,7 +39,50 @@ class Run:
     config_path = property(lambda self: self.path / "config.yaml")
     metrics_path = property(lambda self: self.path / "metrics.csv")
     checkpoint_path = property(lambda self: self.path / "checkpoints" / "last.pt")
+    best_path = property(lambda self: self.path / "checkpoints" / "best.pt")
     eval_dir = property(lambda self: self.path / "eval")
+    sessions_path = property(lambda self: self.path / "sessions.json")
+
+    def periodic_path(self, iteration: int) -> Path:
+        return self.path / "checkpoints" / f"iter_{iteration:06d}.pt"
+
+    def checkpoint_file(self, which: str = "last") -> Path:
+        """``last``, ``best``, an iteration kept by ``train.keep_every``, or a file path."""
+        if which == "last":
+            return self.checkpoint_path
+        if which == "best":
+            if not self.best_path.exists():
+                raise RunError(
+                    f"run '{self.path}' has no best checkpoint (it is kept when "
+                    "train.eval_every > 0); use --checkpoint last"
+                )
+            return self.best_path
+        if which.isdigit():
+            path = self.periodic_path(int(which))
+            if not path.exists():
+                kept = sorted(int(p.stem[5:]) for p in self.path.glob("checkpoints/iter_*.pt"))
+                raise RunError(
+                    f"run '{self.path}' kept no checkpoint of iteration {which} (kept: "
+                    f"{', '.join(map(str, kept)) or 'none; set train.keep_every'})"
+                )
+            return path
+        path = Path(which)
+        if not path.is_file():
+            raise RunError(f"--checkpoint '{which}' is not last, best, an iteration or a file")
+        return path
+
+    def eval_dir_for(self, which: str = "last") -> Path:
+        """Evaluations of the last checkpoint go to eval/, others beside it (eval-best/, ...)."""
+        if which == "last":
+            return self.eval_dir
+        if which == "best":
+            return self.path / "eval-best"
+        name = f"iter{int(which):06d}" if which.isdigit() else Path(which).stem
+        return self.path / f"eval-{name}"
+
+    def save_config(self, config: RunConfig) -> None:
+        atomic_write_text(self.config_path, yaml.safe_dump(config.to_dict(), sort_keys=False))
+
     tb_dir = property(lambda self: self.path / "tb")
 
     @classmethod
@@ -46,7 +96,7 @@ class Run:
         if run.path.exists() and not run.path.is_dir():
             raise RunError(f"--out '{run.path}' exists and is not a directory")
         (run.path / "checkpoints").mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run.config_path, yaml.safe_dump(config.to_dict(), sort_keys=False))
+        run.save_config(config)
         return run
 
     @classmethod
@@ -65,7 +115,7 @@ class Run:
         try:
             data = yaml.safe_load(self.config_path.read_text())
         except yaml.YAMLError as exc:
-            raise RunError(f"'{self.config_path}' is not valid YAML: {exc}") from None
+            raise RunError(f"'{self.config_path}' is not valid YAML: {yaml_problem(exc)}") from None
         if not isinstance(data, dict):
             raise RunError(f"'{self.config_path}' does not hold a config mapping")
         try:
@@ -77,8 +127,11 @@ class Run:
     def save_checkpoint(self, state: dict[str, Any]) -> None:
         atomic_save({"format": CHECKPOINT_FORMAT, **state}, self.checkpoint_path)
 
-    def load_checkpoint(self, required: bool = True) -> dict[str, Any] | None:
-        path = self.checkpoint_path
+    def save_extra_checkpoint(self, path: Path, state: dict[str, Any]) -> None:
+        atomic_save({"format": CHECKPOINT_FORMAT, **state}, path)
+
+    def load_checkpoint(self, required: bool = True, which: str = "last") -> dict[str, Any] | None:
+        path = self.checkpoint_file(which)
         if not path.exists():
             if required:
                 raise RunError(
@@ -87,6 +140,38 @@ class Run:
                 )
             return None
         return load_checkpoint_file(path)
+
+    def record_session(self, command: list[str], iteration: int, device: str) -> None:
+        """Append this session's versions and command to sessions.json: a resumed run shows
+        whether it changed torch or adaptrl half-way."""
+        sessions = []
+        if self.sessions_path.exists():
+            try:
+                sessions = json.loads(self.sessions_path.read_text())
+            except json.JSONDecodeError:
+                sessions = []
+        sessions.append(
+            {
+                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "start_iteration": iteration,
+                "command": command,
+                "device": device,
+                "versions": versions(),
+                "platform": platform.platform(),
+            }
+        )
+        atomic_write_text(self.sessions_path, json.dumps(sessions, indent=1))
+
+
+def versions() -> dict[str, str]:
+    """Python and the installed versions of adaptrl and the libraries results depend on."""
+    out = {"python": sys.version.split()[0], "torch": torch.__version__}
+    for name in ("adaptrl", "numpy", "gymnasium", "mujoco", "ray"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -1,5 +1,6 @@
 """The meta-training loop shared by all learners: progress, logging, held-out evaluation,
-checkpoints, resume. It knows learners only through ``train_iteration`` and state dicts.
+checkpoints (last, best, periodic), resume. It knows learners only through ``train_iteration``
+and state dicts.
 """
 
 from __future__ import annotations
@@ -10,9 +11,9 @@ import torch
 from tqdm import tqdm
 
 from adaptrl.algos.base import TrainContext
-from adaptrl.build import Built, build, resolve_device
+from adaptrl.build import Built, build, resolve_device, restore_learner
 from adaptrl.config import RunConfig
-from adaptrl.protocol import adaptation_returns
+from adaptrl.protocol import VALIDATION_OFFSET, meta_test
 from adaptrl.runs import MetricsLog, Run
 from adaptrl.sampling import Sampler
 
@@ -34,13 +35,16 @@ class Trainer:
         self.iteration = 0
         self.elapsed_s = 0.0
         """Training wall time of all sessions so far (a resumed run keeps counting)."""
+        self.best: dict[str, float] = {}
+        """Iteration and validation score of checkpoints/best.pt (empty until an evaluation)."""
         if resume:
             state = run.load_checkpoint(required=False)
             if state is not None:
-                self.learner.load_state_dict(state["algorithm"])
+                restore_learner(self.learner, state, str(run.checkpoint_path))
                 self.generator.set_state(state["generator"])
                 self.iteration = int(state["iteration"])
                 self.elapsed_s = float(state.get("elapsed_s", 0.0))
+                self.best = dict(state.get("best", {}))
 
     algo = property(lambda self: self.learner)  # the pre-protocol name
 
@@ -54,17 +58,29 @@ class Trainer:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def checkpoint(self) -> None:
-        self.run.save_checkpoint(
-            {
-                "iteration": self.iteration,
-                "algorithm": self.learner.state_dict(),
-                "generator": self.generator.get_state(),
-                "elapsed_s": self.elapsed_s,
-            }
-        )
+    def _state(self) -> dict:
+        return {
+            "iteration": self.iteration,
+            "algorithm": self.learner.state_dict(),
+            "generator": self.generator.get_state(),
+            "elapsed_s": self.elapsed_s,
+            "best": dict(self.best),
+        }
 
-    def train(self, progress: bool = True) -> dict[str, float]:
+    def checkpoint(self) -> None:
+        self.run.save_checkpoint(self._state())
+
+    def _keep(self, metrics: dict[str, float]) -> None:
+        """checkpoints/best.pt when the validation score improves; iter_N.pt every keep_every."""
+        score = metrics.get("eval/score")
+        if score is not None and score > self.best.get("score", -float("inf")):
+            self.best = {"iteration": float(self.iteration), "score": float(score)}
+            self.run.save_extra_checkpoint(self.run.best_path, self._state())
+        keep = self.config.train.keep_every
+        if keep and self.iteration % keep == 0:
+            self.run.save_extra_checkpoint(self.run.periodic_path(self.iteration), self._state())
+
+    def train(self, progress: bool = True, label: str | None = None) -> dict[str, float]:
         cfg = self.config.train
         log = MetricsLog(self.run, self.iteration)
         metrics: dict[str, float] = {}
@@ -72,7 +88,7 @@ class Trainer:
             total=cfg.num_iterations,
             initial=self.iteration,
             disable=not progress,
-            desc=f"{self.config.algorithm} {self.family.name}",
+            desc=label or f"{self.config.algorithm} {self.family.name}",
             unit="it",
         )
         start = time.perf_counter() - self.elapsed_s
@@ -85,6 +101,7 @@ class Trainer:
                     metrics.update(self._held_out_metrics())
                 self.elapsed_s = time.perf_counter() - start
                 metrics["time/elapsed_s"] = self.elapsed_s
+                self._keep(metrics)
                 if self.iteration % cfg.log_every == 0:
                     log.log(self.iteration, metrics)
                 if (
@@ -106,5 +123,12 @@ class Trainer:
         return metrics
 
     def _held_out_metrics(self) -> dict[str, float]:
-        returns = adaptation_returns(self.learner, self.family, "test", self.config.evaluate)
-        return {f"eval/test_return_{k}": float(r.mean()) for k, r in enumerate(returns)}
+        """Adaptation on a *validation* draw of held-out tasks (its own seed, never the tasks
+        ``adaptrl evaluate`` reports on, so keeping the best iteration does not select on them).
+        The score is the return at the last adaptation point."""
+        returns = meta_test(
+            self.learner, self.family, "test", self.config.evaluate, seed_offset=VALIDATION_OFFSET
+        )["returns"]
+        metrics = {f"eval/test_return_{k}": float(r.mean()) for k, r in enumerate(returns)}
+        metrics["eval/score"] = float(returns[-1].mean())
+        return metrics

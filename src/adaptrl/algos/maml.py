@@ -21,7 +21,9 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
 import torch
 from torch.func import functional_call, grad, vmap
 
@@ -350,6 +352,22 @@ class MAML:
             torch.stack(returns), policies=AdaptedPolicies(params, per_task, self.policy)
         )
 
+    def adapt_from_episodes(
+        self, episodes: list[dict[str, Any]], lr: float | None = None
+    ) -> GaussianMLPPolicy:
+        """One inner step from episodes collected anywhere (a user's own env, a real system):
+        each episode is a dict of ``obs`` [T, d], ``actions`` [T, A] (as sampled), ``rewards``
+        [T] and optionally ``terminated`` (bool: the episode ended in the MDP, not by a time
+        limit). Returns the adapted policy as a standalone module. Same maths as the inner loop
+        (linear baseline, GAE, per-task advantage normalisation)."""
+        if not episodes:
+            raise ConfigError("adapt_from_episodes needs at least one episode")
+        traj = _episodes_to_trajectories(episodes, self.device)
+        params = self.inner_step(
+            _detached(self.policy.params()), False, self._pg_batch(traj), lr or self.config.inner_lr
+        )
+        return AdaptedPolicies(_detached(params), True, self.policy).policy(0)
+
     def meta_test(self, tasks: Tasks, cfg: EvalConfig, seed: int = 0) -> Adaptation:
         """The evaluation protocol's entry point: the paper's step-size schedule, K steps."""
         check_eval_actions(self, cfg)
@@ -360,3 +378,27 @@ class MAML:
 
     def load_state_dict(self, state: dict) -> None:
         self.policy.load_state_dict(state["policy"])
+
+
+def _episodes_to_trajectories(episodes: list[dict[str, Any]], device) -> Trajectories:
+    """Variable-length episodes of one task as a [T, E] batch (zero-padded and masked)."""
+    rows = []
+    for ep in episodes:
+        rewards = torch.as_tensor(np.asarray(ep["rewards"]), dtype=torch.float32).reshape(-1)
+        n = rewards.shape[0]
+        obs = torch.as_tensor(np.asarray(ep["obs"]), dtype=torch.float32).reshape(n, -1)
+        actions = torch.as_tensor(np.asarray(ep["actions"]), dtype=torch.float32).reshape(n, -1)
+        rows.append((obs, actions, rewards, bool(ep.get("terminated", False))))
+    T, E = max(r[2].shape[0] for r in rows), len(rows)
+    obs = torch.zeros(T, E, rows[0][0].shape[1])
+    actions = torch.zeros(T, E, rows[0][1].shape[1])
+    rewards, mask = torch.zeros(T, E), torch.zeros(T, E)
+    terminated = torch.zeros(T, E, dtype=torch.bool)
+    truncated = torch.zeros(T, E, dtype=torch.bool)
+    for e, (o, a, r, ended_in_mdp) in enumerate(rows):
+        n = r.shape[0]
+        obs[:n, e], actions[:n, e], rewards[:n, e], mask[:n, e] = o, a, r, 1.0
+        terminated[n - 1, e], truncated[n - 1, e] = ended_in_mdp, not ended_in_mdp
+    return Trajectories(
+        obs, actions, torch.zeros(T, E), rewards, obs, terminated, truncated, mask, num_tasks=1
+    ).to(device)

@@ -21,6 +21,7 @@ to reach the old presets' level (numbers in those presets).
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass
 
@@ -30,7 +31,7 @@ from adaptrl.algos.base import Adaptation, Reference, TrainContext, check_eval_a
 from adaptrl.config import EvalConfig
 from adaptrl.envs import Family, Tasks
 from adaptrl.errors import ConfigError
-from adaptrl.policies import RecurrentCategoricalPolicy
+from adaptrl.policies import RecurrentCategoricalPolicy, RecurrentController, RecurrentStep
 from adaptrl.returns import discounted_returns, gae
 from adaptrl.rng import derive_seed
 from adaptrl.sampling import RecurrentAgent, Sampler, Trajectories
@@ -350,6 +351,17 @@ class RL2:
             {"total_return": returns.sum(0), "mean_episode_length": lengths},
             RecurrentAgent(self.policy, mode=mode),
         )
+
+    def controller(
+        self, mode: bool = False, seed: int = 0, episodes: int | None = None
+    ) -> RecurrentController:
+        """The trained agent for one plain gymnasium env: ``reset()`` per task (trial),
+        ``act(obs)``, ``observe(reward, ended)``; it adapts in its memory as it goes."""
+        with self.family.make_env(1) as env:
+            horizon = env.horizon
+        budget = (episodes or self.config.episodes_per_trial) * horizon
+        step = RecurrentStep(copy.deepcopy(self.policy).cpu().eval())
+        return RecurrentController(step, self.policy.hidden_size, budget, mode, seed)
 
     def meta_test(self, tasks: Tasks, cfg: EvalConfig, seed: int = 0) -> Adaptation:
         check_eval_actions(self, cfg)

@@ -93,6 +93,12 @@ def duan_table(label: str, rows: dict[str, dict[str, dict[str, Any]]]) -> str:
         cells = []
         for c in columns:
             v = row.get(c)
-            cells.append(f"{v['mean']:8.2f} ±{v['ci95']:5.2f}" if v else " " * 14)
+            if not v:
+                cells.append(" " * 14)
+                continue
+            ci = v.get("ci95")
+            cells.append(
+                f"{v['mean']:8.2f} ±{ci:5.2f}" if ci is not None else f"{v['mean']:8.2f} ± n/a"
+            )
         lines.append(f"{setting:>10} | " + " | ".join(f"{x:>14}" for x in cells))
     return "\n".join(lines)

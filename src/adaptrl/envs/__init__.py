@@ -39,7 +39,9 @@ __all__ = [
     "TaskDistribution",
     "Tasks",
     "env_config",
+    "gym_id_of",
     "make_family",
+    "make_task_env",
     "register_env",
     "registered_envs",
     "repeat_tasks",
@@ -93,9 +95,45 @@ _REGISTRY: dict[str, EnvSpec] = {}
 
 
 def register_env(spec: EnvSpec) -> EnvSpec:
-    """Make a task family available by name to configs, the CLI and the env checker."""
+    """Make a task family available by name to configs, the CLI and the env checker, and each
+    of its tasks to ``gymnasium.make(f"adaptrl/{name}-v0", task=... or split=..., index=...)``."""
     _REGISTRY[spec.name] = spec
+    gym_id = gym_id_of(spec.name)
+    gym.registry.pop(gym_id, None)  # re-registering a family replaces its id quietly
+    gym.register(gym_id, entry_point="adaptrl.envs:make_task_env", kwargs={"family": spec.name})
     return spec
+
+
+def gym_id_of(family: str) -> str:
+    return f"adaptrl/{family}-v0"
+
+
+def make_task_env(
+    family: str,
+    task: dict[str, Any] | None = None,
+    split: str = "test",
+    index: int = 0,
+    seed: int = 0,
+    **config: Any,
+) -> SingleTaskEnv:
+    """One task of a family as a plain ``gymnasium.Env``: ``task`` gives its parameters (e.g.
+    ``{"goal": [0.3, -0.2]}``), or else task ``index`` of ``split`` drawn with ``seed``."""
+    fam = make_family(family, **config)
+    drawn = fam.tasks.sample(index + 1, split, torch.Generator().manual_seed(seed))
+    if task is None:
+        one = {k: v[index : index + 1] for k, v in drawn.items()}
+    else:
+        unknown = set(task) - set(drawn)
+        if unknown:
+            raise ConfigError(
+                f"task keys {sorted(unknown)} are not parameters of '{family}' "
+                f"(it has: {', '.join(drawn)})"
+            )
+        one = {
+            k: torch.as_tensor(task[k], dtype=v.dtype).reshape(v[:1].shape) if k in task else v[:1]
+            for k, v in drawn.items()
+        }
+    return fam.make_single_task_env(one)
 
 
 def registered_envs() -> dict[str, EnvSpec]:
@@ -107,7 +145,10 @@ def env_config(section: dict[str, Any]) -> tuple[EnvSpec, Any]:
     values = dict(section)
     name = values.pop("name", None)
     if name not in _REGISTRY:
-        raise ConfigError(f"unknown env '{name}'; registered envs: {', '.join(sorted(_REGISTRY))}")
+        raise ConfigError(
+            f"unknown env '{name}'; registered envs: {', '.join(sorted(_REGISTRY))} (a family "
+            "of your own: adaptrl --import MODULE ...)"
+        )
     spec = _REGISTRY[name].resolved()
     if "name" in {f.name for f in dataclasses.fields(spec.config_cls)}:
         values["name"] = name  # configs that look themselves up by name (gym_family)

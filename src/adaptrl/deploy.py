@@ -1,0 +1,170 @@
+"""Use a trained run outside adaptrl's tools: load it, adapt, save the adapted policy to one
+file, and run it in a plain gymnasium loop.
+
+- ``load_run(path)`` -> ``LoadedRun`` (config, family, learner at a checkpoint).
+- ``save_policy(policy, path)`` writes a ``torch.export`` program: ``load_policy(path)`` gives it
+  back, and plain ``torch.export.load(path).module()`` runs it without adaptrl installed.
+  A Gaussian policy is saved as ``obs -> mean action``; an RL² controller as its one-step
+  function (its memory is an explicit input and output) and comes back as a controller.
+- ``collect_episodes(env, policy, n)`` gathers the episodes MAML adapts from in any env.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from adaptrl.build import Built, build, restore_learner
+from adaptrl.config import RunConfig
+from adaptrl.envs import Family, SingleTaskEnv, make_task_env
+from adaptrl.errors import RunError
+from adaptrl.policies import (
+    GaussianMLPPolicy,
+    MeanActionPolicy,
+    RecurrentController,
+    RecurrentStep,
+)
+from adaptrl.runs import Run
+
+__all__ = ["LoadedRun", "collect_episodes", "load_policy", "load_run", "save_policy"]
+
+_META = "adaptrl.json"
+
+
+@dataclass
+class LoadedRun:
+    """A trained run, ready to adapt: ``learner`` holds the checkpoint's parameters."""
+
+    run: Run
+    config: RunConfig
+    family: Family
+    learner: Any
+    iteration: int
+    built: Built
+
+    def task_env(
+        self,
+        task: dict[str, Any] | None = None,
+        split: str = "test",
+        index: int = 0,
+        seed: int = 0,
+    ) -> SingleTaskEnv:
+        """One task of the run's family, with the run's env settings, as a plain gymnasium env:
+        ``task`` gives its parameters, or else task ``index`` of ``split`` drawn with ``seed``
+        (the same as ``gymnasium.make("adaptrl/<family>-v0", ...)`` with the run's settings)."""
+        settings = {k: v for k, v in self.config.env.items() if k != "name"}
+        return make_task_env(self.family.name, task, split, index, seed, **settings)
+
+    def close(self) -> None:
+        self.built.close()
+
+    def __enter__(self) -> LoadedRun:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def load_run(path: str | Path, checkpoint: str = "last", device: str = "cpu") -> LoadedRun:
+    """Config, family and learner of a run at ``checkpoint`` (last, best, an iteration kept by
+    ``train.keep_every``, or a file), in-process and on ``device``."""
+    run = Run.open(path)
+    config = run.config()
+    config = replace(
+        config,
+        train=replace(config.train, device=device),
+        sampler=replace(config.sampler, backend="inprocess"),
+    )
+    state = run.load_checkpoint(which=checkpoint)
+    built = build(config)
+    restore_learner(built.learner, state, str(run.checkpoint_file(checkpoint)))
+    return LoadedRun(run, config, built.family, built.learner, int(state["iteration"]), built)
+
+
+def save_policy(policy: nn.Module | RecurrentController, path: str | Path) -> Path:
+    """Write ``policy`` (a Gaussian policy module or an RL² controller) as one exported file."""
+    path = Path(path)
+    if isinstance(policy, RecurrentController):
+        step = policy.step
+        example = (
+            torch.zeros(1, _obs_dim(step)),
+            torch.zeros(1, dtype=torch.long),
+            torch.zeros(1),
+            torch.zeros(1),
+            torch.zeros(1),
+            torch.zeros(1, _obs_dim(step)),
+            torch.zeros(1, 1, policy.hidden_size),
+        )
+        meta = {"kind": "recurrent", "hidden_size": policy.hidden_size, "budget": policy.budget}
+        module, dynamic = step, None
+    else:
+        if isinstance(policy, GaussianMLPPolicy):
+            policy = MeanActionPolicy(policy)
+        obs_dim = next(m for m in policy.modules() if isinstance(m, nn.Linear)).in_features
+        example, dynamic = (torch.zeros(2, obs_dim),), ({0: torch.export.Dim.AUTO},)
+        meta, module = {"kind": "action"}, policy
+    with warnings.catch_warnings():  # nn.GRU's flat-weights notice during tracing
+        warnings.simplefilter("ignore", UserWarning)
+        program = torch.export.export(module.eval(), example, dynamic_shapes=dynamic)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.export.save(program, str(path), extra_files={_META: json.dumps(meta)})
+    return path
+
+
+def load_policy(path: str | Path, mode: bool = False, seed: int = 0):
+    """A policy saved by ``save_policy``: an ``obs -> action`` module, or an RL² controller
+    (``mode``: take the most likely action instead of sampling)."""
+    path = Path(path)
+    if not path.is_file():
+        raise RunError(f"policy file '{path}' does not exist")
+    extra = {_META: ""}
+    try:
+        program = torch.export.load(str(path), extra_files=extra)
+        meta = json.loads(extra[_META])
+    except Exception as exc:
+        raise RunError(
+            f"'{path}' is not a policy saved by adaptrl.save_policy ({type(exc).__name__})"
+        ) from None
+    module = program.module()
+    if meta["kind"] == "recurrent":
+        return RecurrentController(module, meta["hidden_size"], meta["budget"], mode, seed)
+    return module
+
+
+def collect_episodes(
+    env: Any, policy: GaussianMLPPolicy, num_episodes: int, seed: int = 0
+) -> list[dict[str, np.ndarray]]:
+    """Run a Gaussian policy (sampled actions, as MAML's inner loop needs) in any gymnasium env;
+    returns what ``MAML.adapt_from_episodes`` takes."""
+    gen = torch.Generator().manual_seed(seed)
+    episodes = []
+    for e in range(num_episodes):
+        obs, _ = env.reset(seed=seed + e)
+        rows: dict[str, list] = {"obs": [], "actions": [], "rewards": []}
+        while True:
+            with torch.no_grad():
+                mean, log_std = policy(torch.as_tensor(obs, dtype=torch.float32))
+                action = mean + log_std.exp() * torch.randn(mean.shape, generator=gen)
+            rows["obs"].append(np.asarray(obs, dtype=np.float32))
+            rows["actions"].append(action.numpy())
+            obs, reward, terminated, truncated, _ = env.step(action.numpy())
+            rows["rewards"].append(float(reward))
+            if terminated or truncated:
+                break
+        episodes.append({**{k: np.stack(v) for k, v in rows.items()}, "terminated": terminated})
+    return episodes
+
+
+def _obs_dim(step: RecurrentStep) -> int:
+    policy = step.policy
+    extra = policy.num_actions + 2 + int(policy.time_input)
+    linear = policy.encoder[0] if isinstance(policy.encoder, nn.Sequential) else policy.gru
+    in_dim = linear.in_features if isinstance(linear, nn.Linear) else linear.input_size
+    return (in_dim - extra) // (1 + int(policy.prev_obs_input))

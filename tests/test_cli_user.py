@@ -1,0 +1,258 @@
+"""What a user meets off the happy path: resume options, edited configs, devices, plug-in
+families from the CLI, kept checkpoints, complete run records. Every error is one line, exit
+code 2, and leaves the run as it was."""
+
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+import yaml
+from test_cli import TINY as BASE  # the tiny MAML run's --set options, ending in --iterations 3
+from test_cli import _error
+
+from adaptrl.cli import main
+from adaptrl.runs import load_checkpoint_file
+
+TINY = [*BASE[:-3], "--set", "train.eval_every=1", "--set", "train.keep_every=2", *BASE[-3:]]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    run = tmp_path_factory.mktemp("user") / "run"
+    assert main(["train", "maml-navigation2d", "--out", str(run), *TINY]) == 0
+    return run
+
+
+@pytest.fixture
+def run(trained, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(trained, copy)
+    return copy
+
+
+def test_a_run_records_its_complete_config_and_versions(trained):
+    config = yaml.safe_load((trained / "config.yaml").read_text())
+    # Defaults the preset does not name are written out (a later default change cannot
+    # change this run), and overrides are kept.
+    assert config["algo"]["cg_iters"] == 10 and config["algo"]["hidden_sizes"] == [8]
+    assert config["env"]["goal_low"] == -0.5 and config["env"]["horizon"] == 10
+    sessions = json.loads((trained / "sessions.json").read_text())
+    assert len(sessions) == 1 and sessions[0]["start_iteration"] == 0
+    assert sessions[0]["versions"]["torch"] == torch.__version__
+    assert sessions[0]["command"][:2] == ["adaptrl", *sessions[0]["command"][1:2]]
+
+
+def test_best_and_periodic_checkpoints_are_kept_and_evaluable(run, capsys):
+    best = load_checkpoint_file(run / "checkpoints" / "best.pt")
+    last = load_checkpoint_file(run / "checkpoints" / "last.pt")
+    scores = [
+        float(r.split(",")[h.split(",").index("eval/score")])
+        for h in [(run / "metrics.csv").read_text().splitlines()[0]]
+        for r in (run / "metrics.csv").read_text().splitlines()[1:]
+    ]
+    assert best["iteration"] == 1 + scores.index(max(scores))
+    assert last["best"]["score"] == pytest.approx(max(scores), rel=1e-5)
+    assert load_checkpoint_file(run / "checkpoints" / "iter_000002.pt")["iteration"] == 2
+    argv = ["evaluate", str(run), "--split", "test", "--no-references", "--quiet"]
+    assert main([*argv, "--checkpoint", "best"]) == 0
+    record = json.loads((run / "eval-best" / "test.json").read_text())
+    assert record["checkpoint"] == "best" and record["iteration"] == best["iteration"]
+    assert main([*argv, "--checkpoint", "2"]) == 0
+    assert json.loads((run / "eval-iter000002" / "test.json").read_text())["iteration"] == 2
+    assert "kept no checkpoint of iteration 1 (kept: 2)" in _error(
+        capsys, [*argv, "--checkpoint", "1"]
+    )
+
+
+def test_resume_keeps_the_seed_but_may_change_device_and_extend(run, capsys, monkeypatch):
+    before = (run / "config.yaml").read_text()
+    err = _error(capsys, ["train", "--resume", str(run), "--seed", "5"])
+    assert "trained with seed 0" in err
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert "CUDA is not available" in _error(
+        capsys, ["train", "--resume", str(run), "--device", "cuda"]
+    )
+    assert (run / "config.yaml").read_text() == before  # a refused resume leaves the run
+    argv = ["train", "--resume", str(run), "--iterations", "4", "--device", "cpu", "--quiet"]
+    assert main(argv) == 0
+    assert yaml.safe_load((run / "config.yaml").read_text())["train"]["num_iterations"] == 4
+    assert load_checkpoint_file(run / "checkpoints" / "last.pt")["iteration"] == 4
+    assert len(json.loads((run / "sessions.json").read_text())) == 2
+    assert main(["report", str(run)]) == 0
+    assert "iterations trained: 4 / 4" in (run / "report.md").read_text()
+    assert "already at iteration 4" in _error(
+        capsys, ["train", "--resume", str(run), "--iterations", "2"]
+    )
+
+
+def test_a_checkpoint_that_does_not_fit_an_edited_config_is_one_line(run, capsys):
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    config["algo"]["hidden_sizes"] = [16]
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    for argv in (["evaluate", str(run), "--quiet"], ["train", "--resume", str(run)]):
+        assert "does not fit the run's config.yaml" in _error(capsys, argv)
+
+
+def test_evaluate_on_another_device_than_training(run, capsys, monkeypatch):
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    config["train"]["device"] = "cuda"  # trained on a GPU machine
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    argv = ["evaluate", str(run), "--split", "test", "--no-references", "--quiet"]
+    assert "use cpu" in _error(capsys, argv)
+    assert main([*argv, "--device", "cpu"]) == 0
+
+
+@pytest.mark.parametrize(
+    "device,message",
+    [
+        ("mps", "MPS is not available"),
+        ("cuda:7", "does not exist: this machine has 1 CUDA device"),
+        ("tpu", "is not"),
+    ],
+)
+def test_devices_that_are_not_here(tmp_path, capsys, monkeypatch, device, message):
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    out = tmp_path / "d"
+    err = _error(capsys, ["train", "maml-navigation2d", "--out", str(out), "--device", device])
+    assert message in err and not out.exists()
+
+
+def test_invalid_yaml_is_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("algorithm: maml\nenv:\n  name: [navigation2d\n  horizon: 5\n")
+    err = _error(capsys, ["train", str(bad), "--out", str(tmp_path / "x")])
+    assert "is not valid YAML" in err and "line 4" in err
+
+
+def test_out_of_memory_in_evaluation_is_one_line(run, capsys, monkeypatch):
+    import adaptrl.evaluation
+
+    def fail(*args, **kwargs):
+        raise RuntimeError(
+            "[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate"
+        )
+
+    monkeypatch.setattr(adaptrl.evaluation, "meta_test", fail)
+    argv = ["evaluate", str(run), "--no-references", "--quiet", "--num-tasks", "1000000"]
+    assert "ran out of memory; use fewer, e.g. --num-tasks 100000" in _error(capsys, argv)
+
+
+def test_version_and_help(capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0 and capsys.readouterr().out.startswith("adaptrl ")
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = capsys.readouterr().out
+    assert "maml-navigation2d" in out and "rl2-bandit-k5-n100" in out  # presets listed
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert "``" not in out and "baselines" in out and "aggregate" in out
+
+
+def test_evaluate_says_when_it_trains_a_reference(run, capsys):
+    shutil.rmtree(run / "baselines", ignore_errors=True)
+    assert main(["evaluate", str(run), "--split", "test", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "training the 'pretrained' reference once (2 iterations" in out
+
+
+USER_FAMILY = '''
+"""A user's own task family: a gymnasium env with a goal, registered in a few lines."""
+import gymnasium as gym
+import numpy as np
+import torch
+
+from adaptrl.envs import TaskDistribution
+from adaptrl.envs.gym_adapter import gym_family
+
+
+class PointLine(gym.Env):
+    observation_space = gym.spaces.Box(-10.0, 10.0, (1,), np.float32)
+    action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+
+    def __init__(self):
+        self.goal = 0.0
+
+    def set_task(self, task):
+        self.goal = float(task["goal"][0])
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        self.x = 0.0
+        return np.array([self.x], np.float32), {}
+
+    def step(self, action):
+        self.x = float(np.clip(self.x + 0.1 * float(np.clip(action[0], -1, 1)), -10, 10))
+        return np.array([self.x], np.float32), -abs(self.x - self.goal), False, False, {}
+
+
+class Goals(TaskDistribution):
+    splits = ("train", "test")
+
+    def sample(self, n, split, generator):
+        u = torch.rand(n, 1, generator=generator)
+        return {"goal": u * 0.5 + (0.0 if split == "train" else 0.5)}
+
+    def split_of(self, tasks):
+        return ["train" if g < 0.5 else "test" for g in tasks["goal"][:, 0].tolist()]
+
+
+gym_family("point_line", PointLine, Goals(), horizon=8)
+'''
+
+
+def test_a_users_family_works_from_the_cli_with_import(tmp_path, capsys):
+    module = tmp_path / "my_family.py"
+    module.write_text(textwrap.dedent(USER_FAMILY))
+    assert main(["--import", str(module), "list"]) == 0
+    assert "point_line" in capsys.readouterr().out
+    run = tmp_path / "run"
+    argv = ["--import", str(module), "train", "maml-navigation2d", "--out", str(run)]
+    argv += ["--set", "env={name: point_line}", "--set", "sampler.workers=2", *TINY]
+    assert main(argv) == 0  # worker processes import the module by name too
+    assert main(["--import", str(module), "evaluate", str(run), "--quiet"]) == 0
+    assert main(["--import", str(module), "report", str(run)]) == 0
+    assert json.loads((run / "eval" / "test.json").read_text())["env"] == "point_line"
+    assert "point_line" in (run / "report.md").read_text()
+    forgot = subprocess.run(  # a fresh process that was not told to --import the family
+        [sys.executable, "-m", "adaptrl", "evaluate", str(run), "--quiet"],
+        capture_output=True,
+        text=True,
+    )
+    assert forgot.returncode == 2 and len(forgot.stderr.strip().splitlines()) == 1
+    assert "unknown env 'point_line'" in forgot.stderr and "--import" in forgot.stderr
+    assert "no module named 'nope_family'" in _error(capsys, ["--import", "nope_family", "list"])
+
+
+def test_rl2_resume_is_identical_to_an_uninterrupted_run(tmp_path):
+    tiny = ["--set", "algo.meta_batch_size=16", "--set", "algo.hidden_size=16", "--quiet"]
+    tiny += ["--set", "train.checkpoint_every=1", "--set", "env.num_pulls=20"]
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    assert (
+        main(["train", "rl2-bandit-k5-n10", "--out", str(whole), "--iterations", "8", *tiny]) == 0
+    )
+    assert (
+        main(["train", "rl2-bandit-k5-n10", "--out", str(split), "--iterations", "3", *tiny]) == 0
+    )
+    assert main(["train", "--resume", str(split), "--iterations", "8", "--quiet"]) == 0
+    a = load_checkpoint_file(whole / "checkpoints" / "last.pt")["algorithm"]
+    b = load_checkpoint_file(split / "checkpoints" / "last.pt")["algorithm"]
+    for k in a["policy"]:
+        assert torch.equal(a["policy"][k], b["policy"][k]), k
+    assert float(a["value_scale"]) == float(b["value_scale"]) > 0
+
+    def losses(run):
+        rows = (run / "metrics.csv").read_text().splitlines()
+        keep = [i for i, h in enumerate(rows[0].split(",")) if h.startswith(("loss/", "adapt/"))]
+        return [[r.split(",")[i] for i in keep] for r in rows]
+
+    assert losses(whole) == losses(split)
