@@ -256,3 +256,62 @@ def test_rl2_resume_is_identical_to_an_uninterrupted_run(tmp_path):
         return [[r.split(",")[i] for i in keep] for r in rows]
 
     assert losses(whole) == losses(split)
+
+
+def test_a_refused_run_in_an_existing_folder_takes_back_only_what_it_wrote(tmp_path, capsys):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("the user's own file")
+    argv = ["train", "maml-navigation2d", "--out", str(out), "--set", "env={name: bandit}"]
+    assert "continuous (Box) action space" in _error(capsys, argv)  # MAML cannot use bandits
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+    argv = [
+        "train",
+        "maml-navigation2d",
+        "--out",
+        str(tmp_path / "new"),
+        "--set",
+        "env={name: bandit}",
+    ]
+    _error(capsys, argv)
+    assert not (tmp_path / "new").exists()
+
+
+def test_an_installed_packages_entry_point_registers_its_family(tmp_path, capsys, monkeypatch):
+    from importlib import metadata
+
+    (tmp_path / "pkg_families.py").write_text(
+        textwrap.dedent(USER_FAMILY).replace("point_line", "ep_line")
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    entry = metadata.EntryPoint("mine", "pkg_families", "adaptrl.families")
+    monkeypatch.setattr(
+        metadata, "entry_points", lambda group=None: [entry] if group == "adaptrl.families" else []
+    )
+    assert main(["list"]) == 0
+    assert "ep_line" in capsys.readouterr().out
+    broken = metadata.EntryPoint("broken", "no_such_pkg_xyz", "adaptrl.families")
+    monkeypatch.setattr(metadata, "entry_points", lambda group=None: [broken])
+    assert "entry point 'broken' (no_such_pkg_xyz) failed to load" in _error(capsys, ["list"])
+
+
+def test_aggregate_over_seeds_from_the_cli(tmp_path, capsys):
+    runs = []
+    for seed in (0, 1):
+        run = tmp_path / f"s{seed}"
+        assert (
+            main(["train", "maml-navigation2d", "--out", str(run), "--seed", str(seed), *BASE]) == 0
+        )
+        argv = ["evaluate", str(run), "--split", "test", "--no-references", "--quiet"]
+        assert main(argv) == 0
+        assert list((run / "tb" / "evaluate").glob("events.*"))  # curves + hparams in TensorBoard
+        runs.append(run)
+    capsys.readouterr()
+    assert main(["aggregate", *map(str, runs), "--out", str(tmp_path / "agg")]) == 0
+    assert "seeds=0, 1" in capsys.readouterr().out
+    record = json.loads((tmp_path / "agg" / "aggregate_test.json").read_text())
+    means = [json.loads((r / "eval" / "test.json").read_text())["mean_return"] for r in runs]
+    assert record["learners"]["maml"]["mean_return"] == pytest.approx(
+        [(a + b) / 2 for a, b in zip(*means)]
+    )
+    assert "needs at least 2 runs" in _error(capsys, ["aggregate", str(runs[0]), "--out", "x"])

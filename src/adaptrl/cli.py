@@ -6,6 +6,7 @@ Every user error (AdaptrlError) becomes one line on stderr and exit code 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import shutil
 import signal
@@ -23,7 +24,7 @@ def _train(args: argparse.Namespace) -> None:
     from adaptrl.runs import Run
     from adaptrl.trainer import Trainer
 
-    existed = True
+    existed: bool | None = None  # whether --out existed before this fresh run (None: resume)
     if args.resume:
         run, config = _resumed(args)
     else:
@@ -48,8 +49,12 @@ def _train(args: argparse.Namespace) -> None:
     except AdaptrlError:
         # A run refused before its first iteration (no CUDA, an unreachable Ray cluster, a
         # learner that cannot use the family) must not leave a folder that traps a re-run.
-        if not existed:
+        if existed is False:
             shutil.rmtree(run.path, ignore_errors=True)
+        elif existed:  # the user's own folder: take back only what this run put there
+            run.config_path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                (run.path / "checkpoints").rmdir()
         raise
     with trainer:
         if trainer.iteration >= config.train.num_iterations:
