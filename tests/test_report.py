@@ -11,14 +11,8 @@ from matplotlib.collections import PolyCollection
 from adaptrl.aggregate import aggregate_runs, format_aggregate
 from adaptrl.config import parse_run_config
 from adaptrl.errors import RunError
-from adaptrl.report import (
-    _html,
-    adaptation_figure,
-    adaptation_title,
-    classical_figure,
-    pyplot,
-    write_report,
-)
+from adaptrl.plots import adaptation_figure, classical_figure, pyplot
+from adaptrl.report import _html, adaptation_title, write_report
 from adaptrl.results import extra_records, format_table, load_results, summarize, write_json
 from adaptrl.runs import Run
 

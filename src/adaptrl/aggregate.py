@@ -14,7 +14,7 @@ import torch
 
 from adaptrl.config import RunConfig
 from adaptrl.errors import RunError
-from adaptrl.report import draw_adaptation, pyplot, save_figure
+from adaptrl.plots import draw_adaptation, pyplot, save_figure
 from adaptrl.results import finite_or_none, format_ci, load_results, write_json
 from adaptrl.runs import Run
 from adaptrl.stats import mean_ci95

@@ -179,11 +179,25 @@ def classical_record(
         family, tasks, seed=config.evaluate.seed, tune_tasks=tune, episodes=episodes
     )
     name = config.algorithm + (" (mode)" if learner.get("actions") == "mode" else "")
-    rows[name] = {"mean": learner["total_return"], "ci95": learner["total_return_ci95"]}
+    rows[name] = _learner_row(learner, family.spec.classical_unit)
     return {
         "split": split,
         "env": family.spec.name,
         "num_tasks": config.evaluate.num_tasks,
         "setting": classical_setting(family, episodes),
+        "unit": family.spec.classical_unit,
         "strategies": rows,
     }
+
+
+def _learner_row(learner: dict[str, Any], unit: str) -> dict[str, Any]:
+    """The learner in the classical table's unit: its total reward per trial, or its return per
+    episode after adapting (the last adaptation point), with the family's metrics there."""
+    if unit == "trial":
+        return {"mean": learner["total_return"], "ci95": learner["total_return_ci95"]}
+    row = {"mean": learner["mean_return"][-1], "ci95": learner["ci95"][-1]}
+    for key, value in learner.items():
+        metric = key.removesuffix("_ci95")
+        if key != metric and isinstance(learner.get(metric), list) and metric != "mean_return":
+            row[metric], row[key] = learner[metric][-1], value[-1]
+    return row

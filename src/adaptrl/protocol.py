@@ -12,9 +12,9 @@ from dataclasses import replace
 
 import torch
 
-from adaptrl.algos.base import Learner
+from adaptrl.algos.base import Adaptation, Learner
 from adaptrl.config import EvalConfig
-from adaptrl.envs import Family
+from adaptrl.envs import Family, resolve
 from adaptrl.errors import ConfigError
 from adaptrl.rng import derive_seed
 
@@ -60,8 +60,22 @@ def meta_test(
     else:
         tasks = evaluation_tasks(family, split, cfg, num_tasks)
     result = learner.meta_test(tasks, cfg, derive_seed(_seed(cfg, split, seed_offset), 7))
-    out = {"returns": result.returns, **result.extras}
+    out = {"returns": result.returns, **result.extras, **family_metrics(family, result, tasks)}
     return {k: v.detach().cpu() for k, v in out.items()}
+
+
+def family_metrics(family: Family, result: Adaptation, tasks) -> dict[str, torch.Tensor]:
+    """The family's own per-episode metrics (``EnvSpec.metrics``) at every adaptation point:
+    {name: [X, n]}, each task's episodes averaged."""
+    if not family.spec.metrics or not result.trajectories:
+        return {}
+    fn = resolve(family.spec.metrics)
+    points: dict[str, list[torch.Tensor]] = {}
+    for traj in result.trajectories:
+        for name, value in fn(traj, family, tasks).items():  # [E, B], B = n x rows per task
+            per_task = value.reshape(value.shape[0], traj.num_tasks, -1).mean(-1)
+            points.setdefault(name, []).append(per_task)
+    return {name: torch.cat(parts) for name, parts in points.items()}
 
 
 def adaptation_returns(

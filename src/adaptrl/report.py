@@ -11,15 +11,22 @@ from __future__ import annotations
 
 import base64
 import html
-import math
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from adaptrl.config import PublishedConfig, RunConfig
 from adaptrl.errors import RunError
+from adaptrl.plots import (
+    classical_figure,
+    identical_curves,
+    is_learner,
+    ordered_splits,
+    plot_adaptation,
+    plot_training,
+    save_figure,
+)
 from adaptrl.results import (
-    SPLIT_ORDER,
     all_x,
     curve_cell,
     format_ci,
@@ -31,165 +38,7 @@ from adaptrl.results import (
 )
 from adaptrl.runs import Run, atomic_write_text, read_metrics
 
-if TYPE_CHECKING:
-    from matplotlib.axes import Axes
-    from matplotlib.figure import Figure
-
 Records = dict[str, dict[str, Any]]  # learner -> eval record (one split)
-DUPLICATE_STYLES = (("--", "s"), (":", "^"), ("-.", "D"))  # an identical curve drawn again
-HIGHLIGHT, PLAIN = "tab:orange", "tab:blue"  # the run's learner among classical strategies
-MAX_TICKS = 12  # beyond this many adaptation points matplotlib picks integer ticks
-
-
-def pyplot():
-    """matplotlib.pyplot on the file-only Agg back-end (no display needed)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def save_figure(fig: Figure, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    pyplot().close(fig)
-    return path
-
-
-def plot_training(metrics: list[dict[str, float]], path: Path) -> Path | None:
-    keys = sorted({k for m in metrics for k in m if k.startswith("adapt/")})
-    keys += sorted({k for m in metrics for k in m if k.startswith("eval/test_return_")})
-    if not keys:
-        return None
-    fig, ax = pyplot().subplots(figsize=(6.5, 4))
-    for key in keys:
-        rows = [m for m in metrics if key in m]
-        style = "o-" if key.startswith("eval/") else "-"
-        ax.plot(
-            [m["iteration"] for m in rows], [m[key] for m in rows], style, label=key, markersize=3
-        )
-    ax.set_xlabel("meta-iteration")
-    ax.set_ylabel("mean episode return")
-    ax.set_title("Meta-training")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    return save_figure(fig, path)
-
-
-# ------------------------------------------------------------------------------ adaptation
-def identical_curves(learners: Records) -> dict[str, str]:
-    """{later: earlier} for learners whose curve equals an earlier one's (it would hide it)."""
-    first: dict[tuple, str] = {}
-    same = {}
-    for name, rec in learners.items():
-        key = (tuple(rec["x"]), tuple(rec["mean_return"]))
-        if key in first:
-            same[name] = first[key]
-        else:
-            first[key] = name
-    return same
-
-
-def _ci(values: list[float | None]) -> list[float]:
-    """Half-widths for plotting: a null (undefined) interval draws no band."""
-    return [math.nan if c is None else float(c) for c in values]
-
-
-def _label(name: str, same: dict[str, str]) -> str:
-    return f"{name} (= {same[name]})" if name in same else name
-
-
-def _draw_curves(ax: Axes, learners: Records, same: dict[str, str], published: dict) -> None:
-    colors, copies = {}, 0
-    for name, rec in learners.items():
-        x, mean, ci = rec["x"], rec["mean_return"], _ci(rec["ci95"])
-        style, marker = "-", "o"
-        if name in same:  # drawn over an identical curve: a style that lets both show
-            style, marker = DUPLICATE_STYLES[copies % len(DUPLICATE_STYLES)]
-            copies += 1
-        (line,) = ax.plot(x, mean, linestyle=style, marker=marker, label=_label(name, same))
-        colors[name] = line.get_color()
-        lo, hi = [m - c for m, c in zip(mean, ci)], [m + c for m, c in zip(mean, ci)]
-        ax.fill_between(x, lo, hi, alpha=0.2, color=colors[name])
-    for name, curve in published.items():
-        ax.plot(
-            range(len(curve)), curve, "--x", color=colors.get(name), label=f"{name} (published)"
-        )
-    xs = sorted(set(all_x(learners)) | {i for c in published.values() for i in range(len(c))})
-    if len(xs) <= MAX_TICKS:
-        ax.set_xticks(xs)
-    else:
-        from matplotlib.ticker import MaxNLocator
-
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel(next(iter(learners.values()))["x_label"])
-
-
-def _draw_points(ax: Axes, learners: Records, same: dict[str, str], published: dict) -> None:
-    """A single adaptation point (e.g. one-episode RL² trials): one point with its error bar per
-    learner, side by side, so that neither a line nor two dots at x = 0 stand for it."""
-    labels = []
-    for i, (name, rec) in enumerate(learners.items()):
-        ci = _ci(rec["ci95"])[0]
-        yerr = [ci] if math.isfinite(ci) else None
-        ax.errorbar([i], rec["mean_return"][:1], yerr=yerr, fmt="o", capsize=5)
-        labels.append(_label(name, same))
-    for name, curve in published.items():
-        ax.errorbar([len(labels)], curve[:1], fmt="D", mfc="none", color="black")
-        labels.append(f"{name} (published)")
-    ax.set_xticks(range(len(labels)), labels, rotation=20 if len(labels) > 3 else 0)
-    ax.set_xlim(-0.5, len(labels) - 0.5)
-    x_label = next(iter(learners.values()))["x_label"]
-    ax.set_xlabel(f"one adaptation point ({x_label} = 0)")
-
-
-def draw_adaptation(
-    ax: Axes, learners: Records, title: str, published: dict[str, list[float]] | None = None
-) -> None:
-    """One panel: each learner's curve with its 95% band, published curves dashed; a point with
-    an error bar per learner where there is a single adaptation point."""
-    published = {k: v for k, v in (published or {}).items() if v}
-    same = identical_curves(learners)
-    single = all(len(r["x"]) == 1 for r in learners.values())
-    if single and all(len(c) == 1 for c in published.values()):
-        _draw_points(ax, learners, same, published)
-    else:
-        _draw_curves(ax, learners, same, published)
-        ax.legend(fontsize=8)
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-
-
-def _ordered(results: dict[str, Records]) -> list[str]:
-    return sorted(results, key=lambda s: SPLIT_ORDER.get(s, 3))
-
-
-def _sizes(learners: Records) -> str:
-    sizes = sorted({r["num_tasks"] for r in learners.values()})
-    return f"N={sizes[0]}" if len(sizes) == 1 else "N=" + "/".join(map(str, sizes)) + ", mixed"
-
-
-def adaptation_figure(
-    results: dict[str, Records], published: PublishedConfig | None = None
-) -> Figure:
-    """One panel per split; published curves in the panel of the split they were measured on."""
-    splits = _ordered(results)
-    fig, axes = pyplot().subplots(
-        1, len(splits), figsize=(5.5 * len(splits), 4), sharey=True, squeeze=False
-    )
-    for ax, split in zip(axes[0], splits):
-        curves = published.curves if published and published.split == split else None
-        draw_adaptation(ax, results[split], f"{split} tasks ({_sizes(results[split])})", curves)
-    axes[0][0].set_ylabel("mean episode return (95% CI)")
-    return fig
-
-
-def plot_adaptation(
-    results: dict[str, Records], path: Path, published: PublishedConfig | None = None
-) -> Path:
-    return save_figure(adaptation_figure(results, published), path)
 
 
 def adaptation_title(splits: list[str]) -> str:
@@ -198,59 +47,6 @@ def adaptation_title(splits: list[str]) -> str:
     names = [("held-out test" if s == "test" and held_out else s) for s in splits]
     joined = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
     return f"Adaptation on {joined} tasks"
-
-
-# ------------------------------------------------------------------------------ classical
-def _is_learner(name: str, learner: str) -> bool:
-    return name == learner or name.startswith(f"{learner} (")  # e.g. "rl2 (mode)"
-
-
-def _classical_rows(record: dict[str, Any], totals: dict[str, float]) -> list[tuple]:
-    """(label, mean, ci95 or None, published?) per bar."""
-    rows = [(n, v["mean"], v.get("ci95"), False) for n, v in record["strategies"].items()]
-    return rows + [(f"{n} (published)", float(v), None, True) for n, v in totals.items()]
-
-
-def _draw_classical(ax: Axes, rows: list[tuple], learner: str) -> None:
-    y = range(len(rows))
-    err = [0.0 if c is None or not math.isfinite(c) else c for _, _, c, _ in rows]
-    colors = [HIGHLIGHT if _is_learner(n, learner) else PLAIN for n, *_ in rows]
-    bars = ax.barh(y, [m for _, m, _, _ in rows], xerr=err, color=colors, capsize=3)
-    for bar, (_, _, _, published) in zip(bars, rows):
-        if published:
-            bar.set_facecolor("white")
-            bar.set_edgecolor("black")
-            bar.set_hatch("//")
-    ax.set_yticks(y, [n for n, *_ in rows])
-    for tick, (name, _, _, published) in zip(ax.get_yticklabels(), rows):
-        if _is_learner(name, learner) and not published:
-            tick.set_fontweight("bold")
-    ax.invert_yaxis()
-    ax.set_xlabel("total reward per trial (95% CI)")
-    ax.grid(alpha=0.3, axis="x")
-
-
-def classical_figure(
-    classical: dict[str, dict[str, Any]], learner: str, published: PublishedConfig | None = None
-) -> Figure:
-    """Horizontal bars of total reward per trial with 95% error bars, one panel per split; the
-    run's learner highlighted, published totals hatched in the panel of their split."""
-    splits = _ordered(classical)
-    rows = {
-        s: _classical_rows(
-            classical[s], published.totals if published and published.split == s else {}
-        )
-        for s in splits
-    }
-    height = 1.5 + 0.4 * max(len(r) for r in rows.values())
-    fig, axes = pyplot().subplots(
-        1, len(splits), figsize=(5.5 * len(splits), height), squeeze=False
-    )
-    for ax, split in zip(axes[0], splits):
-        _draw_classical(ax, rows[split], learner)
-        record = classical[split]
-        ax.set_title(f"{split} tasks ({record['num_tasks']} trials, setting {record['setting']})")
-    return fig
 
 
 def _classical_lines(classical: dict[str, dict[str, Any]], config: RunConfig) -> list[str]:
@@ -268,7 +64,7 @@ def _classical_lines(classical: dict[str, dict[str, Any]], config: RunConfig) ->
             "|---|---|",
         ]
         for name, v in record["strategies"].items():
-            shown = f"**{name}**" if _is_learner(name, config.algorithm) else name
+            shown = f"**{name}**" if is_learner(name, config.algorithm) else name
             ci = format_ci(v.get("ci95"), record["num_tasks"])
             lines.append(f"| {shown} | {v['mean']:.2f} ± {ci} |")
         lines += [f"| {name} (published) | {value:.2f} |" for name, value in totals.items()]
@@ -367,7 +163,7 @@ def _adaptation_lines(
     if not results:
         return []
     lines = ["## Adaptation curves", "", _intro_sentence(results), ""]
-    for split in _ordered(results):
+    for split in ordered_splits(results):
         lines += _split_lines(split, results[split], saved, run_path)
     return lines + _gap_lines(results, algorithm)
 
@@ -449,7 +245,7 @@ def _figures(run: Run, config: RunConfig, metrics, results, classical) -> dict[s
     if training:
         figures["Meta-training curves"] = training
     if results:
-        figures[adaptation_title(_ordered(results))] = plot_adaptation(
+        figures[adaptation_title(ordered_splits(results))] = plot_adaptation(
             results, run.path / "adaptation.png", config.published
         )
     if classical:

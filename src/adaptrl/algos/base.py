@@ -45,6 +45,9 @@ class Adaptation:
     """Per-task extras ([..., n]) such as episode lengths or the total trial return."""
     policies: Any = None
     """Whatever deploys the adaptation: ``policy(i)`` for task i (learner-specific)."""
+    trajectories: list[Any] = field(default_factory=list)
+    """The rollouts behind ``returns``, in order: one per adaptation point (gradient steps), or
+    one whose episodes are the adaptation points (a trial); families' metrics read them."""
 
 
 @dataclass(frozen=True)

@@ -339,17 +339,20 @@ class MAML:
         lrs = inner_lrs or (self.config.inner_lr,)
         episodes = episodes_per_task or self.config.episodes_per_task
         params = _detached(self.policy.params())
-        per_task, returns = False, []
+        per_task, returns, trajectories = False, [], []
         for step in range(num_steps + 1):
             traj = self._sample(tasks, params, per_task, episodes, seed + step)
             returns.append(traj.task_returns())
+            trajectories.append(traj)
             if step == num_steps:
                 break
             lr = lrs[min(step, len(lrs) - 1)]
             params = self.inner_step(params, per_task, self._pg_batch(traj), lr)
             params, per_task = _detached(params), True
         return Adaptation(
-            torch.stack(returns), policies=AdaptedPolicies(params, per_task, self.policy)
+            torch.stack(returns),
+            policies=AdaptedPolicies(params, per_task, self.policy),
+            trajectories=trajectories,
         )
 
     def adapt_from_episodes(

@@ -350,6 +350,7 @@ class RL2:
             returns,
             {"total_return": returns.sum(0), "mean_episode_length": lengths},
             RecurrentAgent(self.policy, mode=mode),
+            [traj],
         )
 
     def controller(

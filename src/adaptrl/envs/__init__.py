@@ -79,6 +79,13 @@ class EnvSpec:
     classical: Any = None
     """Optional ``"module:function"`` giving classical strategies on the same tasks
     (``fn(family, tasks, seed, tune_tasks, episodes) -> rows``), written beside the learner."""
+    metrics: Any = None
+    """Optional ``"module:function"``: ``fn(trajectories, family, tasks) -> {name: [E, B]}``, a
+    metric of every episode (e.g. the drone's RMS position error), recorded at each adaptation
+    point."""
+    classical_unit: str = "trial"
+    """What a classical row's ``mean`` measures: the total reward of a ``trial`` (bandits, MDPs)
+    or the return of an ``episode`` (controllers that do not learn across episodes)."""
 
     def resolved(self) -> EnvSpec:
         return EnvSpec(
@@ -88,6 +95,8 @@ class EnvSpec:
             resolve(self.env_cls),
             self.description,
             self.classical,
+            self.metrics,
+            self.classical_unit,
         )
 
 
@@ -207,7 +216,9 @@ def make_family(name: str, **config: Any) -> Family:
     return Family(spec, cfg, spec.tasks_cls(cfg))
 
 
-def _builtin(name: str, module: str, stem: str, description: str, classical: str | None = None):
+def _builtin(
+    name: str, module: str, stem: str, description: str, classical: str | None = None, **more: Any
+):
     register_env(
         EnvSpec(
             name,
@@ -216,6 +227,7 @@ def _builtin(name: str, module: str, stem: str, description: str, classical: str
             f"adaptrl.envs.{module}:{stem}Env",
             description,
             classical,
+            **more,
         )
     )
 
@@ -245,6 +257,23 @@ _builtin(
     "maze",
     "Maze",
     "Procedural DFS grid mazes, 3x3 egocentric view, held-out layouts (cf. Duan et al. 2016)",
+)
+_builtin(
+    "drone_wind",
+    "drone",
+    "DroneWind",
+    "Planar quadrotor holding position in wind unseen in training (Richards et al. 2021)",
+    "adaptrl.baselines.drone:drone_controllers",
+    metrics="adaptrl.envs.drone:drone_metrics",
+    classical_unit="episode",
+)
+_builtin(
+    "recommender",
+    "recommender",
+    "Recommender",
+    "Recommender adapting to a new user over sessions; held-out users, cold-start items",
+    "adaptrl.baselines.recommender:recommender_strategies",
+    metrics="adaptrl.envs.recommender:recommender_metrics",
 )
 for _name, _stem, _text in (
     ("halfcheetah_vel", "HalfCheetahVel", "HalfCheetah running at a goal velocity U[0, 2] (MAML)"),

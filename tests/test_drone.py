@@ -1,0 +1,154 @@
+"""The drone in wind: physics against hand computations, splits, classical controllers, metric."""
+
+import math
+
+import pytest
+import torch
+from torch.testing import assert_close
+
+from adaptrl import make_family
+from adaptrl.baselines.drone import drone_controllers, run_controller
+from adaptrl.envs.checker import check_family
+from adaptrl.envs.drone import GRAVITY, DroneWindEnv, drone_metrics
+from adaptrl.errors import ConfigError
+from adaptrl.sampling import Trajectories
+
+
+def _task(n=1, wind=0.0, amp=0.0, freq=0.0, mass=1.0, drag=1.0):
+    full = lambda v: torch.full((n, 1), float(v))  # noqa: E731
+    return {
+        "wind": full(wind),
+        "gust_amp": full(amp),
+        "gust_freq": full(freq),
+        "mass": full(mass),
+        "drag": full(drag),
+    }
+
+
+def _env(n=1, **config):
+    family = make_family("drone_wind", **config)
+    return family, DroneWindEnv(n, family.config)
+
+
+def test_hover_thrust_keeps_a_still_drone_still_in_still_air():
+    family, env = _env(residual=False, start_offset=0.0)
+    env.reset(tasks=_task(), seed=0)
+    hover = torch.full((1, 2), family.config.mass * GRAVITY / 2)
+    for _ in range(50):
+        obs, reward, terminated, truncated, _ = env.step(env.actions_for(hover))
+    assert_close(env.state, torch.zeros(1, 6), atol=1e-5, rtol=0)
+    assert not terminated.any() and float(reward) == pytest.approx(0.0, abs=1e-4)
+
+
+def test_drag_from_a_known_wind_matches_the_hand_computation():
+    _, env = _env()
+    env.reset(tasks=_task(wind=5.0), seed=0)
+    level = torch.zeros(1, 6)
+    # Level and at rest in a 5 m/s wind: v_b = (-5, 0), f = -β v|v| = (0.1 * 25, 0) = (2.5, 0) N.
+    assert_close(env.drag_force(level, torch.tensor([5.0])), torch.tensor([[2.5, 0.0]]))
+    phi, vx, vy, w = 0.3, 1.0, -0.5, 4.0
+    state = torch.tensor([[0.0, 0.0, phi, vx, vy, 0.0]])
+    c, s = math.cos(phi), math.sin(phi)
+    rel = (vx - w, vy)
+    vb = (c * rel[0] + s * rel[1], -s * rel[0] + c * rel[1])  # Rᵀ v
+    db = (-0.1 * vb[0] * abs(vb[0]), -1.0 * vb[1] * abs(vb[1]))
+    expected = torch.tensor([[c * db[0] - s * db[1], s * db[0] + c * db[1]]])
+    assert_close(env.drag_force(state, torch.tensor([w])), expected)
+
+
+def test_accelerations_match_the_hand_computation():
+    family, env = _env(residual=False)
+    env.reset(tasks=_task(mass=1.2), seed=0)  # a task 20% heavier
+    state = torch.tensor([[0.0, 0.0, 0.2, 0.0, 0.0, 0.0]])
+    acc = env.derivative(state, torch.tensor([[6.0, 4.0]]), torch.tensor([0.0]))
+    m = 1.2 * family.config.mass
+    expected = torch.tensor(
+        [
+            [
+                -10.0 * math.sin(0.2) / m,
+                10.0 * math.cos(0.2) / m - GRAVITY,
+                (4.0 - 6.0) * family.config.arm / family.config.inertia,
+            ]
+        ]
+    )
+    assert_close(acc, expected)
+
+
+def test_splits_are_disjoint_and_ood_lies_beyond_training():
+    family = make_family("drone_wind")
+    gen = torch.Generator().manual_seed(0)
+    cells = {}
+    for split in ("train", "test", "ood"):
+        tasks = family.tasks.sample(400, split, gen)
+        assert set(family.tasks.split_of(tasks)) == {split}
+        cells[split] = set(torch.floor(tasks["wind"][:, 0] / 0.25).long().tolist())
+    assert not cells["train"] & cells["test"]
+    train = family.tasks.sample(2000, "train", gen)["wind"]
+    assert 0 <= float(train.min()) and float(train.max()) <= 6.0
+    assert float(train.mean()) == pytest.approx(6 * 5 / 14, abs=0.1)  # 6·E[Beta(5, 9)]
+    ood = family.tasks.sample(400, "ood", gen)
+    steady = ood["gust_amp"][:, 0] == 0
+    assert (ood["wind"][steady] > 6.0).all() and (ood["gust_amp"][~steady] >= 1.0).all()
+    assert 0.3 < float(steady.float().mean()) < 0.7
+
+
+def test_the_family_passes_the_conformance_checker():
+    check_family("drone_wind", num_envs=4, steps=30)
+    check_family("drone_wind", num_envs=4, steps=30, task_kind="track", residual=False)
+
+
+def test_classical_controllers_on_fixed_winds():
+    family = make_family("drone_wind")
+    calm = _task(3, wind=0.0, drag=0.0)  # no air at all: nothing to feed forward
+    still = run_controller(family, calm, (4.0, 3.0, 0.0))
+    assert_close(
+        still["return"], run_controller(family, calm, (4.0, 3.0, 0.0), oracle=True)["return"]
+    )
+    windy = _task(3, wind=4.0)
+    pd = run_controller(family, windy, (4.0, 3.0, 0.0))["rms_error_cm"]
+    pi = run_controller(family, windy, (4.0, 3.0, 2.0))["rms_error_cm"]
+    oracle = run_controller(family, windy, (4.0, 3.0, 0.0), oracle=True)["rms_error_cm"]
+    assert (oracle < pi).all() and (pi < pd).all()
+    # The oracle is as good in wind as the PD in still air (it cancels the drag exactly).
+    assert_close(oracle, still["rms_error_cm"], rtol=0, atol=3.0)  # cm, same start offsets
+    assert (pd > 1.5 * oracle).all()  # a 4 m/s wind costs the still-air PD ≥ 50% more error
+    rows = drone_controllers(
+        family, windy, tune_tasks=family.tasks.sample(8, "train", torch.Generator().manual_seed(1))
+    )
+    assert set(rows) == {"still-air PD", "PD + integral", "oracle (knows the wind)"}
+    assert rows["oracle (knows the wind)"]["rms_error_cm"] < rows["still-air PD"]["rms_error_cm"]
+
+
+def test_rms_error_metric_by_hand():
+    family = make_family("drone_wind", horizon=4, box=3.0)
+    obs = torch.zeros(4, 2, 7)
+    obs[:, 0, 0] = torch.tensor([0.1, 0.2, 0.3, 0.4])  # row 0: full episode
+    obs[:2, 1, 1] = torch.tensor([1.0, 1.0])  # row 1: crashed after 2 steps
+    mask = torch.ones(4, 2)
+    mask[2:, 1] = 0
+    terminated = torch.zeros(4, 2, dtype=torch.bool)
+    terminated[1, 1] = True
+    truncated = torch.zeros(4, 2, dtype=torch.bool)
+    truncated[3, 0] = True
+    traj = Trajectories(
+        obs, torch.zeros(4, 2, 2), torch.zeros(4, 2), torch.zeros(4, 2), obs,
+        terminated, truncated, mask, num_tasks=2,
+    )  # fmt: skip
+    rms = drone_metrics(traj, family)["rms_error_cm"]
+    row0 = math.sqrt((0.01 + 0.04 + 0.09 + 0.16) / 4) * 100
+    row1 = math.sqrt((1 + 1 + 9 + 9) / 4) * 100  # two steps at 1 m, then the box (3 m)
+    assert_close(rms, torch.tensor([[row0, row1]]))
+
+
+@pytest.mark.parametrize(
+    "key,value,message",
+    [
+        ("mass", -1.0, "env.mass must be > 0"),
+        ("thrust_max", 0.0, "env.thrust_max must be > 0"),
+        ("thrust_max", 4.0, "cannot lift"),
+        ("task_kind", "loop", "hover or track"),
+    ],
+)
+def test_impossible_physical_parameters_are_refused(key, value, message):
+    with pytest.raises(ConfigError, match=message):
+        make_family("drone_wind", **{key: value})
