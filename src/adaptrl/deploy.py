@@ -95,7 +95,7 @@ def save_policy(policy: nn.Module | RecurrentController, path: str | Path) -> Pa
         step = policy.step
         example = (
             torch.zeros(1, _obs_dim(step)),
-            torch.zeros(1, dtype=torch.long),
+            policy.prev_action.new_zeros(policy.prev_action.shape),
             torch.zeros(1),
             torch.zeros(1),
             torch.zeros(1),
@@ -103,6 +103,8 @@ def save_policy(policy: nn.Module | RecurrentController, path: str | Path) -> Pa
             torch.zeros(1, 1, policy.hidden_size),
         )
         meta = {"kind": "recurrent", "hidden_size": policy.hidden_size, "budget": policy.budget}
+        if policy.continuous:
+            meta["action_std"] = policy.action_std.tolist()
         module, dynamic = step, None
     else:
         if isinstance(policy, GaussianMLPPolicy):
@@ -134,7 +136,9 @@ def load_policy(path: str | Path, mode: bool = False, seed: int = 0):
         ) from None
     module = program.module()
     if meta["kind"] == "recurrent":
-        return RecurrentController(module, meta["hidden_size"], meta["budget"], mode, seed)
+        return RecurrentController(
+            module, meta["hidden_size"], meta["budget"], mode, seed, meta.get("action_std")
+        )
     return module
 
 

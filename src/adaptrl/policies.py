@@ -159,8 +159,14 @@ class RecurrentCategoricalPolicy(nn.Module):
             parts.append(progress.unsqueeze(-1))
         return torch.cat(parts, -1)
 
+    continuous = False
+
     def initial_state(self, batch: int, device) -> torch.Tensor:
         return torch.zeros(1, batch, self.hidden_size, device=device)
+
+    def initial_action(self, batch: int, device) -> torch.Tensor:
+        """The 'previous action' input at a trial's start."""
+        return torch.zeros(batch, dtype=torch.long, device=device)
 
     def forward(self, x: torch.Tensor, hidden: torch.Tensor):
         """x: [T, B, in], hidden: [1, B, H] -> logits [T, B, A], values [T, B], hidden."""
@@ -169,6 +175,30 @@ class RecurrentCategoricalPolicy(nn.Module):
         if self.head is not None:
             out = self.head(torch.cat([out, features], -1))
         return self.policy_head(out), self.value_head(out).squeeze(-1), hidden
+
+
+class RecurrentGaussianPolicy(RecurrentCategoricalPolicy):
+    """RL² for continuous actions: the same GRU, fed the previous action vector, with a Gaussian
+    head (mean from the GRU, state-independent log-std, as the feed-forward policy)."""
+
+    continuous = True
+
+    def __init__(self, obs_dim: int, act_dim: int, *args: Any, init_std: float = 0.5, **kw: Any):
+        # The categorical parent sizes its input for a one-hot of ``num_actions`` entries: an
+        # action vector of act_dim entries takes the same room, and the head emits act_dim means.
+        super().__init__(obs_dim, act_dim, *args, **kw)
+        self.log_std = nn.Parameter(torch.full((act_dim,), math.log(init_std)))
+
+    def inputs(self, obs, prev_action, prev_reward, prev_done, progress=None, prev_obs=None):
+        parts = [obs, prev_action.to(obs.dtype), prev_reward.unsqueeze(-1), prev_done.unsqueeze(-1)]
+        if self.prev_obs_input:
+            parts.append(prev_obs)
+        if self.time_input:
+            parts.append(progress.unsqueeze(-1))
+        return torch.cat(parts, -1)
+
+    def initial_action(self, batch: int, device) -> torch.Tensor:
+        return torch.zeros(batch, self.num_actions, device=device)
 
 
 class MeanActionPolicy(nn.Module):
@@ -186,8 +216,8 @@ class RecurrentStep(nn.Module):
     """One step of an RL² policy as a pure function of its inputs and hidden state, so it can
     be exported (``torch.export``) and run without adaptrl.
 
-    obs [B, d], prev_action [B] int64, prev_reward/prev_done/progress [B], prev_obs [B, d],
-    hidden [1, B, H] -> (logits [B, A], hidden [1, B, H]).
+    obs [B, d], prev_action [B] int64 (or [B, A] for continuous actions), prev_reward/prev_done/
+    progress [B], prev_obs [B, d], hidden [1, B, H] -> (logits or mean [B, A], hidden [1, B, H]).
     """
 
     def __init__(self, policy: RecurrentCategoricalPolicy) -> None:
@@ -196,17 +226,19 @@ class RecurrentStep(nn.Module):
 
     def forward(self, obs, prev_action, prev_reward, prev_done, progress, prev_obs, hidden):
         x = self.policy.inputs(obs, prev_action, prev_reward, prev_done, progress, prev_obs)
-        logits, _, hidden = self.policy(x.unsqueeze(0), hidden)
-        return logits[0], hidden
+        out, _, hidden = self.policy(x.unsqueeze(0), hidden)
+        return out[0], hidden  # logits, or the Gaussian head's mean
 
 
 class RecurrentController:
     """An RL² agent acting in one plain environment, step by step: it carries its own memory
     (GRU state, previous action, reward and done flag) across the episodes of a trial.
 
-    ``reset()`` starts a trial (a new task); ``act(obs)`` returns an action; ``observe(reward,
-    ended)`` reports the step's reward and whether the episode ended. ``budget`` is the trial's
-    step budget (episodes per trial x horizon), the scale of the policy's time input.
+    ``reset()`` starts a trial (a new task); ``act(obs)`` returns an action (an int, or a numpy
+    vector for continuous actions); ``observe(reward, ended)`` reports the step's reward and
+    whether the episode ended. ``budget`` is the trial's step budget (episodes per trial x
+    horizon), the scale of the policy's time input. ``action_std``: the Gaussian head's std
+    (continuous actions only).
     """
 
     def __init__(
@@ -216,26 +248,35 @@ class RecurrentController:
         budget: int,
         mode: bool = False,
         seed: int = 0,
+        action_std: list[float] | None = None,
     ) -> None:
         self.step, self.hidden_size, self.budget, self.mode = step, hidden_size, budget, mode
+        self.action_std = None if action_std is None else torch.tensor(action_std)
         self.generator = torch.Generator().manual_seed(seed)
         self.reset()
+
+    @property
+    def continuous(self) -> bool:
+        return self.action_std is not None
 
     def reset(self) -> None:
         self.t = 0
         self.hidden = torch.zeros(1, 1, self.hidden_size)
-        self.prev_action = torch.zeros(1, dtype=torch.long)
+        if self.continuous:
+            self.prev_action = torch.zeros(1, self.action_std.shape[0])
+        else:
+            self.prev_action = torch.zeros(1, dtype=torch.long)
         self.prev_reward = torch.zeros(1)
         self.prev_done = torch.zeros(1)
         self.prev_obs: torch.Tensor | None = None
         self._obs: torch.Tensor | None = None
 
     @torch.no_grad()
-    def act(self, obs: Any) -> int:
+    def act(self, obs: Any) -> Any:
         obs_t = torch.as_tensor(obs, dtype=torch.float32).reshape(1, -1)
         prev_obs = self.prev_obs if self.prev_obs is not None else torch.zeros_like(obs_t)
         progress = torch.full((1,), self.t / self.budget)
-        logits, self.hidden = self.step(
+        out, self.hidden = self.step(
             obs_t,
             self.prev_action,
             self.prev_reward,
@@ -244,12 +285,15 @@ class RecurrentController:
             prev_obs,
             self.hidden,
         )
-        if self.mode:
-            action = int(logits[0].argmax())
-        else:
-            probs = torch.softmax(logits[0], -1)
-            action = int(torch.multinomial(probs, 1, generator=self.generator))
         self._obs, self.t = obs_t, self.t + 1
+        if self.continuous:
+            noise = torch.randn(out.shape, generator=self.generator) * self.action_std
+            self.prev_action = out if self.mode else out + noise
+            return self.prev_action[0].numpy()
+        if self.mode:
+            action = int(out[0].argmax())
+        else:
+            action = int(torch.multinomial(torch.softmax(out[0], -1), 1, generator=self.generator))
         self.prev_action = torch.tensor([action])
         return action
 

@@ -22,6 +22,7 @@ to reach the old presets' level (numbers in those presets).
 from __future__ import annotations
 
 import copy
+import math
 import time
 from dataclasses import dataclass
 
@@ -31,7 +32,13 @@ from adaptrl.algos.base import Adaptation, Reference, TrainContext, check_eval_a
 from adaptrl.config import EvalConfig
 from adaptrl.envs import Family, Tasks
 from adaptrl.errors import ConfigError
-from adaptrl.policies import RecurrentCategoricalPolicy, RecurrentController, RecurrentStep
+from adaptrl.policies import (
+    RecurrentCategoricalPolicy,
+    RecurrentController,
+    RecurrentGaussianPolicy,
+    RecurrentStep,
+    gaussian_log_prob,
+)
 from adaptrl.returns import discounted_returns, gae
 from adaptrl.rng import derive_seed
 from adaptrl.sampling import RecurrentAgent, Sampler, Trajectories
@@ -78,6 +85,8 @@ class RL2Config:
     head_size: int = 0
     """Units of a ReLU layer after the GRU (0: none)."""
     max_grad_norm: float = 0.5
+    init_std: float = 0.5
+    """Initial action noise (std) of the Gaussian head, for continuous action spaces."""
 
     def __post_init__(self) -> None:
         for name in (
@@ -89,8 +98,8 @@ class RL2Config:
         ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"algo.{name} must be > 0, got {getattr(self, name)}")
-        if self.lr <= 0 or self.clip <= 0 or self.max_grad_norm <= 0:
-            raise ConfigError("algo.lr, algo.clip and algo.max_grad_norm must be > 0")
+        if self.lr <= 0 or self.clip <= 0 or self.max_grad_norm <= 0 or self.init_std <= 0:
+            raise ConfigError("algo.lr, clip, max_grad_norm and init_std must be > 0")
         if not 0 < self.gamma <= 1 or not 0 <= self.gae_lambda <= 1:
             raise ConfigError("algo.gamma must be in (0, 1] and algo.gae_lambda in [0, 1]")
         if self.encoder_size < 0 or self.head_size < 0:
@@ -167,19 +176,25 @@ class RL2:
         self.config, self.family, self.sampler = config, family, sampler
         self.device = torch.device(device)
         obs_space, act_space = family.spaces()
-        if not hasattr(act_space, "n"):
-            raise ConfigError(
-                f"RL² here needs a discrete action space; env '{family.spec.name}' has {act_space}"
-            )
-        self.policy = RecurrentCategoricalPolicy(
-            obs_space.shape[0],
-            int(act_space.n),
+        layers = (
             config.hidden_size,
             config.time_input,
             config.prev_obs_input,
             config.encoder_size,
             config.head_size,
-        ).to(self.device)
+        )
+        if hasattr(act_space, "n"):
+            self.policy = RecurrentCategoricalPolicy(obs_space.shape[0], int(act_space.n), *layers)
+        elif len(act_space.shape) == 1:  # a Box: Gaussian head over the action vector
+            self.policy = RecurrentGaussianPolicy(
+                obs_space.shape[0], act_space.shape[0], *layers, init_std=config.init_std
+            )
+        else:
+            raise ConfigError(
+                f"RL² needs a Discrete or a 1-D Box action space; env '{family.spec.name}' has "
+                f"{act_space}"
+            )
+        self.policy = self.policy.to(self.device)
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=config.lr, eps=1e-5)
         # Trial returns reach hundreds while a GRU's features are bounded: the value head
         # predicts value / value_scale (a running spread of the returns), so it can keep up.
@@ -293,16 +308,16 @@ class RL2:
         for _ in range(c.num_epochs):
             perm = torch.randperm(num, generator=self._perm_generator, device=self.device)
             for idx in perm.chunk(c.num_minibatches):
-                logits, values, _ = self.policy(data["inputs"][:, idx], h0[idx].unsqueeze(0))
+                out, values, _ = self.policy(data["inputs"][:, idx], h0[idx].unsqueeze(0))
                 values = values * value_scale
-                log_p = torch.log_softmax(logits, -1)
+                log_prob, entropy = self._log_prob_entropy(out, data["actions"][:, idx])
                 terms = ppo_loss(
-                    log_p.gather(-1, data["actions"][:, idx, None]).squeeze(-1),
+                    log_prob,
                     data["old_log_probs"][:, idx],
                     data["adv"][:, idx],
                     values,
                     data["returns"][:, idx],
-                    -(log_p.exp() * log_p).sum(-1),
+                    entropy,
                     data["mask"][:, idx],
                     c.clip,
                     c.value_coef,
@@ -315,6 +330,16 @@ class RL2:
                 self.optimizer.step()
                 stats = {f"loss/{k}": float(v.detach()) for k, v in terms.items()}
         return stats
+
+    def _log_prob_entropy(self, out: torch.Tensor, actions: torch.Tensor):
+        """Log-probability of the taken actions and the policy's entropy at each step:
+        out [L, N, A] (logits, or Gaussian means), actions [L, N] or [L, N, A] -> [L, N] each."""
+        if not self.policy.continuous:
+            log_p = torch.log_softmax(out, -1)
+            return log_p.gather(-1, actions[..., None]).squeeze(-1), -(log_p.exp() * log_p).sum(-1)
+        log_std = self.policy.log_std.expand_as(out)
+        entropy = (log_std + 0.5 * math.log(2 * math.pi * math.e)).sum(-1)
+        return gaussian_log_prob(actions, out, log_std), entropy
 
     def train_iteration(self, ctx: TrainContext) -> dict[str, float]:
         tasks = self.family.tasks.sample(self.config.meta_batch_size, "train", ctx.generator)
@@ -362,7 +387,8 @@ class RL2:
             horizon = env.horizon
         budget = (episodes or self.config.episodes_per_trial) * horizon
         step = RecurrentStep(copy.deepcopy(self.policy).cpu().eval())
-        return RecurrentController(step, self.policy.hidden_size, budget, mode, seed)
+        std = self.policy.log_std.exp().tolist() if self.policy.continuous else None
+        return RecurrentController(step, self.policy.hidden_size, budget, mode, seed, std)
 
     def meta_test(self, tasks: Tasks, cfg: EvalConfig, seed: int = 0) -> Adaptation:
         check_eval_actions(self, cfg)

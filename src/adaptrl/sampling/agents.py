@@ -90,12 +90,18 @@ class RecurrentAgent:
 
     def start(self, keys: torch.Tensor, num_steps: int) -> dict[str, Any]:
         B, dev = keys.shape[0], keys.device
+        policy = self.policy
+        noise = (
+            normal_sequence(keys, num_steps, policy.num_actions)  # [T, B, A]
+            if policy.continuous
+            else uniform_sequence(keys, num_steps, 1)[..., 0]  # [T, B]
+        )
         return {
             "t": 0,
             "budget": num_steps,
-            "uniform": uniform_sequence(keys, num_steps, 1)[..., 0],  # [T, B]
-            "hidden": self.policy.initial_state(B, dev),
-            "prev_action": torch.zeros(B, dtype=torch.long, device=dev),
+            "noise": noise,
+            "hidden": policy.initial_state(B, dev),
+            "prev_action": policy.initial_action(B, dev),
             "prev_reward": torch.zeros(B, device=dev),
             "prev_done": torch.zeros(B, device=dev),
             "prev_obs": None,
@@ -110,17 +116,29 @@ class RecurrentAgent:
         x = self.policy.inputs(
             obs, state["prev_action"], state["prev_reward"], state["prev_done"], progress, prev_obs
         )
-        logits, _, state["hidden"] = self.policy(x.unsqueeze(0), state["hidden"])
-        log_p = torch.log_softmax(logits[0], -1)
+        out, _, state["hidden"] = self.policy(x.unsqueeze(0), state["hidden"])
+        if self.policy.continuous:
+            actions, log_probs = self._gaussian(out[0], state["noise"][t])
+        else:
+            actions, log_probs = self._categorical(out[0], state["noise"][t])
+        state["obs"] = obs.clone()  # a user's env may write its next obs into the same buffer
+        state["t"] = t + 1
+        return actions, log_probs, state
+
+    def _categorical(self, logits: torch.Tensor, u: torch.Tensor):
+        log_p = torch.log_softmax(logits, -1)
         if self.mode:
             actions = log_p.argmax(-1)
         else:  # inverse CDF of the row's uniform: the same draw whatever the batch
             cdf = log_p.exp().cumsum(-1)
-            actions = (cdf < state["uniform"][t].unsqueeze(-1)).sum(-1)
-            actions = actions.clamp_max(log_p.shape[-1] - 1)
-        state["obs"] = obs.clone()  # a user's env may write its next obs into the same buffer
-        state["t"] = t + 1
-        return actions, log_p.gather(1, actions[:, None]).squeeze(1), state
+            actions = (cdf < u.unsqueeze(-1)).sum(-1).clamp_max(log_p.shape[-1] - 1)
+        return actions, log_p.gather(1, actions[:, None]).squeeze(1)
+
+    def _gaussian(self, mean: torch.Tensor, z: torch.Tensor):
+        log_std = self.policy.log_std.expand_as(mean)
+        actions = mean if self.mode else mean + log_std.exp() * z
+        log_prob = (-0.5 * ((actions - mean) * torch.exp(-log_std)).pow(2) - log_std).sum(-1)
+        return actions, log_prob - 0.5 * _LOG_2PI * mean.shape[-1]
 
     def observe(self, state, actions, rewards, ended):
         state["prev_action"], state["prev_reward"] = actions, rewards
