@@ -13,9 +13,14 @@ from adaptrl.errors import ConfigError
 from adaptrl.sampling import InProcessSampler
 from adaptrl.trust_region import fisher_vector_product, flat
 
+FAMILIES = {  # a continuous (Gaussian policy) and a discrete (softmax policy) family
+    "navigation2d": {"horizon": 8},
+    "recommender": {"num_items": 5, "embed_dim": 2, "session_length": 8},
+}
 
-def _tiny(first_order=False, num_tasks=3, seed=0):
-    family = make_family("navigation2d", horizon=8)
+
+def _tiny(first_order=False, num_tasks=3, seed=0, env="navigation2d"):
+    family = make_family(env, **FAMILIES[env])
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     cfg = MAMLConfig(
@@ -33,7 +38,9 @@ def _tiny(first_order=False, num_tasks=3, seed=0):
     adapted = {k: v.detach() for k, v in algo.inner_step(params, False, pre, 0.1).items()}
     post = algo._pg_batch(algo._sample(tasks, adapted, True, 3, seed=seed + 1))
     algo.policy.double()
-    to64 = lambda b: PGBatch(*(x.double() for x in dataclasses.astuple(b)))  # noqa: E731
+    to64 = lambda b: PGBatch(  # noqa: E731
+        *(x if not x.is_floating_point() else x.double() for x in dataclasses.astuple(b))
+    )
     return algo, to64(pre), to64(post)
 
 
@@ -59,8 +66,9 @@ def _outer(algo, params, pre, post, old):
     return algo._surrogate_and_kl(adapted, True, post, old)
 
 
-def test_second_order_meta_gradient_matches_finite_differences():
-    algo, pre, post = _tiny()
+@pytest.mark.parametrize("env", list(FAMILIES))
+def test_second_order_meta_gradient_matches_finite_differences(env):
+    algo, pre, post = _tiny(env=env)
     params = _params(algo)
     old = algo._old_distribution(algo.inner_step(params, False, pre, 0.1), True, post)
     loss, _ = _outer(algo, params, pre, post, old)
@@ -134,8 +142,9 @@ def test_fisher_vector_product_through_inner_update_matches_finite_differences()
     assert fvp(v) @ v > 0  # positive definite at the old parameters
 
 
-def test_meta_train_step_respects_kl_bound_and_pretrained_mode():
-    family = make_family("navigation2d", horizon=20)
+@pytest.mark.parametrize("env", list(FAMILIES))
+def test_meta_train_step_respects_kl_bound_and_pretrained_mode(env):
+    family = make_family(env, **FAMILIES[env])
     gen = torch.Generator().manual_seed(0)
     for inner in (1, 0):
         cfg = MAMLConfig(

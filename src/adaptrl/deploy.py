@@ -26,6 +26,7 @@ from adaptrl.config import RunConfig
 from adaptrl.envs import Family, SingleTaskEnv, make_task_env
 from adaptrl.errors import RunError
 from adaptrl.policies import (
+    CategoricalMLPPolicy,
     GaussianMLPPolicy,
     MeanActionPolicy,
     RecurrentController,
@@ -107,7 +108,7 @@ def save_policy(policy: nn.Module | RecurrentController, path: str | Path) -> Pa
             meta["action_std"] = policy.action_std.tolist()
         module, dynamic = step, None
     else:
-        if isinstance(policy, GaussianMLPPolicy):
+        if isinstance(policy, (GaussianMLPPolicy, CategoricalMLPPolicy)):
             policy = MeanActionPolicy(policy)
         obs_dim = next(m for m in policy.modules() if isinstance(m, nn.Linear)).in_features
         example, dynamic = (torch.zeros(2, obs_dim),), ({0: torch.export.Dim.AUTO},)

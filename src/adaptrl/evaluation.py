@@ -144,6 +144,9 @@ def _evaluate_splits(
         for name, (learner, text) in learners.items():
             cfg = replace(config.evaluate, inner_lrs=lrs.get(name, config.evaluate.inner_lrs))
             out = meta_test(learner, family, split, cfg)
+            trace = out.pop("trace", None)
+            if trace and name == config.algorithm:
+                write_json(eval_dir / "traces" / f"{split}.json", trace)
             record = curve_record(name, family.name, split, out.pop("returns"), learner.x_label)
             record.update(extra_records(out))
             record["iteration"] = int(state["iteration"])

@@ -82,7 +82,9 @@ def _label(name: str, same: dict[str, str]) -> str:
     return f"{name} (= {same[name]})" if name in same else name
 
 
-def _draw_curves(ax: Axes, learners: Records, same: dict[str, str], published: dict) -> None:
+def _draw_curves(
+    ax: Axes, learners: Records, same: dict[str, str], published: dict, classical: dict
+) -> None:
     colors, copies = {}, 0
     for name, rec in learners.items():
         x, mean, ci = rec["x"], rec["mean_return"], _ci(rec["ci95"])
@@ -98,6 +100,9 @@ def _draw_curves(ax: Axes, learners: Records, same: dict[str, str], published: d
         ax.plot(
             range(len(curve)), curve, "--x", color=colors.get(name), label=f"{name} (published)"
         )
+    for name, curve in classical.items():  # strategies that adapt over the same points
+        ax.plot(range(len(curve)), curve, ":", marker=".", color="gray", alpha=0.8)
+        ax.annotate(name, (len(curve) - 1, curve[-1]), fontsize=7, color="dimgray")
     xs = sorted(set(all_x(learners)) | {i for c in published.values() for i in range(len(c))})
     if len(xs) <= MAX_TICKS:
         ax.set_xticks(xs)
@@ -127,17 +132,22 @@ def _draw_points(ax: Axes, learners: Records, same: dict[str, str], published: d
 
 
 def draw_adaptation(
-    ax: Axes, learners: Records, title: str, published: dict[str, list[float]] | None = None
+    ax: Axes,
+    learners: Records,
+    title: str,
+    published: dict[str, list[float]] | None = None,
+    classical: dict[str, list[float]] | None = None,
 ) -> None:
-    """One panel: each learner's curve with its 95% band, published curves dashed; a point with
-    an error bar per learner where there is a single adaptation point."""
+    """One panel: each learner's curve with its 95% band, published curves dashed, classical
+    strategies' curves dotted grey; a point with an error bar per learner where there is a
+    single adaptation point."""
     published = {k: v for k, v in (published or {}).items() if v}
     same = identical_curves(learners)
     single = all(len(r["x"]) == 1 for r in learners.values())
     if single and all(len(c) == 1 for c in published.values()):
         _draw_points(ax, learners, same, published)
     else:
-        _draw_curves(ax, learners, same, published)
+        _draw_curves(ax, learners, same, published, classical or {})
         ax.legend(fontsize=8)
     ax.set_title(title)
     ax.grid(alpha=0.3)
@@ -153,24 +163,39 @@ def _sizes(learners: Records) -> str:
 
 
 def adaptation_figure(
-    results: dict[str, Records], published: PublishedConfig | None = None
+    results: dict[str, Records],
+    published: PublishedConfig | None = None,
+    classical: dict[str, dict[str, Any]] | None = None,
 ) -> Figure:
-    """One panel per split; published curves in the panel of the split they were measured on."""
+    """One panel per split; published curves in the panel of the split they were measured on;
+    classical strategies that record a curve over the same adaptation points (a recommender's
+    clicks per session) beside the learners."""
     splits = ordered_splits(results)
     fig, axes = pyplot().subplots(
         1, len(splits), figsize=(5.5 * len(splits), 4), sharey=True, squeeze=False
     )
     for ax, split in zip(axes[0], splits):
         curves = published.curves if published and published.split == split else None
-        draw_adaptation(ax, results[split], f"{split} tasks ({_sizes(results[split])})", curves)
+        points = len(next(iter(results[split].values()))["x"])
+        strategies = (classical or {}).get(split, {}).get("strategies", {})
+        others = {
+            name: row["curve"]
+            for name, row in strategies.items()
+            if len(row.get("curve", [])) == points and points > 1
+        }
+        title = f"{split} tasks ({_sizes(results[split])})"
+        draw_adaptation(ax, results[split], title, curves, others)
     axes[0][0].set_ylabel("mean episode return (95% CI)")
     return fig
 
 
 def plot_adaptation(
-    results: dict[str, Records], path: Path, published: PublishedConfig | None = None
+    results: dict[str, Records],
+    path: Path,
+    published: PublishedConfig | None = None,
+    classical: dict[str, dict[str, Any]] | None = None,
 ) -> Path:
-    return save_figure(adaptation_figure(results, published), path)
+    return save_figure(adaptation_figure(results, published, classical), path)
 
 
 # ------------------------------------------------------------------------------ classical
@@ -184,7 +209,7 @@ def _classical_rows(record: dict[str, Any], totals: dict[str, float]) -> list[tu
     return rows + [(f"{n} (published)", float(v), None, True) for n, v in totals.items()]
 
 
-def _draw_classical(ax: Axes, rows: list[tuple], learner: str) -> None:
+def _draw_classical(ax: Axes, rows: list[tuple], learner: str, unit: str = "trial") -> None:
     y = range(len(rows))
     err = [0.0 if c is None or not math.isfinite(c) else c for _, _, c, _ in rows]
     colors = [HIGHLIGHT if is_learner(n, learner) else PLAIN for n, *_ in rows]
@@ -199,7 +224,8 @@ def _draw_classical(ax: Axes, rows: list[tuple], learner: str) -> None:
         if is_learner(name, learner) and not published:
             tick.set_fontweight("bold")
     ax.invert_yaxis()
-    ax.set_xlabel("total reward per trial (95% CI)")
+    label = "return per episode" if unit == "episode" else "total reward per trial"
+    ax.set_xlabel(f"{label} (95% CI)")
     ax.grid(alpha=0.3, axis="x")
 
 
@@ -220,7 +246,35 @@ def classical_figure(
         1, len(splits), figsize=(5.5 * len(splits), height), squeeze=False
     )
     for ax, split in zip(axes[0], splits):
-        _draw_classical(ax, rows[split], learner)
+        _draw_classical(ax, rows[split], learner, classical[split].get("unit", "trial"))
         record = classical[split]
         ax.set_title(f"{split} tasks ({record['num_tasks']} trials, setting {record['setting']})")
     return fig
+
+
+def trace_figure(traces: dict[str, dict[str, Any]]) -> Figure:
+    """Paths before and after adapting, one panel per split (the target at the origin)."""
+    splits = ordered_splits(traces)
+    fig, axes = pyplot().subplots(1, len(splits), figsize=(5 * len(splits), 4.5), squeeze=False)
+    for ax, split in zip(axes[0], splits):
+        trace = traces[split]
+        for key, style in (("before", "--"), ("after", "-")):
+            path = trace[key]
+            if path:
+                xs, ys = zip(*path)
+                ax.plot(xs, ys, style, label=f"{key} adapting")
+                ax.plot(xs[0], ys[0], "ko", markersize=4)
+        ax.plot(0, 0, "r*", markersize=12, label="target")
+        task = ", ".join(f"{k}={_short(v)}" for k, v in trace["task"].items())
+        ax.set_title(f"{split}: {task}", fontsize=8)
+        ax.set_xlabel(trace["labels"][0])
+        ax.set_ylabel(trace["labels"][1])
+        ax.set_aspect("equal", adjustable="datalim")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return fig
+
+
+def _short(value: Any) -> str:
+    values = value if isinstance(value, list) else [value]
+    return "/".join(f"{v:.2g}" for v in values)

@@ -31,6 +31,8 @@ def mlp(in_dim: int, out_dim: int, hidden_sizes: tuple[int, ...], activation: st
 class GaussianMLPPolicy(nn.Module):
     """Diagonal Gaussian with an MLP mean and a state-independent log-std (as in rllab/MAML)."""
 
+    continuous = True
+
     def __init__(
         self,
         obs_dim: int,
@@ -53,9 +55,45 @@ class GaussianMLPPolicy(nn.Module):
         return dict(self.named_parameters())
 
 
+class CategoricalMLPPolicy(nn.Module):
+    """Softmax over discrete actions with MLP logits: MAML on discrete tasks (a recommender)."""
+
+    continuous = False
+
+    def __init__(
+        self,
+        obs_dim: int,
+        num_actions: int,
+        hidden_sizes: tuple[int, ...] = (100, 100),
+        activation: str = "relu",
+    ) -> None:
+        super().__init__()
+        if activation not in _ACTIVATIONS:
+            raise ValueError(f"activation must be one of {list(_ACTIVATIONS)}, got {activation!r}")
+        self.logits = mlp(obs_dim, num_actions, tuple(hidden_sizes), activation)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        """obs: [..., obs_dim] -> logits [..., num_actions]."""
+        return self.logits(obs)
+
+    def params(self) -> Params:
+        return dict(self.named_parameters())
+
+
+def categorical_log_prob(actions: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """log π(a): logits [..., K], actions [...] int64 -> [...]."""
+    return torch.log_softmax(logits, -1).gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
+
+
+def categorical_kl(logits_p: torch.Tensor, logits_q: torch.Tensor) -> torch.Tensor:
+    """KL(p || q) of categoricals given by logits: [..., K] -> [...]."""
+    log_p, log_q = torch.log_softmax(logits_p, -1), torch.log_softmax(logits_q, -1)
+    return (log_p.exp() * (log_p - log_q)).sum(-1)
+
+
 def forward_params(
     policy: nn.Module, params: Params, obs: torch.Tensor, per_task: bool, task_dim: int = 0
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor] | torch.Tensor:
     """Evaluate ``policy`` with ``params``.
 
     per_task=False: shared params, any obs shape. per_task=True: params carry a leading task
@@ -68,6 +106,8 @@ def forward_params(
     def one(p: Params, o: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return functional_call(policy, p, (o,))
 
+    if not getattr(policy, "continuous", True):  # logits only
+        return vmap(one, in_dims=(0, task_dim), out_dims=task_dim)(params, obs)
     mean, log_std = vmap(one, in_dims=(0, task_dim), out_dims=(task_dim, 0))(params, obs)
     return mean, log_std
 
@@ -202,14 +242,17 @@ class RecurrentGaussianPolicy(RecurrentCategoricalPolicy):
 
 
 class MeanActionPolicy(nn.Module):
-    """A Gaussian policy deployed as ``obs -> mean action`` (what a controller executes)."""
+    """A policy deployed as ``obs -> action``: a Gaussian's mean (what a controller executes),
+    or a categorical's most likely action."""
 
     def __init__(self, policy: nn.Module) -> None:
         super().__init__()
         self.policy = policy
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.policy(obs)[0]
+        if self.policy.continuous:
+            return self.policy(obs)[0]
+        return self.policy(obs).argmax(-1)
 
 
 class RecurrentStep(nn.Module):

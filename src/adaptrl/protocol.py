@@ -9,6 +9,7 @@ through the protocol of ``algos/base.py``.
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import torch
 
@@ -50,7 +51,7 @@ def meta_test(
     cfg: EvalConfig,
     num_tasks: int | None = None,
     seed_offset: int = 0,
-) -> dict[str, torch.Tensor]:
+) -> dict[str, Any]:
     """Adapt to ``num_tasks`` tasks of ``split``: ``{"returns": [X, N], ...extras}``.
 
     X indexes adaptation (gradient steps for MAML, episodes of a trial for RL²)."""
@@ -61,7 +62,32 @@ def meta_test(
         tasks = evaluation_tasks(family, split, cfg, num_tasks)
     result = learner.meta_test(tasks, cfg, derive_seed(_seed(cfg, split, seed_offset), 7))
     out = {"returns": result.returns, **result.extras, **family_metrics(family, result, tasks)}
-    return {k: v.detach().cpu() for k, v in out.items()}
+    out = {k: v.detach().cpu() for k, v in out.items()}
+    trace = family_trace(family, result, tasks)
+    return {**out, "trace": trace} if trace else out
+
+
+def family_trace(family: Family, result: Adaptation, tasks) -> dict | None:
+    """Where the family names a position (``EnvSpec.trace_labels``): the path of the first
+    episode before adapting and after the last adaptation point, on the task with the largest
+    first parameter (e.g. the strongest wind)."""
+    if not family.spec.trace_labels or not result.trajectories:
+        return None
+    first = next(iter(tasks.values()))
+    i = int(first.reshape(first.shape[0], -1)[:, 0].argmax())
+    paths = []
+    for traj, episode in ((result.trajectories[0], 0), (result.trajectories[-1], -1)):
+        row = i * (traj.rewards.shape[1] // traj.num_tasks)
+        index = traj.episode_index()[:, row]
+        target = int(index.max()) if episode == -1 else 0
+        keep = (index == target) & traj.mask[:, row].bool()
+        paths.append(traj.obs[keep, row, :2].cpu().tolist())
+    return {
+        "task": {k: v[i].cpu().tolist() for k, v in tasks.items()},
+        "labels": list(family.spec.trace_labels),
+        "before": paths[0],
+        "after": paths[1],
+    }
 
 
 def family_metrics(family: Family, result: Adaptation, tasks) -> dict[str, torch.Tensor]:

@@ -25,6 +25,7 @@ from adaptrl.plots import (
     plot_adaptation,
     plot_training,
     save_figure,
+    trace_figure,
 )
 from adaptrl.results import (
     all_x,
@@ -32,6 +33,7 @@ from adaptrl.results import (
     format_ci,
     load_classical,
     load_results,
+    load_traces,
     mixed_sizes_warning,
     size_labels,
     sizes_differ,
@@ -39,6 +41,7 @@ from adaptrl.results import (
 from adaptrl.runs import Run, atomic_write_text, read_metrics
 
 Records = dict[str, dict[str, Any]]  # learner -> eval record (one split)
+UNITS = {"trial": "total reward per trial", "episode": "return per episode"}
 
 
 def adaptation_title(splits: list[str]) -> str:
@@ -54,20 +57,39 @@ def _classical_lines(classical: dict[str, dict[str, Any]], config: RunConfig) ->
     for split, record in classical.items():
         pub = config.published
         totals = pub.totals if pub and pub.split == split else {}
+        unit = UNITS[record.get("unit", "trial")]
+        rows = record["strategies"]
+        metrics = sorted(  # scalar metrics with an interval, e.g. rms_error_cm, regret
+            {
+                k
+                for v in rows.values()
+                for k, value in v.items()
+                if f"{k}_ci95" in v and k != "mean" and isinstance(value, (int, float))
+            }
+        )
         lines += [
             f"## Classical strategies on the same {split} tasks",
             "",
-            f"Mean total reward per trial ± 95% CI over {record['num_tasks']} trials "
-            f"(setting {record['setting']}), in the layout of Duan et al. 2016.",
+            f"Mean {unit} ± 95% CI over {record['num_tasks']} tasks (setting "
+            f"{record['setting']}); the learner's row is after adapting.",
             "",
-            "| strategy | total reward |",
-            "|---|---|",
+            f"| strategy | {unit} | " + " | ".join(metrics) + (" |" if metrics else "|"),
+            "|---" * (2 + len(metrics)) + "|",
         ]
-        for name, v in record["strategies"].items():
+        for name, v in rows.items():
             shown = f"**{name}**" if is_learner(name, config.algorithm) else name
             ci = format_ci(v.get("ci95"), record["num_tasks"])
-            lines.append(f"| {shown} | {v['mean']:.2f} ± {ci} |")
-        lines += [f"| {name} (published) | {value:.2f} |" for name, value in totals.items()]
+            cells = [f"{v['mean']:.2f} ± {ci}"] + [
+                f"{v[m]:.2f} ± {format_ci(v.get(f'{m}_ci95'), record['num_tasks'])}"
+                if m in v
+                else "–"
+                for m in metrics
+            ]
+            lines.append(f"| {shown} | " + " | ".join(cells) + " |")
+        lines += [
+            f"| {name} (published) | {value:.2f} |" + " |" * len(metrics)
+            for name, value in totals.items()
+        ]
         lines.append("")
     return lines
 
@@ -246,12 +268,16 @@ def _figures(run: Run, config: RunConfig, metrics, results, classical) -> dict[s
         figures["Meta-training curves"] = training
     if results:
         figures[adaptation_title(ordered_splits(results))] = plot_adaptation(
-            results, run.path / "adaptation.png", config.published
+            results, run.path / "adaptation.png", config.published, classical
         )
     if classical:
         fig = classical_figure(classical, config.algorithm, config.published)
-        figures["Classical strategies: total reward per trial"] = save_figure(
-            fig, run.path / "classical.png"
+        unit = UNITS[next(iter(classical.values())).get("unit", "trial")]
+        figures[f"Classical strategies: {unit}"] = save_figure(fig, run.path / "classical.png")
+    traces = load_traces(run)
+    if traces:
+        figures["Paths before and after adapting (hardest task of each split)"] = save_figure(
+            trace_figure(traces), run.path / "traces.png"
         )
     return figures
 

@@ -70,6 +70,12 @@ def load_classical(run: Run, eval_dir: Path | None = None) -> dict[str, dict[str
     return {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("classical/*.json"))}
 
 
+def load_traces(run: Run, eval_dir: Path | None = None) -> dict[str, dict[str, Any]]:
+    """Paths before and after adapting, by split (families that name a position)."""
+    folder = eval_dir or run.eval_dir
+    return {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("traces/*.json"))}
+
+
 def load_results(run: Run, eval_dir: Path | None = None) -> dict[str, dict[str, dict[str, Any]]]:
     """All eval JSON files of a run: {split: {learner: record}}."""
     results: dict[str, dict[str, dict[str, Any]]] = {}

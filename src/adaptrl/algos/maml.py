@@ -32,15 +32,18 @@ from adaptrl.config import EvalConfig
 from adaptrl.envs import Family, Tasks
 from adaptrl.errors import ConfigError
 from adaptrl.policies import (
+    CategoricalMLPPolicy,
     GaussianMLPPolicy,
     Params,
+    categorical_kl,
+    categorical_log_prob,
     expand_log_std,
     forward_params,
     gaussian_kl,
     gaussian_log_prob,
 )
 from adaptrl.returns import discounted_returns, fit_linear_baseline, gae, normalize_per_task
-from adaptrl.sampling import GaussianAgent, Sampler, Trajectories
+from adaptrl.sampling import CategoricalAgent, GaussianAgent, Sampler, Trajectories
 from adaptrl.trust_region import trpo_step
 
 
@@ -156,18 +159,25 @@ class MAML:
         self.config, self.family, self.sampler = config, family, sampler
         self.device = torch.device(device)
         obs_space, act_space = family.spaces()
-        if len(act_space.shape) != 1 or not hasattr(act_space, "low"):
-            raise ConfigError(
-                f"MAML needs a continuous (Box) action space; env "
-                f"'{family.spec.name}' has {act_space}"
+        self.continuous = hasattr(act_space, "low")
+        if hasattr(act_space, "n"):  # Discrete: a softmax policy
+            self.policy = CategoricalMLPPolicy(
+                obs_space.shape[0], int(act_space.n), config.hidden_sizes, config.activation
             )
-        self.policy = GaussianMLPPolicy(
-            obs_space.shape[0],
-            act_space.shape[0],
-            config.hidden_sizes,
-            config.activation,
-            config.init_std,
-        ).to(self.device)
+        elif self.continuous and len(act_space.shape) == 1:
+            self.policy = GaussianMLPPolicy(
+                obs_space.shape[0],
+                act_space.shape[0],
+                config.hidden_sizes,
+                config.activation,
+                config.init_std,
+            )
+        else:
+            raise ConfigError(
+                f"MAML needs a 1-D Box or a Discrete action space; env '{family.spec.name}' has "
+                f"{act_space}"
+            )
+        self.policy = self.policy.to(self.device)
 
     # ----------------------------------------------------------------------------- sampling
     @classmethod
@@ -184,7 +194,9 @@ class MAML:
         self, tasks: Tasks, params: Params, per_task: bool, episodes: int, seed: int
     ) -> Trajectories:
         n = next(iter(tasks.values())).shape[0]
-        agent = GaussianAgent(self.policy, params, per_task, n)
+        agent = (GaussianAgent if self.continuous else CategoricalAgent)(
+            self.policy, params, per_task, n
+        )
         return self.sampler.sample(agent, tasks, seed, episodes).to(self.device)
 
     def _pg_batch(self, traj: Trajectories) -> PGBatch:
@@ -208,8 +220,8 @@ class MAML:
     # ----------------------------------------------------------------------------- inner loop
     def _task_pg_loss(self, params: Params, obs, actions, advantages, mask) -> torch.Tensor:
         """REINFORCE loss of one task: obs [T, E, d] -> scalar."""
-        mean, log_std = functional_call(self.policy, params, (obs,))
-        log_prob = gaussian_log_prob(actions, mean, log_std)
+        out = functional_call(self.policy, params, (obs,))
+        log_prob = self._log_prob(actions, out if self.continuous else (out,))
         return -(log_prob * advantages).sum() / mask.sum().clamp_min(1.0)
 
     def inner_step(self, params: Params, per_task: bool, batch: PGBatch, lr: float) -> Params:
@@ -232,27 +244,38 @@ class MAML:
         return params, per_task
 
     # ----------------------------------------------------------------------------- outer loss
-    def _distribution(self, params: Params, per_task: bool, obs: torch.Tensor):
+    def _distribution(self, params: Params, per_task: bool, obs: torch.Tensor) -> tuple:
+        """The policy's distribution at ``obs``: (mean, log_std) or (logits,)."""
+        if not self.continuous:
+            return (forward_params(self.policy, params, obs, per_task, task_dim=1),)
         mean, log_std = forward_params(self.policy, params, obs, per_task, task_dim=1)
         return mean, expand_log_std(log_std, mean, per_task, task_dim=1)
+
+    def _log_prob(self, actions: torch.Tensor, dist: tuple) -> torch.Tensor:
+        if self.continuous:
+            return gaussian_log_prob(actions, *dist)
+        return categorical_log_prob(actions, *dist)
+
+    def _kl(self, old: tuple, new: tuple) -> torch.Tensor:
+        return gaussian_kl(*old, *new) if self.continuous else categorical_kl(*old, *new)
 
     def _surrogate_and_kl(
         self, params, per_task, post: PGBatch, old
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """TRPO surrogate -E[π/π_old · A] and mean KL(π_old || π), per task then averaged."""
-        mean, log_std = self._distribution(params, per_task, post.obs)
-        log_prob = gaussian_log_prob(post.actions, mean, log_std)
-        old_mean, old_log_std, old_log_prob = old
+        dist = self._distribution(params, per_task, post.obs)
+        log_prob = self._log_prob(post.actions, dist)
+        old_dist, old_log_prob = old
         ratio = torch.exp(log_prob - old_log_prob)
         count = post.mask.sum((0, 2)).clamp_min(1.0)
         surrogate = -((ratio * post.advantages).sum((0, 2)) / count).mean()
-        kl = gaussian_kl(old_mean, old_log_std, mean, log_std)
+        kl = self._kl(old_dist, dist)
         return surrogate, ((kl * post.mask).sum((0, 2)) / count).mean()
 
     def _old_distribution(self, params, per_task, post: PGBatch):
         with torch.no_grad():
-            mean, log_std = self._distribution(_detached(params), per_task, post.obs)
-            return mean, log_std, gaussian_log_prob(post.actions, mean, log_std)
+            dist = self._distribution(_detached(params), per_task, post.obs)
+            return dist, self._log_prob(post.actions, dist)
 
     # ----------------------------------------------------------------------------- meta-step
     def train_iteration(self, ctx: TrainContext) -> dict[str, float]:
@@ -357,7 +380,7 @@ class MAML:
 
     def adapt_from_episodes(
         self, episodes: list[dict[str, Any]], lr: float | None = None
-    ) -> GaussianMLPPolicy:
+    ) -> torch.nn.Module:
         """One inner step from episodes collected anywhere (a user's own env, a real system):
         each episode is a dict of ``obs`` [T, d], ``actions`` [T, A] (as sampled), ``rewards``
         [T] and optionally ``terminated`` (bool: the episode ended in the MDP, not by a time
@@ -365,7 +388,7 @@ class MAML:
         (linear baseline, GAE, per-task advantage normalisation)."""
         if not episodes:
             raise ConfigError("adapt_from_episodes needs at least one episode")
-        traj = _episodes_to_trajectories(episodes, self.device)
+        traj = _episodes_to_trajectories(episodes, self.device, discrete=not self.continuous)
         params = self.inner_step(
             _detached(self.policy.params()), False, self._pg_batch(traj), lr or self.config.inner_lr
         )
@@ -383,18 +406,21 @@ class MAML:
         self.policy.load_state_dict(state["policy"])
 
 
-def _episodes_to_trajectories(episodes: list[dict[str, Any]], device) -> Trajectories:
+def _episodes_to_trajectories(
+    episodes: list[dict[str, Any]], device, discrete: bool = False
+) -> Trajectories:
     """Variable-length episodes of one task as a [T, E] batch (zero-padded and masked)."""
     rows = []
     for ep in episodes:
         rewards = torch.as_tensor(np.asarray(ep["rewards"]), dtype=torch.float32).reshape(-1)
         n = rewards.shape[0]
         obs = torch.as_tensor(np.asarray(ep["obs"]), dtype=torch.float32).reshape(n, -1)
-        actions = torch.as_tensor(np.asarray(ep["actions"]), dtype=torch.float32).reshape(n, -1)
+        actions = torch.as_tensor(np.asarray(ep["actions"]))
+        actions = actions.long().reshape(n) if discrete else actions.float().reshape(n, -1)
         rows.append((obs, actions, rewards, bool(ep.get("terminated", False))))
     T, E = max(r[2].shape[0] for r in rows), len(rows)
     obs = torch.zeros(T, E, rows[0][0].shape[1])
-    actions = torch.zeros(T, E, rows[0][1].shape[1])
+    actions = torch.zeros(T, E, *rows[0][1].shape[1:], dtype=rows[0][1].dtype)
     rewards, mask = torch.zeros(T, E), torch.zeros(T, E)
     terminated = torch.zeros(T, E, dtype=torch.bool)
     truncated = torch.zeros(T, E, dtype=torch.bool)

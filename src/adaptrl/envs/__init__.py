@@ -86,6 +86,9 @@ class EnvSpec:
     classical_unit: str = "trial"
     """What a classical row's ``mean`` measures: the total reward of a ``trial`` (bandits, MDPs)
     or the return of an ``episode`` (controllers that do not learn across episodes)."""
+    trace_labels: tuple[str, str] | None = None
+    """Names of observation dims 0 and 1 when they are a position worth drawing: evaluation then
+    saves the path before and after adapting to the hardest task (largest first parameter)."""
 
     def resolved(self) -> EnvSpec:
         return EnvSpec(
@@ -97,6 +100,7 @@ class EnvSpec:
             self.classical,
             self.metrics,
             self.classical_unit,
+            self.trace_labels,
         )
 
 
@@ -266,6 +270,7 @@ _builtin(
     "adaptrl.baselines.drone:drone_controllers",
     metrics="adaptrl.envs.drone:drone_metrics",
     classical_unit="episode",
+    trace_labels=("x error (m)", "y error (m)"),
 )
 _builtin(
     "recommender",

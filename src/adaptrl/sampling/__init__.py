@@ -10,7 +10,7 @@ import os
 
 from adaptrl.envs import Family
 from adaptrl.errors import ConfigError
-from adaptrl.sampling.agents import Agent, GaussianAgent, RecurrentAgent
+from adaptrl.sampling.agents import Agent, CategoricalAgent, GaussianAgent, RecurrentAgent
 from adaptrl.sampling.base import InProcessSampler, RolloutWorker, Sampler
 from adaptrl.sampling.trajectories import Trajectories
 
@@ -56,6 +56,7 @@ def make_sampler(
 __all__ = [
     "BACKENDS",
     "Agent",
+    "CategoricalAgent",
     "GaussianAgent",
     "InProcessSampler",
     "RecurrentAgent",

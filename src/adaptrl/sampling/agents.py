@@ -78,6 +78,28 @@ class GaussianAgent:
         return type(self)(self.policy, params, True, stop - start)
 
 
+class CategoricalAgent(GaussianAgent):
+    """A softmax MLP policy, shared or per task, sampling by the inverse CDF of each row's
+    uniforms (the same draw whatever the batch)."""
+
+    def start(self, keys: torch.Tensor, num_steps: int) -> dict[str, Any]:
+        return {"t": 0, "noise": uniform_sequence(keys, num_steps, 1)[..., 0]}
+
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor, state: dict[str, Any]):
+        u = state["noise"][state["t"]]
+        if self.per_task:
+            logits = forward_params(
+                self.policy, self.params, obs.reshape(self.num_tasks, -1, obs.shape[-1]), True
+            ).reshape(obs.shape[0], -1)
+        else:
+            logits = forward_params(self.policy, self.params, obs, False)
+        log_p = torch.log_softmax(logits, -1)
+        actions = (log_p.exp().cumsum(-1) < u.unsqueeze(-1)).sum(-1).clamp_max(log_p.shape[-1] - 1)
+        state["t"] += 1
+        return actions, log_p.gather(1, actions[:, None]).squeeze(1), state
+
+
 class RecurrentAgent:
     """The RL² agent: a GRU over (obs, previous action, reward, done, progress[, previous obs]).
 

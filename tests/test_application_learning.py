@@ -1,0 +1,43 @@
+"""Learning tests of the two applications: a short fixed-seed run, then adaptation must
+measurably help on *held-out* tasks (users never seen in training, winds from held-out cells).
+Each test's docstring gives what was measured with its seed on 2 cores; the thresholds sit
+below that by a stated margin, not at it.
+"""
+
+import torch
+
+from adaptrl.baselines.recommender import run_recommender
+from adaptrl.build import build, build_run_config
+from adaptrl.config import apply_overrides, load_preset
+from adaptrl.protocol import evaluation_tasks, meta_test
+
+RECOMMENDER = [
+    "algo.meta_batch_size=128",
+    "algo.episodes_per_trial=3",
+    "algo.hidden_size=32",
+    "algo.encoder_size=32",
+    "algo.head_size=32",
+    "evaluate.num_tasks=500",
+]
+
+
+def _config(preset, overrides):
+    return build_run_config(apply_overrides(load_preset(preset), overrides))
+
+
+def test_rl2_recommender_learns_the_user_within_a_trial():
+    """RL², 150 iterations, 500 held-out users, 3 sessions of 10 recommendations. Measured:
+    clicks per session 3.98 -> 4.48 -> 4.49; the most-popular list 3.35 per session."""
+    config = _config("rl2-recommender", RECOMMENDER)
+    with build(config) as built:
+        rl2, family = built.learner, built.family
+        gen = torch.Generator().manual_seed(0)
+        for i in range(150):
+            rl2.meta_train_step(family.tasks.sample(128, "train", gen), seed=i)
+        out = meta_test(rl2, family, "test", config.evaluate)
+    clicks = out["returns"].mean(1)  # per session
+    tasks = evaluation_tasks(family, "test", config.evaluate)
+    popular = run_recommender(family, tasks, "most_popular", 3)["clicks"].mean()
+    assert clicks[-1] >= clicks[0] + 0.3, clicks  # it learns the user within the trial
+    assert clicks[0] >= popular + 0.3, (clicks, popular)  # and starts above the popular list
+    assert out["regret"][-1].mean() < out["regret"][0].mean() - 0.2
