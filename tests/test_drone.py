@@ -152,3 +152,16 @@ def test_rms_error_metric_by_hand():
 def test_impossible_physical_parameters_are_refused(key, value, message):
     with pytest.raises(ConfigError, match=message):
         make_family("drone_wind", **{key: value})
+
+
+def test_controllers_run_trials_of_several_episodes():
+    family = make_family("drone_wind", horizon=20)
+    one = run_controller(family, _task(2, wind=3.0), (4.0, 3.0, 0.0), episodes=1)
+    three = run_controller(family, _task(2, wind=3.0), (4.0, 3.0, 0.0), episodes=3)
+    assert three["return"].shape == (2,) and torch.isfinite(three["return"]).all()
+    assert_close(three["return"], one["return"], rtol=0.5, atol=5.0)  # same controller, same wind
+
+
+def test_a_prior_without_mass_on_a_split_is_refused_not_looped_on():
+    with pytest.raises(ConfigError, match="no mass on the train split"):
+        make_family("drone_wind", wind_max=0.1).tasks.sample(4, "train", torch.Generator())

@@ -98,3 +98,20 @@ def test_regret_metric_by_hand():
 def test_a_catalogue_smaller_than_the_slate_is_refused():
     with pytest.raises(ConfigError, match="slate_size=5 exceeds the catalogue"):
         make_family("recommender", num_items=4, slate_size=5)
+
+
+def test_a_users_strategy_result_does_not_depend_on_the_other_users():
+    family = make_family("recommender", slate_size=2)
+    tasks = family.tasks.sample(6, "cold_start", torch.Generator().manual_seed(3))
+    for strategy in ("epsilon_greedy", "thompson (true prior)", "linucb"):
+        whole = run_recommender(family, tasks, strategy, 2, seed=4, epsilon=0.3)
+        first = run_recommender(
+            family, {k: v[:3] for k, v in tasks.items()}, strategy, 2, seed=4, epsilon=0.3
+        )
+        assert_close(whole["clicks"][:, :3], first["clicks"]), strategy
+
+
+def test_the_oracle_has_no_regret_even_with_unavailable_items_in_a_carousel():
+    family = make_family("recommender", slate_size=3)
+    tasks = family.tasks.sample(50, "train", torch.Generator().manual_seed(0))  # cold items off
+    assert float(run_recommender(family, tasks, "oracle", 2)["regret"].abs().max()) == 0.0

@@ -12,6 +12,7 @@ file, and run it in a plain gymnasium loop.
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -117,7 +118,12 @@ def save_policy(policy: nn.Module | RecurrentController, path: str | Path) -> Pa
         warnings.simplefilter("ignore", UserWarning)
         program = torch.export.export(module.eval(), example, dynamic_shapes=dynamic)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.export.save(program, str(path), extra_files={_META: json.dumps(meta)})
+    tmp = path.with_name(f".{path.name}.tmp")  # written whole, then renamed: never half a file
+    try:
+        torch.export.save(program, str(tmp), extra_files={_META: json.dumps(meta)})
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -144,10 +150,10 @@ def load_policy(path: str | Path, mode: bool = False, seed: int = 0):
 
 
 def collect_episodes(
-    env: Any, policy: GaussianMLPPolicy, num_episodes: int, seed: int = 0
+    env: Any, policy: nn.Module, num_episodes: int, seed: int = 0
 ) -> list[dict[str, np.ndarray]]:
-    """Run a Gaussian policy (sampled actions, as MAML's inner loop needs) in any gymnasium env;
-    returns what ``MAML.adapt_from_episodes`` takes."""
+    """Run a Gaussian or softmax policy (sampled actions, as MAML's inner loop needs) in any
+    gymnasium env; returns what ``MAML.adapt_from_episodes`` takes."""
     gen = torch.Generator().manual_seed(seed)
     episodes = []
     for e in range(num_episodes):
@@ -155,11 +161,15 @@ def collect_episodes(
         rows: dict[str, list] = {"obs": [], "actions": [], "rewards": []}
         while True:
             with torch.no_grad():
-                mean, log_std = policy(torch.as_tensor(obs, dtype=torch.float32))
-                action = mean + log_std.exp() * torch.randn(mean.shape, generator=gen)
+                out = policy(torch.as_tensor(obs, dtype=torch.float32))
+                if policy.continuous:
+                    mean, log_std = out
+                    action = (mean + log_std.exp() * torch.randn(mean.shape, generator=gen)).numpy()
+                else:
+                    action = int(torch.multinomial(torch.softmax(out, -1), 1, generator=gen))
             rows["obs"].append(np.asarray(obs, dtype=np.float32))
-            rows["actions"].append(action.numpy())
-            obs, reward, terminated, truncated, _ = env.step(action.numpy())
+            rows["actions"].append(np.asarray(action))
+            obs, reward, terminated, truncated, _ = env.step(action)
             rows["rewards"].append(float(reward))
             if terminated or truncated:
                 break

@@ -196,9 +196,12 @@ def classical_record(
 def _learner_row(learner: dict[str, Any], unit: str) -> dict[str, Any]:
     """The learner in the classical table's unit: its total reward per trial, or its return per
     episode after adapting (the last adaptation point), with the family's metrics there."""
-    if unit == "trial":
+    if unit == "trial" and "total_return" in learner:
         return {"mean": learner["total_return"], "ci95": learner["total_return_ci95"]}
+    # A learner without trials (MAML): its return after the last adaptation step.
     row = {"mean": learner["mean_return"][-1], "ci95": learner["ci95"][-1]}
+    if unit == "trial":
+        row["note"] = "return after the last adaptation step (one episode), not a trial total"
     for key, value in learner.items():
         metric = key.removesuffix("_ci95")
         if key != metric and isinstance(learner.get(metric), list) and metric != "mean_return":

@@ -276,7 +276,7 @@ def _figures(run: Run, config: RunConfig, metrics, results, classical) -> dict[s
         figures[f"Classical strategies: {unit}"] = save_figure(fig, run.path / "classical.png")
     traces = load_traces(run)
     if traces:
-        figures["Paths before and after adapting (hardest task of each split)"] = save_figure(
+        figures["Paths before and after adapting, hardest task of each split"] = save_figure(
             trace_figure(traces), run.path / "traces.png"
         )
     return figures
@@ -329,7 +329,7 @@ def _inline(text: str) -> str:
 
 def _html_line(line: str, images: dict[str, str]) -> str:
     if line.startswith("!["):
-        name = line[line.index("(") + 1 : -1]
+        name = line[line.rindex("](") + 2 : -1]  # the title may hold parentheses
         return f'<img alt="{html.escape(name)}" src="data:image/png;base64,{images[name]}">'
     if line.startswith("#"):
         level = len(line) - len(line.lstrip("#"))

@@ -38,13 +38,20 @@ class Trainer:
         self.best: dict[str, float] = {}
         """Iteration and validation score of checkpoints/best.pt (empty until an evaluation)."""
         if resume:
-            state = run.load_checkpoint(required=False)
-            if state is not None:
-                restore_learner(self.learner, state, str(run.checkpoint_path))
-                self.generator.set_state(state["generator"])
-                self.iteration = int(state["iteration"])
-                self.elapsed_s = float(state.get("elapsed_s", 0.0))
-                self.best = dict(state.get("best", {}))
+            try:
+                self._resume()
+            except BaseException:  # e.g. a checkpoint that does not fit: stop our workers
+                self.close()
+                raise
+
+    def _resume(self) -> None:
+        state = self.run.load_checkpoint(required=False)
+        if state is not None:
+            restore_learner(self.learner, state, str(self.run.checkpoint_path))
+            self.generator.set_state(state["generator"])
+            self.iteration = int(state["iteration"])
+            self.elapsed_s = float(state.get("elapsed_s", 0.0))
+            self.best = dict(state.get("best", {}))
 
     algo = property(lambda self: self.learner)  # the pre-protocol name
 
@@ -123,9 +130,10 @@ class Trainer:
         return metrics
 
     def _held_out_metrics(self) -> dict[str, float]:
-        """Adaptation on a *validation* draw of held-out tasks (its own seed, never the tasks
-        ``adaptrl evaluate`` reports on, so keeping the best iteration does not select on them).
-        The score is the return at the last adaptation point."""
+        """Adaptation on a *validation* draw of held-out tasks: its own seed, so never the very
+        tasks ``adaptrl evaluate`` reports, but the same held-out cells: numbers of
+        ``evaluate --checkpoint best`` are therefore optimistic (selected on that distribution);
+        ``last`` is the unbiased one. The score is the return at the last adaptation point."""
         returns = meta_test(
             self.learner, self.family, "test", self.config.evaluate, seed_offset=VALIDATION_OFFSET
         )["returns"]

@@ -382,10 +382,11 @@ class MAML:
         self, episodes: list[dict[str, Any]], lr: float | None = None
     ) -> torch.nn.Module:
         """One inner step from episodes collected anywhere (a user's own env, a real system):
-        each episode is a dict of ``obs`` [T, d], ``actions`` [T, A] (as sampled), ``rewards``
-        [T] and optionally ``terminated`` (bool: the episode ended in the MDP, not by a time
-        limit). Returns the adapted policy as a standalone module. Same maths as the inner loop
-        (linear baseline, GAE, per-task advantage normalisation)."""
+        each episode is a dict of ``obs`` [T, d], ``actions`` [T, A] (as sampled; [T] integers
+        for discrete actions), ``rewards`` [T] and optionally ``terminated`` (bool: the episode
+        ended in the MDP, not by a time limit). Returns the adapted policy as a standalone
+        module. Same maths as the inner loop (linear baseline, GAE, per-task advantage
+        normalisation)."""
         if not episodes:
             raise ConfigError("adapt_from_episodes needs at least one episode")
         traj = _episodes_to_trajectories(episodes, self.device, discrete=not self.continuous)

@@ -4,8 +4,8 @@
   controller a drone ships with; a steady wind leaves it a steady position error.
 - ``PD + integral``: the same with integral action on the position error (gain tuned on
   training winds), the classical fix for a steady disturbance; slow against gusts.
-- ``oracle (knows the wind)``: the same PD plus the exact drag of the true wind fed forward:
-  what perfect adaptation could reach with this controller.
+- ``oracle (knows the wind)``: the same PD plus the exact drag of the true wind fed forward,
+  and the task's true mass: what perfect adaptation could reach with this controller.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def run_controller(
     env = DroneWindEnv(n * episodes, family.config)
     kp, kd, ki = gains
     controller = HoverController(family.config, kp=kp, kd=kd, ki=ki)
-    keys = task_episode_keys(seed, torch.arange(n * episodes) // episodes, episodes)
+    keys = task_episode_keys(seed, torch.arange(n), episodes)
     env.reset(tasks=rows, keys=keys)
     integral = torch.zeros(n * episodes, 2)
     alive = torch.ones(n * episodes, dtype=torch.bool)

@@ -6,13 +6,16 @@
 - ``epsilon_greedy``: per-item click rates (started at the prior's rates), ε tuned on training
   users;
 - ``linucb``: LinUCB (Li et al. 2010) on item features [eₖ, bₖ, 1], α tuned on training users;
-- ``thompson (true prior)``: Thompson sampling from the exact posterior over the user's
-  interests under the true prior and the true click model (importance-weighted prior samples):
-  close to Bayes-optimal;
+- ``thompson (true prior)``: Thompson sampling under the true prior and the true click model,
+  the posterior over the user's interests approximated by 512 samples of the prior reweighted by
+  the likelihood of the clicks seen (no resampling, so late in a trial the weight sits on few
+  samples);
 - ``oracle``: the best available carousel for the user, every step.
 
 Each row: total clicks per trial (mean, 95% interval over users), clicks per session
-(``curve``) and the expected regret against the oracle.
+(``curve``) and the expected regret against the oracle. Every user's random draws (clicks,
+exploration, posterior samples) come from its own counter-based stream, so a user's result does
+not depend on which other users are evaluated with it.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import torch
 
 from adaptrl.envs import Family
 from adaptrl.envs.recommender import catalogue, click_probabilities
-from adaptrl.rng import row_keys, uniform
+from adaptrl.rng import normal, row_keys, uniform
 from adaptrl.stats import mean_ci95
 
 EPSILONS = (0.0, 0.05, 0.1, 0.2)
@@ -46,26 +49,36 @@ def _prior_rates(config) -> torch.Tensor:
 
 
 class _Strategy:
-    """Scores carousels from what it has seen; ``observe`` takes the shown items' clicks."""
+    """Scores items from what it has seen; ``observe`` takes the shown items' clicks.
 
-    def __init__(self, config, available: torch.Tensor, gen: torch.Generator) -> None:
-        self.config, self.available, self.gen = config, available, gen
+    An unavailable item is worth nothing (it shows nothing) and teaches nothing."""
+
+    def __init__(self, config, available: torch.Tensor, keys: torch.Tensor) -> None:
+        self.config, self.available, self.keys = config, available, keys
         self.windows = _windows(config)
+        self.t = 0
 
     def scores(self) -> torch.Tensor:  # [n, K] per item
         raise NotImplementedError
 
+    def uniform(self, num: int) -> torch.Tensor:
+        """[n, num] uniforms from each user's own stream (agent stream; the env's clicks use
+        the env stream of the same keys)."""
+        return uniform(self.keys, self.t, num, "agent")
+
     def choose(self) -> torch.Tensor:
-        item = torch.where(self.available > 0, self.scores(), -torch.inf)
-        return item[:, self.windows].sum(-1).argmax(-1)  # best carousel
+        item = torch.where(self.available > 0, self.scores(), 0.0)
+        value = item[:, self.windows].sum(-1)  # carousels [n, K]
+        showable = self.available[:, self.windows].sum(-1) > 0
+        return torch.where(showable, value, -torch.inf).argmax(-1)
 
     def observe(self, shown: torch.Tensor, clicks: torch.Tensor) -> None:
-        pass
+        self.t += 1
 
 
 class _MostPopular(_Strategy):
-    def __init__(self, config, available, gen) -> None:
-        super().__init__(config, available, gen)
+    def __init__(self, config, available, keys) -> None:
+        super().__init__(config, available, keys)
         self.rates = _prior_rates(config).expand_as(available)
 
     def scores(self):
@@ -73,8 +86,8 @@ class _MostPopular(_Strategy):
 
 
 class _EpsilonGreedy(_Strategy):
-    def __init__(self, config, available, gen, epsilon: float) -> None:
-        super().__init__(config, available, gen)
+    def __init__(self, config, available, keys, epsilon: float) -> None:
+        super().__init__(config, available, keys)
         self.epsilon = epsilon
         self.clicks = _prior_rates(config).expand_as(available).clone()
         self.pulls = torch.ones_like(available)
@@ -84,24 +97,24 @@ class _EpsilonGreedy(_Strategy):
 
     def choose(self):
         greedy = super().choose()
-        n = greedy.shape[0]
-        explore = torch.rand(n, generator=self.gen) < self.epsilon
-        weights = self.available / self.available.sum(-1, keepdim=True)
-        random = torch.multinomial(weights, 1, generator=self.gen)[:, 0]
-        return torch.where(explore, random, greedy)
+        u = self.uniform(2)
+        cdf = (self.available / self.available.sum(-1, keepdim=True)).cumsum(-1)
+        random = (cdf < u[:, 1:]).sum(-1).clamp_max(self.available.shape[1] - 1)
+        return torch.where(u[:, 0] < self.epsilon, random, greedy)
 
     def observe(self, shown, clicks):
-        self.pulls.scatter_add_(1, shown, torch.ones_like(clicks))
-        self.clicks.scatter_add_(1, shown, clicks)
+        seen = self.available.gather(1, shown)
+        self.pulls.scatter_add_(1, shown, seen)
+        self.clicks.scatter_add_(1, shown, clicks * seen)
+        super().observe(shown, clicks)
 
 
 class _LinUCB(_Strategy):
-    def __init__(self, config, available, gen, alpha: float) -> None:
-        super().__init__(config, available, gen)
+    def __init__(self, config, available, keys, alpha: float) -> None:
+        super().__init__(config, available, keys)
         items = catalogue(config)
-        self.x = torch.cat(
-            [items["embeddings"], items["biases"][:, None], torch.ones(config.num_items, 1)], -1
-        )
+        ones = torch.ones(config.num_items, 1)
+        self.x = torch.cat([items["embeddings"], items["biases"][:, None], ones], -1)
         n, f = available.shape[0], self.x.shape[1]
         self.alpha = alpha
         self.A = torch.eye(f).expand(n, f, f).clone()
@@ -115,35 +128,39 @@ class _LinUCB(_Strategy):
         return mean + self.alpha * width
 
     def observe(self, shown, clicks):
-        x = self.x[shown]  # [n, s, f]
+        x = self.x[shown] * self.available.gather(1, shown).unsqueeze(-1)  # [n, s, f]
         self.A += x.transpose(1, 2) @ x
         self.b += (x * clicks.unsqueeze(-1)).sum(1)
+        super().observe(shown, clicks)
 
 
 class _Thompson(_Strategy):
-    def __init__(self, config, available, gen) -> None:
-        super().__init__(config, available, gen)
-        n = available.shape[0]
-        self.users = config.user_scale * torch.randn(n, PARTICLES, config.embed_dim, generator=gen)
+    def __init__(self, config, available, keys) -> None:
+        super().__init__(config, available, keys)
+        n, d = available.shape[0], config.embed_dim
+        draws = normal(keys, 1 << 40, PARTICLES * d, "agent")  # a counter no step reaches
+        self.users = config.user_scale * draws.reshape(n, PARTICLES, d)
         items = catalogue(config)
         self.p = torch.sigmoid(self.users @ items["embeddings"].T + items["biases"])  # [n, M, K]
         self.log_w = torch.zeros(n, PARTICLES)
 
     def scores(self):
-        pick = torch.multinomial(torch.softmax(self.log_w, -1), 1, generator=self.gen)[:, 0]
+        cdf = torch.softmax(self.log_w, -1).cumsum(-1)
+        pick = (cdf < self.uniform(1)).sum(-1).clamp_max(PARTICLES - 1)
         return self.p[torch.arange(pick.shape[0]), pick]
 
     def observe(self, shown, clicks):
         p = self.p.gather(2, shown.unsqueeze(1).expand(-1, PARTICLES, -1))  # [n, M, s]
         c = clicks.unsqueeze(1)
-        self.log_w += (c * p.clamp_min(1e-9).log() + (1 - c) * (1 - p).clamp_min(1e-9).log()).sum(
-            -1
-        )
+        seen = self.available.gather(1, shown).unsqueeze(1)
+        log_lik = c * p.clamp_min(1e-9).log() + (1 - c) * (1 - p).clamp_min(1e-9).log()
+        self.log_w += (log_lik * seen).sum(-1)
+        super().observe(shown, clicks)
 
 
 class _Oracle(_Strategy):
-    def __init__(self, config, available, gen, users: torch.Tensor) -> None:
-        super().__init__(config, available, gen)
+    def __init__(self, config, available, keys, users: torch.Tensor) -> None:
+        super().__init__(config, available, keys)
         self.true = click_probabilities(config, users)
 
     def scores(self):
@@ -163,19 +180,18 @@ def run_recommender(
     c = family.config
     users, available = tasks["user"], tasks["available"]
     n = users.shape[0]
-    gen = torch.Generator().manual_seed(seed)
+    keys = row_keys(seed, torch.arange(n), torch.zeros(n, dtype=torch.int64))
     make = {
-        "most_popular": lambda: _MostPopular(c, available, gen),
-        "epsilon_greedy": lambda: _EpsilonGreedy(c, available, gen, kw.get("epsilon", 0.1)),
-        "linucb": lambda: _LinUCB(c, available, gen, kw.get("alpha", 1.0)),
-        "thompson (true prior)": lambda: _Thompson(c, available, gen),
-        "oracle": lambda: _Oracle(c, available, gen, users),
+        "most_popular": lambda: _MostPopular(c, available, keys),
+        "epsilon_greedy": lambda: _EpsilonGreedy(c, available, keys, kw.get("epsilon", 0.1)),
+        "linucb": lambda: _LinUCB(c, available, keys, kw.get("alpha", 1.0)),
+        "thompson (true prior)": lambda: _Thompson(c, available, keys),
+        "oracle": lambda: _Oracle(c, available, keys, users),
     }[strategy]
     agent = make()
     true = click_probabilities(c, users) * available
     windows = _windows(c)
     value = true[:, windows].sum(-1)  # expected clicks of each carousel [n, K]
-    keys = row_keys(seed, torch.arange(n), torch.zeros(n, dtype=torch.int64))
     clicks = torch.zeros(episodes, n)
     regret = torch.zeros(episodes, n)
     for t in range(episodes * c.session_length):

@@ -18,9 +18,11 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from adaptrl.errors import ConfigError
 from adaptrl.rng import RowStreams, seed_keys
 
 Tasks = dict[str, torch.Tensor]
+MAX_REJECTION_ROUNDS = 200  # HashSplit: rounds of drawing before a split counts as empty
 Split = Literal["train", "test"]
 SPLITS: tuple[str, ...] = ("train", "test")
 
@@ -273,9 +275,14 @@ class HashSplit:
         want_test = split == "test"
         fraction = self.test_fraction if want_test else 1 - self.test_fraction
         chunks, have = [], 0
-        while have < n:
+        for _ in range(MAX_REJECTION_ROUNDS):
             draw = prior(int((n - have) / fraction * 1.5) + 16, generator)
             keep = draw[self.is_test(draw) == want_test]
             chunks.append(keep)
             have += keep.shape[0]
-        return torch.cat(chunks)[:n]
+            if have >= n:
+                return torch.cat(chunks)[:n]
+        raise ConfigError(
+            f"the task prior puts (almost) no mass on the {split} split's cells (cells of width "
+            f"{self.cell_width}); widen the prior's range"
+        )

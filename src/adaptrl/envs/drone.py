@@ -84,10 +84,11 @@ class DroneWindConfig:
         for name in ("horizon", "dt", "substeps", "mass", "inertia", "arm", "thrust_max", "box"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"env.{name} must be > 0, got {getattr(self, name)!r}")
-        if 2 * self.thrust_max <= self.mass * GRAVITY:
+        heaviest = self.mass * (1 + self.mass_range)
+        if 2 * self.thrust_max <= heaviest * GRAVITY:
             raise ConfigError(
-                f"env.thrust_max={self.thrust_max} N per rotor cannot lift {self.mass} kg (needs "
-                f"> {self.mass * GRAVITY / 2:.2f} N)"
+                f"env.thrust_max={self.thrust_max} N per rotor cannot lift {heaviest:.3g} kg "
+                f"(mass x (1 + mass_range); needs > {heaviest * GRAVITY / 2:.2f} N)"
             )
         if len(self.drag) != 2 or any(b < 0 for b in self.drag):
             raise ConfigError(f"env.drag must be two coefficients >= 0, got {list(self.drag)}")
