@@ -6,6 +6,7 @@ below that by a stated margin, not at it.
 
 import torch
 
+from adaptrl.baselines.drone import run_controller
 from adaptrl.baselines.recommender import run_recommender
 from adaptrl.build import build, build_run_config
 from adaptrl.config import apply_overrides, load_preset
@@ -41,3 +42,31 @@ def test_rl2_recommender_learns_the_user_within_a_trial():
     assert clicks[-1] >= clicks[0] + 0.3, clicks  # it learns the user within the trial
     assert clicks[0] >= popular + 0.3, (clicks, popular)  # and starts above the popular list
     assert out["regret"][-1].mean() < out["regret"][0].mean() - 0.2
+
+
+DRONE = [
+    "algo.meta_batch_size=10",
+    "algo.episodes_per_task=10",
+    "algo.hidden_sizes=[32]",
+    "env.horizon=50",
+    "evaluate.num_tasks=20",
+    "evaluate.episodes_per_task=10",
+]
+
+
+def test_maml_drone_adapts_to_held_out_winds():
+    """MAML, 30 iterations, 20 held-out winds, 50-step episodes. Measured: RMS error 43.2 cm
+    before the inner step, 18.2 cm after it; the still-air PD 23.7 cm on the same winds. (What
+    the step mostly does is shrink the exploration noise: see the README's drone results.)"""
+    config = _config("maml-drone-wind", DRONE)
+    with build(config) as built:
+        maml, family = built.learner, built.family
+        gen = torch.Generator().manual_seed(0)
+        for i in range(30):
+            maml.meta_train_step(family.tasks.sample(10, "train", gen), seed=i)
+        out = meta_test(maml, family, "test", config.evaluate)
+    rms = out["rms_error_cm"].mean(1)  # before, after one step
+    tasks = evaluation_tasks(family, "test", config.evaluate)
+    still_air = run_controller(family, tasks, (4.0, 3.0, 0.0))["rms_error_cm"].mean()
+    assert rms[1] <= 0.6 * rms[0], rms  # ≥ 40% lower after one step (measured 58%)
+    assert rms[1] <= still_air - 2.0, (rms, still_air)  # and below the still-air controller
