@@ -258,21 +258,17 @@ def test_rl2_resume_is_identical_to_an_uninterrupted_run(tmp_path):
     assert losses(whole) == losses(split)
 
 
-def test_a_refused_run_in_an_existing_folder_takes_back_only_what_it_wrote(tmp_path, capsys):
+def test_a_refused_run_in_an_existing_folder_takes_back_only_what_it_wrote(
+    tmp_path, capsys, monkeypatch
+):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     out = tmp_path / "mine"
     out.mkdir()
     (out / "notes.txt").write_text("the user's own file")
-    argv = ["train", "maml-navigation2d", "--out", str(out), "--set", "env={name: bandit}"]
-    assert "continuous (Box) action space" in _error(capsys, argv)  # MAML cannot use bandits
+    argv = ["train", "maml-navigation2d", "--out", str(out), "--device", "cuda"]
+    assert "CUDA is not available" in _error(capsys, argv)  # refused when the run is built
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
-    argv = [
-        "train",
-        "maml-navigation2d",
-        "--out",
-        str(tmp_path / "new"),
-        "--set",
-        "env={name: bandit}",
-    ]
+    argv = ["train", "maml-navigation2d", "--out", str(tmp_path / "new"), "--device", "cuda"]
     _error(capsys, argv)
     assert not (tmp_path / "new").exists()
 
@@ -315,3 +311,19 @@ def test_aggregate_over_seeds_from_the_cli(tmp_path, capsys):
         [(a + b) / 2 for a, b in zip(*means)]
     )
     assert "needs at least 2 runs" in _error(capsys, ["aggregate", str(runs[0]), "--out", "x"])
+
+
+@pytest.mark.parametrize(
+    "preset,override,message",
+    [
+        ("maml-drone-wind", "env.mass=-1", "env.mass must be > 0"),
+        ("maml-drone-wind", "env.thrust_max=0", "env.thrust_max must be > 0"),
+        ("rl2-drone-wind", "env.drag=[0.1]", "env.drag must be two coefficients"),
+        ("rl2-recommender", "env.slate_size=30", "slate_size=30 exceeds the catalogue"),
+        ("maml-recommender", "env.cold_fraction=1.5", "env.cold_fraction must lie in [0, 1)"),
+    ],
+)
+def test_impossible_application_settings_are_one_line(tmp_path, capsys, preset, override, message):
+    out = tmp_path / "x"
+    assert message in _error(capsys, ["train", preset, "--out", str(out), "--set", override])
+    assert not out.exists()
