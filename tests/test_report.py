@@ -355,3 +355,14 @@ def test_aggregate_refuses_mismatched_missing_or_single_runs(tmp_path):
         aggregate_runs([*paths, same_seed.path], "test", tmp_path / "out")
     assert all("\n" not in str(e) for e in [err.value])
     assert not (tmp_path / "out").exists()
+
+
+def test_family_metrics_get_a_table_beside_the_returns_and_titles_may_hold_parentheses(tmp_path):
+    run = make_run(tmp_path / "run")
+    rms = {"rms_error_cm": [40.9, 9.0], "rms_error_cm_ci95": [1.0, 0.2]}
+    write(run, record("maml", "test", [-39.1, -3.8], **rms))
+    md = report_md(run)
+    assert "| gradient steps | rms_error_cm: maml |" in md
+    assert "| 1 | 9.00 ± 0.20 |" in md
+    html = (run.path / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 1

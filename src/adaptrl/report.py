@@ -132,6 +132,7 @@ def _split_lines(split: str, learners: Records, saved: int | None, run_path: Pat
         cells = [curve_cell(learners[n], x, aligned=False) for n in names]
         lines.append(f"| {x} | " + " | ".join(cells) + " |")
     lines.append("")
+    lines += _metric_lines(learners, names)
     for later, earlier in identical_curves(learners).items():
         lines += [
             f"**Note:** {later} and {earlier} give identical curves on {split} "
@@ -140,6 +141,34 @@ def _split_lines(split: str, learners: Records, saved: int | None, run_path: Pat
         ]
     used = [f"{n}: {learners[n]['inner_lrs']}" for n in names if "inner_lrs" in learners[n]]
     return lines + (["Inner step sizes — " + "; ".join(used), ""] if used else [])
+
+
+def _metric_lines(learners: Records, names: list[str]) -> list[str]:
+    """The family's own metrics at each adaptation point (e.g. the drone's rms_error_cm, the
+    recommender's regret), one small table each, beside the returns."""
+    first = learners[names[0]]
+    metrics = [
+        k
+        for k, v in first.items()
+        if isinstance(v, list)
+        and len(v) == len(first["x"])
+        and f"{k}_ci95" in first
+        and k not in ("mean_return", "mean_episode_length")
+    ]
+    lines = []
+    for metric in metrics:
+        shown = [n for n in names if metric in learners[n]]
+        lines += [f"| {first['x_label']} | " + " | ".join(f"{metric}: {n}" for n in shown) + " |"]
+        lines += ["|---" * (len(shown) + 1) + "|"]
+        for i, x in enumerate(first["x"]):
+            cells = [
+                f"{learners[n][metric][i]:.2f} ± "
+                + format_ci(learners[n][f"{metric}_ci95"][i], learners[n]["num_tasks"])
+                for n in shown
+            ]
+            lines.append(f"| {x} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
 
 
 def _references(results: dict[str, Records]) -> dict[str, str]:
