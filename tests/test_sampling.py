@@ -152,10 +152,13 @@ def _alive(pids: set[int]) -> set[int]:
 
 SCRIPT = textwrap.dedent(
     """
-    import sys, time, torch
+    import signal, sys, time, torch
     from adaptrl.envs import make_family
     from adaptrl.sampling.processes import ProcessSampler
     if __name__ == "__main__":
+        # Ctrl-C as in a terminal, even when this test runs as a background job (which starts
+        # its children with SIGINT ignored).
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         sampler = ProcessSampler(make_family("navigation2d"), 2)
         print(" ".join(str(p.pid) for p in sampler.procs), flush=True)
         if sys.argv[1] == "raise":
