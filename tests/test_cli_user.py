@@ -43,7 +43,14 @@ def test_a_run_records_its_complete_config_and_versions(trained):
     sessions = json.loads((trained / "sessions.json").read_text())
     assert len(sessions) == 1 and sessions[0]["start_iteration"] == 0
     assert sessions[0]["versions"]["torch"] == torch.__version__
-    assert sessions[0]["command"][:2] == ["adaptrl", *sessions[0]["command"][1:2]]
+    assert sessions[0]["command"] == [
+        "adaptrl",
+        "train",
+        "maml-navigation2d",
+        "--out",
+        str(trained),
+        *TINY,
+    ]
 
 
 def test_best_and_periodic_checkpoints_are_kept_and_evaluable(run, capsys):

@@ -60,7 +60,7 @@ def _train(args: argparse.Namespace) -> None:
         if trainer.iteration >= config.train.num_iterations:
             print(f"{run.path}: already trained for {trainer.iteration} iterations")
             return
-        run.record_session(["adaptrl", *sys.argv[1:]], trainer.iteration, str(trainer.built.device))
+        run.record_session(["adaptrl", *args.argv], trainer.iteration, str(trainer.built.device))
         metrics = trainer.train(progress=not args.quiet)
     shown = {k: round(v, 3) for k, v in metrics.items() if k.startswith(("adapt/", "time/"))}
     print(f"trained {run.path} to iteration {trainer.iteration}: {shown}")
@@ -358,6 +358,7 @@ def _interrupt(signum, frame):
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded in RUN/sessions.json
     # SIGTERM (a scheduler's stop, `kill`) stops a run like Ctrl-C does: workers are shut down
     # and the last checkpoint stays valid. Background jobs may ignore SIGINT; SIGTERM still works.
     signal.signal(signal.SIGTERM, _interrupt)
