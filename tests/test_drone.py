@@ -155,11 +155,14 @@ def test_impossible_physical_parameters_are_refused(key, value, message):
 
 
 def test_controllers_run_trials_of_several_episodes():
-    family = make_family("drone_wind", horizon=20)
+    # Starting at the target every episode, a deterministic controller repeats itself: the
+    # mean over a 3-episode trial equals one episode exactly.
+    family = make_family("drone_wind", horizon=20, start_offset=0.0)
     one = run_controller(family, _task(2, wind=3.0), (4.0, 3.0, 0.0), episodes=1)
     three = run_controller(family, _task(2, wind=3.0), (4.0, 3.0, 0.0), episodes=3)
-    assert three["return"].shape == (2,) and torch.isfinite(three["return"]).all()
-    assert_close(three["return"], one["return"], rtol=0.5, atol=5.0)  # same controller, same wind
+    assert three["return"].shape == (2,) and bool((three["return"] < 0).all())
+    assert_close(three["return"], one["return"])
+    assert_close(three["rms_error_cm"], one["rms_error_cm"])
 
 
 def test_a_prior_without_mass_on_a_split_is_refused_not_looped_on():

@@ -31,7 +31,6 @@ from adaptrl.policies import (
     GaussianMLPPolicy,
     MeanActionPolicy,
     RecurrentController,
-    RecurrentStep,
 )
 from adaptrl.runs import Run
 
@@ -96,12 +95,12 @@ def save_policy(policy: nn.Module | RecurrentController, path: str | Path) -> Pa
     if isinstance(policy, RecurrentController):
         step = policy.step
         example = (
-            torch.zeros(1, _obs_dim(step)),
+            torch.zeros(1, step.policy.obs_dim),
             policy.prev_action.new_zeros(policy.prev_action.shape),
             torch.zeros(1),
             torch.zeros(1),
             torch.zeros(1),
-            torch.zeros(1, _obs_dim(step)),
+            torch.zeros(1, step.policy.obs_dim),
             torch.zeros(1, 1, policy.hidden_size),
         )
         meta = {"kind": "recurrent", "hidden_size": policy.hidden_size, "budget": policy.budget}
@@ -175,11 +174,3 @@ def collect_episodes(
                 break
         episodes.append({**{k: np.stack(v) for k, v in rows.items()}, "terminated": terminated})
     return episodes
-
-
-def _obs_dim(step: RecurrentStep) -> int:
-    policy = step.policy
-    extra = policy.num_actions + 2 + int(policy.time_input)
-    linear = policy.encoder[0] if isinstance(policy.encoder, nn.Sequential) else policy.gru
-    in_dim = linear.in_features if isinstance(linear, nn.Linear) else linear.input_size
-    return (in_dim - extra) // (1 + int(policy.prev_obs_input))

@@ -164,7 +164,7 @@ class RecurrentCategoricalPolicy(nn.Module):
         head_size: int = 0,
     ) -> None:
         super().__init__()
-        self.num_actions, self.hidden_size = num_actions, hidden_size
+        self.obs_dim, self.num_actions, self.hidden_size = obs_dim, num_actions, hidden_size
         self.time_input, self.prev_obs_input = time_input, prev_obs_input
         in_dim = obs_dim * (1 + int(prev_obs_input)) + num_actions + 2 + int(time_input)
         self.encoder = (

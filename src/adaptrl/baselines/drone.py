@@ -18,7 +18,7 @@ from adaptrl.envs import Family
 from adaptrl.envs.base import repeat_tasks
 from adaptrl.envs.drone import DroneWindEnv, HoverController, drone_metrics
 from adaptrl.rng import task_episode_keys
-from adaptrl.stats import mean_ci95
+from adaptrl.stats import summary_row
 
 PD_GRID = ((2.0, 2.0), (4.0, 3.0), (6.0, 4.0), (8.0, 5.0))
 KI_GRID = (0.5, 1.0, 2.0, 4.0)
@@ -80,15 +80,7 @@ def run_controller(
 
 
 def _row(result: dict[str, torch.Tensor], **extra: Any) -> dict[str, Any]:
-    mean, ci = mean_ci95(result["return"])
-    rms, rms_ci = mean_ci95(result["rms_error_cm"])
-    return {
-        "mean": float(mean),
-        "ci95": float(ci),
-        "rms_error_cm": float(rms),
-        "rms_error_cm_ci95": float(rms_ci),
-        **extra,
-    }
+    return {**summary_row(result["return"], rms_error_cm=result["rms_error_cm"]), **extra}
 
 
 def drone_controllers(

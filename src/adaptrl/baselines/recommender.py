@@ -27,7 +27,7 @@ import torch
 from adaptrl.envs import Family
 from adaptrl.envs.recommender import catalogue, click_probabilities
 from adaptrl.rng import normal, row_keys, uniform
-from adaptrl.stats import mean_ci95
+from adaptrl.stats import summary_row
 
 EPSILONS = (0.0, 0.05, 0.1, 0.2)
 ALPHAS = (0.1, 0.3, 1.0, 2.0)
@@ -206,18 +206,8 @@ def run_recommender(
 
 
 def _row(result: dict[str, torch.Tensor], **extra: Any) -> dict[str, Any]:
-    total, ci = mean_ci95(result["clicks"].sum(0))
-    curve, curve_ci = mean_ci95(result["clicks"])
-    regret, regret_ci = mean_ci95(result["regret"].sum(0))
-    return {
-        "mean": float(total),
-        "ci95": float(ci),
-        "curve": curve.tolist(),
-        "curve_ci95": curve_ci.tolist(),
-        "regret": float(regret),
-        "regret_ci95": float(regret_ci),
-        **extra,
-    }
+    clicks, regret = result["clicks"], result["regret"].sum(0)
+    return {**summary_row(clicks.sum(0), curve=clicks, regret=regret), **extra}
 
 
 def recommender_strategies(

@@ -10,7 +10,7 @@ import torch
 from adaptrl.baselines.bandit import BANDIT_STRATEGIES, bayes_optimal_value, run_bandit_strategy
 from adaptrl.baselines.mdp import MDP_STRATEGIES, run_mdp_strategy
 from adaptrl.envs import Family
-from adaptrl.stats import mean_ci95
+from adaptrl.stats import summary_row
 
 CLASSICAL_ENVS = ("bandit", "tabular_mdp")  # families with classical strategies below
 TUNE_GRID = tuple(round(0.1 * i, 1) for i in range(11))  # Duan et al. tuned c and ε over this
@@ -25,8 +25,7 @@ def classical_setting(family: Family, episodes: int) -> str:
 
 
 def _stats(totals: np.ndarray) -> dict[str, float]:
-    mean, ci95 = mean_ci95(totals)
-    return {"mean": float(mean), "ci95": float(ci95)}
+    return summary_row(totals)
 
 
 def classical_baselines(

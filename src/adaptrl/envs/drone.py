@@ -183,7 +183,8 @@ class HoverController:
         accel = reference_accel - self.kp * error - self.kd * velocity_error
         if integral is not None:
             accel = accel - self.ki * integral
-        force = m * (accel + torch.tensor([0.0, GRAVITY], device=error.device))
+        accel[:, 1] += GRAVITY  # a fresh tensor: adding in place saves a constant per call
+        force = m * accel
         if feedforward is not None:
             force = force - feedforward
         total = force.norm(dim=-1).clamp_max(2 * c.thrust_max)
@@ -209,6 +210,7 @@ class DroneWindEnv(BatchedMetaEnv):
         self.state = torch.zeros(num_envs, 6, device=self.device)
         self.t = torch.zeros(num_envs, dtype=torch.long, device=self.device)
         self.hover = HoverController(c)
+        self._drag = torch.tensor(c.drag, device=self.device)  # β, read every substep
 
     # ----------------------------------------------------------------------------- physics
     def reference(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -235,7 +237,7 @@ class DroneWindEnv(BatchedMetaEnv):
         cos, sin = torch.cos(phi), torch.sin(phi)
         vx, vy = state[:, 3] - wind, state[:, 4]
         vb = torch.stack([cos * vx + sin * vy, -sin * vx + cos * vy], -1)  # Rᵀ v
-        beta = torch.tensor(self.config.drag, device=self.device) * self.tasks["drag"]
+        beta = self._drag * self.tasks["drag"]
         db = -beta * vb * vb.abs()
         return torch.stack([cos * db[:, 0] - sin * db[:, 1], sin * db[:, 0] + cos * db[:, 1]], -1)
 
