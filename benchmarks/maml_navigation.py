@@ -29,10 +29,14 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument(
+        "--per-iteration", action="store_true", help="also list every timed iteration's seconds"
+    )
+    parser.add_argument("--preset", default="maml-navigation2d", help="a 2D-navigation MAML preset")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    config = build_run_config(apply_overrides(load_preset("maml-navigation2d"), args.overrides))
+    config = build_run_config(apply_overrides(load_preset(args.preset), args.overrides))
     built = build(config)
     family, algo = built.family, built.learner
     gen = torch.Generator().manual_seed(0)
@@ -76,6 +80,9 @@ def main() -> None:
                     "episodes_per_task": c.episodes_per_task,
                     "horizon": family.config.horizon,
                     "curvature_episodes": c.curvature_episodes,
+                    "fisher_product": c.fisher_product,
+                    "hidden_sizes": list(c.hidden_sizes),
+                    "activation": c.activation,
                     "first_order": c.first_order,
                     "torch_threads": torch.get_num_threads(),
                     "device": config.train.device,
@@ -89,6 +96,11 @@ def main() -> None:
                 "env_steps_per_s_floor": round(steps / floor_s),
                 "env_steps_per_s_training": round(steps / median),
                 "peak_rss_mb": round(peak_mb, 1),
+                **(
+                    {"seconds_per_iteration": [round(t, 4) for t in iteration_s]}
+                    if args.per_iteration
+                    else {}
+                ),
             },
             indent=1,
         )

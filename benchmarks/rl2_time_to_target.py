@@ -16,10 +16,9 @@ from dataclasses import replace
 
 import torch
 
-from adaptrl.build import build_run_config
+from adaptrl.build import build, build_run_config
 from adaptrl.config import apply_overrides, load_preset
-from adaptrl.evaluation import meta_test
-from adaptrl.trainer import build_learner
+from adaptrl.protocol import meta_test
 
 
 def main() -> None:
@@ -32,7 +31,9 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     args = parser.parse_args()
     config = build_run_config(apply_overrides(load_preset(args.preset), args.overrides))
-    family, algo, gen = build_learner(config)
+    built = build(config)
+    family, algo = built.family, built.learner
+    gen = torch.Generator().manual_seed(config.train.seed)
     eval_cfg = replace(config.evaluate, num_tasks=args.eval_trials)
 
     # Sampling throughput alone (no learning): one batch of trials.

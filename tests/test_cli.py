@@ -208,3 +208,17 @@ def test_corrupted_and_missing_checkpoint(tmp_path, capsys, trained):
     assert "corrupted" in err
     ckpt.unlink()
     assert "has no checkpoint" in _error(capsys, ["evaluate", str(run)])
+
+
+def test_evaluation_records_the_schedule_and_references_share_it(tmp_path):
+    """The authors'-code preset adapts at 0.5 then 0.25 and gives the references the very same
+    schedule (no tuning); every record says which schedule and how many episodes per step."""
+    run = tmp_path / "authors"
+    assert main(["train", "maml-navigation2d-authors", "--out", str(run), *TINY]) == 0
+    assert main(["evaluate", str(run), "--split", "test", "--quiet"]) == 0
+    for name in ("test.json", "test.pretrained.json", "test.random_init.json"):
+        record = json.loads((run / "eval" / name).read_text())
+        assert record["inner_lrs"] == [0.5, 0.25], name
+        assert record["episodes_per_step"] == 2, name
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["algo"]["inner_lr"] == 0.5 and config["evaluate"]["tune_reference_lrs"] is False

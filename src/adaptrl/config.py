@@ -69,6 +69,10 @@ class EvalConfig:
     """Episodes per task per adaptation step."""
     pretrained_iterations: int = 0
     """Iterations of the multi-task 'pretrained' reference (0 = the run's num_iterations)."""
+    tune_reference_lrs: bool = True
+    """Scale the references' step-size schedule for their best return on training tasks (so a
+    reference is not handicapped by the meta-learner's schedule); false gives them exactly
+    ``inner_lrs``, as the MAML authors' test script does."""
     seed: int = 1234
     """Seed of evaluation tasks and rollouts (apart from training), so curves are comparable."""
     actions: str = "sample"

@@ -89,7 +89,7 @@ def evaluate_run(
         if references:
             for name, (learner, text) in reference_learners(run, config, built, progress).items():
                 learners[name] = (learner, text)
-                if learner.tunes_step_sizes:
+                if learner.tunes_step_sizes and config.evaluate.tune_reference_lrs:
                     lrs[name] = tune_inner_lrs(learner, family, config.evaluate)
         with _memory_guard(config.evaluate.num_tasks):
             results = _evaluate_splits(

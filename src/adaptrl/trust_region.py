@@ -61,6 +61,52 @@ def fisher_vector_product(
     return fvp
 
 
+def gauss_newton_products(
+    fn: Callable[[dict[str, torch.Tensor]], tuple[torch.Tensor, ...]],
+    primals: dict[str, torch.Tensor],
+    output_fisher: Callable[
+        [tuple[torch.Tensor, ...]], Callable[[tuple[torch.Tensor, ...]], tuple[torch.Tensor, ...]]
+    ],
+    damping: float,
+) -> tuple[
+    tuple[torch.Tensor, ...],
+    Callable[[tuple[torch.Tensor, ...]], torch.Tensor],
+    Callable[[torch.Tensor], torch.Tensor],
+]:
+    """Fisher-vector products in Gauss–Newton form, v -> Jᵀ M J v + damping v.
+
+    ``fn`` maps parameters to a distribution's parameters (for MAML: through the inner update),
+    J is its Jacobian and ``output_fisher(outputs)`` returns u -> M u, M the KL's Hessian in
+    distribution space at those (old) outputs, weighted per sample. At the old parameters the
+    KL's gradient in distribution space is zero, so JᵀMJ *is* the KL's Hessian, exactly: one
+    forward-mode product (``torch.func.jvp``) and one reverse-mode product replace each double
+    back-propagation, and the reverse graph is built once. Returns (outputs, vjp, fvp);
+    ``vjp(cotangents)`` is the flat gradient of any loss of the outputs, so the policy gradient
+    comes from the same graph.
+    """
+    names = list(primals)
+    outputs, vjp_fn = torch.func.vjp(fn, primals)
+    fisher = output_fisher(tuple(o.detach() for o in outputs))
+
+    def vjp(cotangents: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        (grads,) = vjp_fn(tuple(cotangents))
+        return flat([grads[k] for k in names])
+
+    def unflat(v: torch.Tensor) -> dict[str, torch.Tensor]:
+        out, offset = {}, 0
+        for k in names:
+            n = primals[k].numel()
+            out[k] = v[offset : offset + n].view_as(primals[k])
+            offset += n
+        return out
+
+    def fvp(v: torch.Tensor) -> torch.Tensor:
+        _, jv = torch.func.jvp(fn, (primals,), (unflat(v),))
+        return vjp(fisher(jv)) + damping * v
+
+    return outputs, vjp, fvp
+
+
 def trpo_step(
     params: Sequence[torch.Tensor],
     loss: torch.Tensor,
@@ -75,25 +121,54 @@ def trpo_step(
     """One TRPO update of ``params`` (in place) minimising ``loss`` with mean KL ≤ ``max_kl``.
 
     loss: scalar with a graph to params; kl_for_curvature: scalar KL (zero at the current params)
-    whose Hessian defines the metric; evaluate(): (loss, kl) at the params' current values, no
-    graph needed. The step is rejected (params restored) if no backtrack improves the loss
-    within the KL bound.
+    whose Hessian defines the metric (double back-propagation); evaluate(): (loss, kl) at the
+    params' current values, no graph needed. See ``natural_step``.
     """
     g = flat(torch.autograd.grad(loss, params, retain_graph=True))
     fvp = fisher_vector_product(kl_for_curvature, params, damping)
-    direction = conjugate_gradient(fvp, g, cg_iters)
+    return natural_step(
+        params,
+        g,
+        fvp,
+        float(loss.detach()),
+        evaluate,
+        max_kl,
+        cg_iters,
+        backtrack_ratio,
+        max_backtracks,
+    )
+
+
+def natural_step(
+    params: Sequence[torch.Tensor],
+    grad: torch.Tensor,
+    fvp: Callable[[torch.Tensor], torch.Tensor],
+    old_loss: float,
+    evaluate: Callable[[], tuple[float, float]],
+    max_kl: float,
+    cg_iters: int = 10,
+    backtrack_ratio: float = 0.8,
+    max_backtracks: int = 15,
+) -> dict[str, float]:
+    """TRPO's step given the loss gradient and any Fisher-vector product (damping included).
+
+    Conjugate gradient for F⁻¹g, a step scaled so that ½ sᵀFs = ``max_kl``, then backtracking
+    until ``evaluate()`` shows a lower loss with mean KL ≤ ``max_kl``. The step is rejected
+    (params restored) if no backtrack qualifies.
+    """
+    rejected = {
+        "trpo/accepted": 0.0,
+        "trpo/step_fraction": 0.0,
+        "trpo/kl": 0.0,
+        "trpo/improvement": 0.0,
+        "trpo/grad_norm": float(grad.norm()),
+    }
+    direction = conjugate_gradient(fvp, grad, cg_iters)
     shs = 0.5 * (direction @ fvp(direction))
     if not torch.isfinite(shs) or shs <= 0:
-        return {
-            "trpo/accepted": 0.0,
-            "trpo/step_fraction": 0.0,
-            "trpo/kl": 0.0,
-            "trpo/improvement": 0.0,
-            "trpo/grad_norm": float(g.norm()),
-        }
+        return rejected
     full_step = direction * torch.sqrt(max_kl / shs)  # so that ½ sᵀFs = max_kl
     old = flat([p.detach() for p in params]).clone()
-    old_loss = float(loss.detach())
     fraction = 1.0
     for _ in range(max_backtracks):
         set_flat_(params, old - fraction * full_step)
@@ -104,14 +179,8 @@ def trpo_step(
                 "trpo/step_fraction": fraction,
                 "trpo/kl": new_kl,
                 "trpo/improvement": old_loss - new_loss,
-                "trpo/grad_norm": float(g.norm()),
+                "trpo/grad_norm": float(grad.norm()),
             }
         fraction *= backtrack_ratio
     set_flat_(params, old)
-    return {
-        "trpo/accepted": 0.0,
-        "trpo/step_fraction": 0.0,
-        "trpo/kl": 0.0,
-        "trpo/improvement": 0.0,
-        "trpo/grad_norm": float(g.norm()),
-    }
+    return rejected

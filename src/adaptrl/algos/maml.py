@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -44,7 +45,12 @@ from adaptrl.policies import (
 )
 from adaptrl.returns import discounted_returns, fit_linear_baseline, gae, normalize_per_task
 from adaptrl.sampling import CategoricalAgent, GaussianAgent, Sampler, Trajectories
-from adaptrl.trust_region import trpo_step
+from adaptrl.trust_region import (
+    fisher_vector_product,
+    flat,
+    gauss_newton_products,
+    natural_step,
+)
 
 
 @dataclass(frozen=True)
@@ -77,6 +83,11 @@ class MAMLConfig:
     """Step shrink factor per backtrack."""
     curvature_episodes: int = 0
     """Episodes per task in the Fisher-vector products (0 = all); see the module docstring."""
+    fisher_product: str = "gauss_newton"
+    """How Fisher-vector products are computed; both give the KL's exact Hessian at the old
+    parameters. gauss_newton: JᵀMJ by one jvp and one vjp through the inner update (faster);
+    double_backprop: the Hessian of the KL by back-propagating its gradient (pytorch-maml-rl's
+    way, kept to measure against)."""
     hidden_sizes: tuple[int, ...] = (100, 100)
     """Policy MLP hidden layers (paper: two layers of 100 ReLU units)."""
     activation: str = "relu"
@@ -101,6 +112,11 @@ class MAMLConfig:
             raise ConfigError("algo.cg_damping and algo.curvature_episodes must be >= 0")
         if not self.hidden_sizes or any(h <= 0 for h in self.hidden_sizes):
             raise ConfigError("algo.hidden_sizes must be a non-empty list of positive sizes")
+        if self.fisher_product not in ("gauss_newton", "double_backprop"):
+            raise ConfigError(
+                "algo.fisher_product must be gauss_newton or double_backprop, got "
+                f"{self.fisher_product!r}"
+            )
         if self.activation not in ("relu", "tanh"):
             raise ConfigError(f"algo.activation must be relu or tanh, got {self.activation!r}")
 
@@ -237,8 +253,11 @@ class MAML:
             grads = {k: g.detach() for k, g in grads.items()}
         return {k: params[k] - lr * grads[k] for k in params}
 
-    def _adapt_through(self, batches: list[PGBatch]) -> tuple[Params, bool]:
-        params, per_task = self.policy.params(), False
+    def _adapt_through(
+        self, batches: list[PGBatch], params: Params | None = None
+    ) -> tuple[Params, bool]:
+        """The inner loop on fixed batches from ``params`` (default: the policy's own)."""
+        params, per_task = (self.policy.params() if params is None else params), False
         for batch in batches:
             params, per_task = self.inner_step(params, per_task, batch, self.config.inner_lr), True
         return params, per_task
@@ -263,7 +282,11 @@ class MAML:
         self, params, per_task, post: PGBatch, old
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """TRPO surrogate -E[π/π_old · A] and mean KL(π_old || π), per task then averaged."""
-        dist = self._distribution(params, per_task, post.obs)
+        return self._surrogate_and_kl_of(self._distribution(params, per_task, post.obs), post, old)
+
+    def _surrogate_and_kl_of(
+        self, dist: tuple, post: PGBatch, old
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         log_prob = self._log_prob(post.actions, dist)
         old_dist, old_log_prob = old
         ratio = torch.exp(log_prob - old_log_prob)
@@ -271,6 +294,85 @@ class MAML:
         surrogate = -((ratio * post.advantages).sum((0, 2)) / count).mean()
         kl = self._kl(old_dist, dist)
         return surrogate, ((kl * post.mask).sum((0, 2)) / count).mean()
+
+    def _sample_weights(self, post: PGBatch) -> torch.Tensor:
+        """Each sample's weight in the mean KL: mask / (task's sample count) / tasks."""
+        count = post.mask.sum((0, 2), keepdim=True).clamp_min(1.0)
+        return post.mask / count / post.mask.shape[1]
+
+    def _output_fisher(self, old_dist: tuple, weights: torch.Tensor):
+        """u -> M u, with M the Hessian of the weighted mean KL(π_old || π) with respect to the
+        distribution's parameters at π = π_old: diag(1/σ², 2) in (mean, log σ) for a
+        Gaussian, diag(p) - ppᵀ in logits for a softmax."""
+        if self.continuous:
+            mean, log_std = old_dist
+            w = weights.unsqueeze(-1)
+            mean_w = w * torch.exp(-2.0 * log_std)
+            log_std_w = 2.0 * w.expand_as(mean).sum_to_size(log_std.shape)
+            return lambda t: (t[0] * mean_w, t[1] * log_std_w)
+        (logits,) = old_dist
+        p, w = torch.softmax(logits, -1), weights.unsqueeze(-1)
+
+        def categorical(t):
+            pz = p * t[0]
+            return (w * (pz - p * pz.sum(-1, keepdim=True)),)
+
+        return categorical
+
+    def meta_objective(
+        self, batches: list[PGBatch], post: PGBatch
+    ) -> tuple[torch.Tensor, torch.Tensor, tuple, Any]:
+        """The TRPO meta-objective at the current parameters θ, differentiated through the
+        inner loop on ``batches``: (surrogate loss, its flat gradient, old distribution, FVP).
+
+        One reverse-mode graph from θ to the post-adaptation distribution gives the gradient
+        (and, with ``gauss_newton``, the Fisher-vector products' reverse half).
+        """
+        c = self.config
+        base = _detached(self.policy.params())
+
+        def distribution_of(params: Params, batches=batches, obs=post.obs) -> tuple:
+            adapted, per_task = self._adapt_through(batches, params)
+            return tuple(self._distribution(adapted, per_task, obs))
+
+        k = c.curvature_episodes
+        subsample = 0 < k < c.episodes_per_task
+        names = list(base)
+        if c.fisher_product == "gauss_newton":
+            weights = self._sample_weights(post)
+            dist, vjp, fvp = gauss_newton_products(
+                distribution_of, base, lambda d: self._output_fisher(d, weights), c.cg_damping
+            )
+        else:
+            dist, vjp_fn = torch.func.vjp(distribution_of, base)
+
+            def vjp(cotangents):
+                (g,) = vjp_fn(tuple(cotangents))
+                return flat([g[n] for n in names])
+
+        old_dist = tuple(d.detach() for d in dist)
+        old = (old_dist, self._log_prob(post.actions, old_dist))
+        leaf = tuple(d.detach().requires_grad_() for d in dist)
+        loss, _ = self._surrogate_and_kl_of(leaf, post, old)
+        grad_flat = vjp(torch.autograd.grad(loss, leaf))
+
+        # Curvature on the first k episodes per task (see the module docstring).
+        sub_batches = [b.episodes(k) for b in batches] if subsample else batches
+        sub_post = post.episodes(k) if subsample else post
+        if c.fisher_product == "gauss_newton" and subsample:
+            sub_weights = self._sample_weights(sub_post)
+            _, _, fvp = gauss_newton_products(
+                partial(distribution_of, batches=sub_batches, obs=sub_post.obs),
+                base,
+                lambda d: self._output_fisher(d, sub_weights),
+                c.cg_damping,
+            )
+        elif c.fisher_product == "double_backprop":
+            sub_adapted, per_task = self._adapt_through(sub_batches)
+            sub_old = self._old_distribution(sub_adapted, per_task, sub_post)
+            _, kl = self._surrogate_and_kl(sub_adapted, per_task, sub_post, sub_old)
+            fvp = fisher_vector_product(kl, list(self.policy.parameters()), c.cg_damping)
+        return loss.detach(), grad_flat, old, fvp
 
     def _old_distribution(self, params, per_task, post: PGBatch):
         with torch.no_grad():
@@ -287,34 +389,25 @@ class MAML:
         """Sample → adapt → sample → TRPO meta-update. Returns detached metrics."""
         c = self.config
         start = time.perf_counter()
-        # θ'ᵢ is built once, with its graph to θ: the rollouts use detached copies and the outer
-        # loss differentiates through the very same inner step (no second inner pass).
-        adapted, per_task = self.policy.params(), False
+        # Rollouts use detached adapted parameters; the meta-objective rebuilds the inner step
+        # once on the same batches, inside the transform that differentiates through it.
+        adapted, per_task = _detached(self.policy.params()), False
         batches, pre_return, steps = [], None, 0
         for k in range(c.num_inner_steps):
-            traj = self._sample(tasks, _detached(adapted), per_task, c.episodes_per_task, seed + k)
+            traj = self._sample(tasks, adapted, per_task, c.episodes_per_task, seed + k)
             steps += traj.num_steps
             pre_return = traj.task_returns().mean() if pre_return is None else pre_return
             batches.append(self._pg_batch(traj))
-            adapted, per_task = self.inner_step(adapted, per_task, batches[-1], c.inner_lr), True
+            with torch.no_grad():
+                adapted = _detached(self.inner_step(adapted, per_task, batches[-1], c.inner_lr))
+            per_task = True
         post_traj = self._sample(
-            tasks, _detached(adapted), per_task, c.episodes_per_task, seed + c.num_inner_steps
+            tasks, adapted, per_task, c.episodes_per_task, seed + c.num_inner_steps
         )
         post = self._pg_batch(post_traj)
         sampled = time.perf_counter()
 
-        old = self._old_distribution(adapted, per_task, post)
-        loss, _ = self._surrogate_and_kl(adapted, per_task, post, old)
-
-        k = c.curvature_episodes
-        if 0 < k < c.episodes_per_task:
-            sub_batches = [b.episodes(k) for b in batches]
-            sub_post = post.episodes(k)
-            sub_adapted, _ = self._adapt_through(sub_batches)
-            sub_old = self._old_distribution(sub_adapted, per_task, sub_post)
-            _, curvature_kl = self._surrogate_and_kl(sub_adapted, per_task, sub_post, sub_old)
-        else:
-            _, curvature_kl = self._surrogate_and_kl(adapted, per_task, post, old)
+        loss, grad_flat, old, fvp = self.meta_objective(batches, post)
 
         def evaluate() -> tuple[float, float]:
             with torch.no_grad():
@@ -322,14 +415,13 @@ class MAML:
                 new_loss, new_kl = self._surrogate_and_kl(new, new_per_task, post, old)
             return float(new_loss), float(new_kl)
 
-        theta = list(self.policy.parameters())
-        trpo = trpo_step(
-            theta,
-            loss,
-            curvature_kl,
+        trpo = natural_step(
+            list(self.policy.parameters()),
+            grad_flat,
+            fvp,
+            float(loss),
             evaluate,
             c.max_kl,
-            c.cg_damping,
             c.cg_iters,
             c.line_search_backtrack,
             c.line_search_steps,
@@ -340,7 +432,7 @@ class MAML:
         return {
             "adapt/return_pre": float(pre_return if pre_return is not None else post_return),
             "adapt/return_post": float(post_return),
-            "loss/surrogate": float(loss.detach()),
+            "loss/surrogate": float(loss),
             **trpo,
             "perf/sample_s": sampled - start,
             "perf/update_s": end - sampled,
