@@ -192,3 +192,44 @@ def test_continuous_actions_get_a_gaussian_head_whose_log_probs_replay():
     mode = algo.sample_trials(tasks, seed=3, mode=True)
     replay, _, _ = algo.policy(algo.trials(mode).inputs, algo.policy.initial_state(4, "cpu"))
     assert_close(mode.actions[0], replay[0])  # the mode is the mean
+
+
+@pytest.mark.parametrize(
+    "env,kwargs",
+    [
+        ("bandit", {"num_arms": 3, "num_pulls": 8}),
+        ("tabular_mdp", {"num_states": 3, "num_actions": 2, "episode_length": 4}),
+        ("navigation2d", {"horizon": 6}),  # Gaussian head
+    ],
+)
+def test_rl2_trpo_step_respects_the_kl_bound_and_fits_only_the_value_head(env, kwargs):
+    family = make_family(env, **kwargs)
+    cfg = RL2Config(
+        meta_batch_size=16,
+        episodes_per_trial=2,
+        hidden_size=8,
+        optimizer="trpo",
+        max_kl=0.005,
+        curvature_fraction=0.5,
+    )
+    algo = _rl2(cfg, family)
+    tasks = family.tasks.sample(16, "train", torch.Generator().manual_seed(0))
+    traj = algo.sample_trials(tasks, seed=1)
+    trials = algo.trials(traj)
+    before = {k: v.clone() for k, v in algo.policy.state_dict().items()}
+    h0 = trials.hidden_in[0].unsqueeze(0)
+    with torch.no_grad():
+        old = algo._distribution(algo.policy(trials.inputs, h0)[0])
+    stats = algo.update(trials)
+    assert stats["trpo/accepted"] == 1.0 and stats["trpo/improvement"] > 0
+    with torch.no_grad():
+        new = algo._distribution(algo.policy(trials.inputs, h0)[0])
+        kl = float(algo._mean_kl(old, new, trials.mask))
+    assert 0 < kl <= 0.005 and abs(kl - stats["trpo/kl"]) < 1e-6
+    changed = {k for k, v in algo.policy.state_dict().items() if not torch.equal(v, before[k])}
+    assert any(k.startswith("value_head") for k in changed)
+    assert any(k.startswith("gru") for k in changed)
+    # Adam only ever touches the value head; TRPO the rest.
+    assert {id(p) for g in algo.optimizer.param_groups for p in g["params"]} == {
+        id(p) for p in algo.policy.value_head.parameters()
+    }

@@ -61,50 +61,21 @@ def fisher_vector_product(
     return fvp
 
 
-def gauss_newton_products(
-    fn: Callable[[dict[str, torch.Tensor]], tuple[torch.Tensor, ...]],
-    primals: dict[str, torch.Tensor],
-    output_fisher: Callable[
-        [tuple[torch.Tensor, ...]], Callable[[tuple[torch.Tensor, ...]], tuple[torch.Tensor, ...]]
-    ],
+def gauss_newton_fvp(
+    jvp: Callable[[torch.Tensor], tuple[torch.Tensor, ...]],
+    vjp: Callable[[tuple[torch.Tensor, ...]], torch.Tensor],
+    output_fisher: Callable[[tuple[torch.Tensor, ...]], tuple[torch.Tensor, ...]],
     damping: float,
-) -> tuple[
-    tuple[torch.Tensor, ...],
-    Callable[[tuple[torch.Tensor, ...]], torch.Tensor],
-    Callable[[torch.Tensor], torch.Tensor],
-]:
+) -> Callable[[torch.Tensor], torch.Tensor]:
     """Fisher-vector products in Gauss–Newton form, v -> Jᵀ M J v + damping v.
 
-    ``fn`` maps parameters to a distribution's parameters (for MAML: through the inner update),
-    J is its Jacobian and ``output_fisher(outputs)`` returns u -> M u, M the KL's Hessian in
-    distribution space at those (old) outputs, weighted per sample. At the old parameters the
-    KL's gradient in distribution space is zero, so JᵀMJ *is* the KL's Hessian, exactly: one
-    forward-mode product (``torch.func.jvp``) and one reverse-mode product replace each double
-    back-propagation, and the reverse graph is built once. Returns (outputs, vjp, fvp);
-    ``vjp(cotangents)`` is the flat gradient of any loss of the outputs, so the policy gradient
-    comes from the same graph.
+    J is the Jacobian of the map from parameters to a distribution's parameters (``jvp``: v ->
+    Jv, ``vjp``: u -> Jᵀu) and ``output_fisher`` applies M, the KL's Hessian in distribution
+    space at the old distribution, weighted per sample. At the old parameters the KL's gradient
+    in distribution space is zero, so JᵀMJ *is* the KL's Hessian, exactly, with no third
+    derivatives: no double back-propagation through the KL's gradient.
     """
-    names = list(primals)
-    outputs, vjp_fn = torch.func.vjp(fn, primals)
-    fisher = output_fisher(tuple(o.detach() for o in outputs))
-
-    def vjp(cotangents: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        (grads,) = vjp_fn(tuple(cotangents))
-        return flat([grads[k] for k in names])
-
-    def unflat(v: torch.Tensor) -> dict[str, torch.Tensor]:
-        out, offset = {}, 0
-        for k in names:
-            n = primals[k].numel()
-            out[k] = v[offset : offset + n].view_as(primals[k])
-            offset += n
-        return out
-
-    def fvp(v: torch.Tensor) -> torch.Tensor:
-        _, jv = torch.func.jvp(fn, (primals,), (unflat(v),))
-        return vjp(fisher(jv)) + damping * v
-
-    return outputs, vjp, fvp
+    return lambda v: vjp(output_fisher(jvp(v))) + damping * v
 
 
 def trpo_step(

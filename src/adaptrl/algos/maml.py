@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch.func import functional_call, grad, vmap
 
+from adaptrl.algos.adaptation_jacobian import AdaptationJacobian
 from adaptrl.algos.base import Adaptation, Reference, TrainContext, check_eval_actions
 from adaptrl.config import EvalConfig
 from adaptrl.envs import Family, Tasks
@@ -45,12 +46,7 @@ from adaptrl.policies import (
 )
 from adaptrl.returns import discounted_returns, fit_linear_baseline, gae, normalize_per_task
 from adaptrl.sampling import CategoricalAgent, GaussianAgent, Sampler, Trajectories
-from adaptrl.trust_region import (
-    fisher_vector_product,
-    flat,
-    gauss_newton_products,
-    natural_step,
-)
+from adaptrl.trust_region import fisher_vector_product, gauss_newton_fvp, natural_step
 
 
 @dataclass(frozen=True)
@@ -319,55 +315,53 @@ class MAML:
 
         return categorical
 
+    def _adaptation_jacobian(self, batches: list[PGBatch], post: PGBatch) -> AdaptationJacobian:
+        steps = [partial(self._fixed_inner_step, batch=b) for b in batches]
+        return AdaptationJacobian(
+            _detached(self.policy.params()),
+            steps,
+            lambda params, per_task: tuple(self._distribution(params, per_task, post.obs)),
+            post.obs.shape[1],
+        )
+
+    def _fixed_inner_step(self, params: Params, per_task: bool, batch: PGBatch) -> Params:
+        return self.inner_step(params, per_task, batch, self.config.inner_lr)
+
     def meta_objective(
         self, batches: list[PGBatch], post: PGBatch
     ) -> tuple[torch.Tensor, torch.Tensor, tuple, Any]:
         """The TRPO meta-objective at the current parameters θ, differentiated through the
         inner loop on ``batches``: (surrogate loss, its flat gradient, old distribution, FVP).
 
-        One reverse-mode graph from θ to the post-adaptation distribution gives the gradient
-        (and, with ``gauss_newton``, the Fisher-vector products' reverse half).
+        Graphs from θ through the inner loop to the post-adaptation distribution are built once
+        (``AdaptationJacobian``) and give both the gradient and, with ``gauss_newton``, the
+        Fisher-vector products.
         """
         c = self.config
-        base = _detached(self.policy.params())
-
-        def distribution_of(params: Params, batches=batches, obs=post.obs) -> tuple:
-            adapted, per_task = self._adapt_through(batches, params)
-            return tuple(self._distribution(adapted, per_task, obs))
-
         k = c.curvature_episodes
         subsample = 0 < k < c.episodes_per_task
-        names = list(base)
-        if c.fisher_product == "gauss_newton":
-            weights = self._sample_weights(post)
-            dist, vjp, fvp = gauss_newton_products(
-                distribution_of, base, lambda d: self._output_fisher(d, weights), c.cg_damping
-            )
-        else:
-            dist, vjp_fn = torch.func.vjp(distribution_of, base)
-
-            def vjp(cotangents):
-                (g,) = vjp_fn(tuple(cotangents))
-                return flat([g[n] for n in names])
-
+        jacobian = self._adaptation_jacobian(batches, post)
+        dist = jacobian.outputs
         old_dist = tuple(d.detach() for d in dist)
         old = (old_dist, self._log_prob(post.actions, old_dist))
         leaf = tuple(d.detach().requires_grad_() for d in dist)
         loss, _ = self._surrogate_and_kl_of(leaf, post, old)
-        grad_flat = vjp(torch.autograd.grad(loss, leaf))
+        grad_flat = jacobian.vjp(torch.autograd.grad(loss, leaf))
 
         # Curvature on the first k episodes per task (see the module docstring).
         sub_batches = [b.episodes(k) for b in batches] if subsample else batches
         sub_post = post.episodes(k) if subsample else post
-        if c.fisher_product == "gauss_newton" and subsample:
-            sub_weights = self._sample_weights(sub_post)
-            _, _, fvp = gauss_newton_products(
-                partial(distribution_of, batches=sub_batches, obs=sub_post.obs),
-                base,
-                lambda d: self._output_fisher(d, sub_weights),
+        if c.fisher_product == "gauss_newton":
+            if subsample:
+                jacobian = self._adaptation_jacobian(sub_batches, sub_post)
+            sub_old = tuple(d.detach() for d in jacobian.outputs)
+            fvp = gauss_newton_fvp(
+                jacobian.jvp,
+                jacobian.vjp,
+                self._output_fisher(sub_old, self._sample_weights(sub_post)),
                 c.cg_damping,
             )
-        elif c.fisher_product == "double_backprop":
+        else:
             sub_adapted, per_task = self._adapt_through(sub_batches)
             sub_old = self._old_distribution(sub_adapted, per_task, sub_post)
             _, kl = self._surrogate_and_kl(sub_adapted, per_task, sub_post, sub_old)

@@ -37,11 +37,14 @@ from adaptrl.policies import (
     RecurrentController,
     RecurrentGaussianPolicy,
     RecurrentStep,
+    categorical_kl,
+    gaussian_kl,
     gaussian_log_prob,
 )
 from adaptrl.returns import discounted_returns, gae
 from adaptrl.rng import derive_seed
 from adaptrl.sampling import RecurrentAgent, Sampler, Trajectories
+from adaptrl.trust_region import fisher_vector_product, flat, natural_step
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,22 @@ class RL2Config:
     head_size: int = 0
     """Units of a ReLU layer after the GRU (0: none)."""
     max_grad_norm: float = 0.5
+    optimizer: str = "ppo"
+    """Outer optimiser of the policy: ppo, or trpo (Duan et al.'s choice): a natural-gradient
+    step on the whole batch with mean KL ≤ ``max_kl`` (shared ``trust_region``), after which
+    the value head alone is fitted to the returns by Adam (``value_epochs`` full-batch steps)
+    on the features of the updated recurrent network."""
+    max_kl: float = 0.01
+    """TRPO: trust-region radius (mean KL per step)."""
+    cg_iters: int = 10
+    """TRPO: conjugate-gradient iterations."""
+    cg_damping: float = 1e-3
+    """TRPO: damping of the Fisher-vector products."""
+    curvature_fraction: float = 1.0
+    """TRPO: fraction of the trials in the Fisher-vector products (the line search checks the
+    exact KL and surrogate on all of them)."""
+    value_epochs: int = 20
+    """TRPO: Adam steps of the value head per iteration."""
     init_std: float = 0.5
     """Initial action noise (std) of the Gaussian head, for continuous action spaces."""
 
@@ -104,6 +123,12 @@ class RL2Config:
             raise ConfigError("algo.gamma must be in (0, 1] and algo.gae_lambda in [0, 1]")
         if self.encoder_size < 0 or self.head_size < 0:
             raise ConfigError("algo.encoder_size and algo.head_size must be >= 0")
+        if self.optimizer not in ("ppo", "trpo"):
+            raise ConfigError(f"algo.optimizer must be ppo or trpo, got {self.optimizer!r}")
+        if self.max_kl <= 0 or self.cg_iters <= 0 or self.value_epochs <= 0:
+            raise ConfigError("algo.max_kl, cg_iters and value_epochs must be > 0")
+        if not 0 < self.curvature_fraction <= 1 or self.cg_damping < 0:
+            raise ConfigError("algo.curvature_fraction must be in (0, 1], cg_damping >= 0")
         if self.bptt_len < 0 or self.entropy_coef < 0 or self.value_coef < 0:
             raise ConfigError("algo.bptt_len, entropy_coef and value_coef must be >= 0")
 
@@ -195,7 +220,13 @@ class RL2:
                 f"{act_space}"
             )
         self.policy = self.policy.to(self.device)
-        self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=config.lr, eps=1e-5)
+        self.optimizer = torch.optim.Adam(
+            self.policy.value_head.parameters()
+            if config.optimizer == "trpo"
+            else self.policy.parameters(),
+            lr=config.lr,
+            eps=1e-5,
+        )
         # Trial returns reach hundreds while a GRU's features are bounded: the value head
         # predicts value / value_scale (a running spread of the returns), so it can keep up.
         self.value_scale: float | None = None
@@ -278,9 +309,75 @@ class RL2:
         x = x.reshape(C, L, *x.shape[1:]).transpose(0, 1)
         return x.reshape(L, -1, *x.shape[3:])
 
+    def _track_value_scale(self, returns: torch.Tensor, mask: torch.Tensor) -> None:
+        live = mask.bool()
+        if live.sum() > 1:  # track the spread of returns; the head predicts value / scale
+            spread = float(returns[live].std().clamp_min(1e-3))
+            self.value_scale = (
+                spread if self.value_scale is None else (0.9 * self.value_scale + 0.1 * spread)
+            )
+
+    def _distribution(self, out: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return (out,) if not self.policy.continuous else (out, self.policy.log_std.expand_as(out))
+
+    def _mean_kl(self, old: tuple, new: tuple, mask: torch.Tensor) -> torch.Tensor:
+        kl = categorical_kl(*old, *new) if not self.policy.continuous else gaussian_kl(*old, *new)
+        return (kl * mask).sum() / mask.sum().clamp_min(1.0)
+
+    def update_trpo(self, trials: Trials) -> dict[str, float]:
+        """One TRPO step of the recurrent policy over whole trials (full BPTT), then the value
+        head's fit. The surrogate, the KL and the line search use every trial; the curvature
+        uses the first ``curvature_fraction`` of them."""
+        c = self.config
+        adv, returns = self._advantages(trials)
+        self._track_value_scale(returns, trials.mask)
+        h0 = trials.hidden_in[0].unsqueeze(0)
+        count = trials.mask.sum().clamp_min(1.0)
+        params = [p for n, p in self.policy.named_parameters() if not n.startswith("value_head")]
+
+        def surrogate(out: torch.Tensor) -> torch.Tensor:
+            log_prob, _ = self._log_prob_entropy(out, trials.actions)
+            ratio = torch.exp(log_prob - trials.log_probs)
+            return -(ratio * adv * trials.mask).sum() / count
+
+        out, _, _ = self.policy(trials.inputs, h0)
+        old = tuple(d.detach() for d in self._distribution(out))
+        loss = surrogate(out)
+        grad = flat(torch.autograd.grad(loss, params))
+        k = max(1, math.ceil(c.curvature_fraction * trials.mask.shape[1]))
+        sub_out, _, _ = self.policy(trials.inputs[:, :k], h0[:, :k])
+        sub_old = tuple(d[:, :k] for d in old)
+        kl = self._mean_kl(sub_old, self._distribution(sub_out), trials.mask[:, :k])
+        fvp = fisher_vector_product(kl, params, c.cg_damping)
+
+        def evaluate() -> tuple[float, float]:
+            with torch.no_grad():
+                new_out, _, _ = self.policy(trials.inputs, h0)
+                new = self._distribution(new_out)
+                return float(surrogate(new_out)), float(self._mean_kl(old, new, trials.mask))
+
+        stats = natural_step(
+            params, grad, fvp, float(loss), evaluate, c.max_kl, c.cg_iters, 0.8, 15
+        )
+        # The value head on the updated network's features (the GRU is the policy's).
+        with torch.no_grad():
+            features = self.policy.encoder(trials.inputs)
+            hidden, _ = self.policy.gru(features, h0)
+            if self.policy.head is not None:
+                hidden = self.policy.head(torch.cat([hidden, features], -1))
+        for _ in range(c.value_epochs):
+            values = self.policy.value_head(hidden).squeeze(-1)
+            value_loss = ((values - returns / self.value_scale).pow(2) * trials.mask).sum() / count
+            self.optimizer.zero_grad()
+            value_loss.backward()
+            self.optimizer.step()
+        return {**stats, "loss/surrogate": float(loss), "loss/value": float(value_loss)}
+
     def update(self, trials: Trials) -> dict[str, float]:
         """PPO epochs over chunks of trials (truncated BPTT from the stored hidden states)."""
         c = self.config
+        if c.optimizer == "trpo":
+            return self.update_trpo(trials)
         adv, returns = self._advantages(trials)
         T = trials.rewards.shape[0]
         L = c.bptt_len or T
@@ -295,12 +392,7 @@ class RL2:
                 ("mask", trials.mask),
             )
         }
-        live = trials.mask.bool()
-        if live.sum() > 1:  # track the spread of returns; the head predicts value / scale
-            spread = float(returns[live].std().clamp_min(1e-3))
-            self.value_scale = (
-                spread if self.value_scale is None else (0.9 * self.value_scale + 0.1 * spread)
-            )
+        self._track_value_scale(returns, trials.mask)
         value_scale = self.value_scale
         h0 = trials.hidden_in[::L].reshape(-1, trials.hidden_in.shape[-1])  # [C*B, H]
         num = h0.shape[0]
