@@ -4,7 +4,11 @@ import torch
 from torch.testing import assert_close
 
 from adaptrl.policies import gaussian_kl
-from adaptrl.trust_region import conjugate_gradient, trpo_step
+from adaptrl.trust_region import (
+    conjugate_gradient,
+    conjugate_gradient_with_residual,
+    trpo_step,
+)
 
 
 def test_conjugate_gradient_solves_spd_system():
@@ -14,6 +18,18 @@ def test_conjugate_gradient_solves_spd_system():
     b = torch.randn(6, generator=g, dtype=torch.float64)
     x = conjugate_gradient(lambda v: A @ v, b, iters=20)
     assert_close(x, torch.linalg.solve(A, b))
+
+
+def test_conjugate_gradient_residual_gives_the_quadratic_form_without_a_product():
+    """TRPO's sᵀFs comes from CG's residual (F s = g - r), even when CG stops early."""
+    g = torch.Generator().manual_seed(1)
+    M = torch.randn(30, 30, generator=g, dtype=torch.float64)
+    A = M @ M.T + 0.1 * torch.eye(30, dtype=torch.float64)
+    b = torch.randn(30, generator=g, dtype=torch.float64)
+    for iters in (3, 10):  # far from converged, then closer
+        x, r = conjugate_gradient_with_residual(lambda v: A @ v, b, iters=iters)
+        assert_close(r, b - A @ x)
+        assert_close(x @ (b - r), x @ A @ x)
 
 
 def _gaussian_problem(max_kl):

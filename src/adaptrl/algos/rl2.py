@@ -1,14 +1,16 @@
 """RL² (Duan et al. 2016, "RL²: Fast Reinforcement Learning via Slow Reinforcement Learning",
-https://arxiv.org/abs/1611.02779) trained with PPO.
+https://arxiv.org/abs/1611.02779) trained with PPO or, as in the paper, TRPO.
 
 A trial is ``episodes_per_trial`` episodes on one task. The GRU sees (obs, previous action,
 previous reward, done flag); its hidden state carries across the episodes of a trial and is reset
 only between trials, so adaptation happens in memory, not by gradient steps. The objective is the
 total reward of the trial: episode ends inside a trial are not terminal for the value function.
 
-Deliberate deviations: PPO (clipped objective, GAE, value head, Adam) instead of the paper's TRPO,
-with truncated back-propagation through time over chunks of ``bptt_len`` steps whose initial
-hidden states come from the rollout; the input also carries the trial's progress t / T
+Deliberate deviations: PPO (clipped objective, GAE, value head, Adam) by default instead of the
+paper's TRPO (``optimizer: trpo`` gives TRPO: a natural-gradient step over whole trials through
+the shared ``trust_region``, then Adam on the value head alone). PPO uses truncated
+back-propagation through time over chunks of ``bptt_len`` steps whose initial hidden states come
+from the rollout; the input also carries the trial's progress t / T
 (``time_input``): without it the value head cannot tell step 5 from step 95 of a bandit trial,
 its error swamps the advantages and PPO drifts to a deterministic policy even when all arms are
 equal (measured). The value head predicts value / (running spread of returns), λ defaults to
