@@ -39,7 +39,7 @@ def main() -> None:
     # Sampling throughput alone (no learning): one batch of trials.
     tasks = family.tasks.sample(algo.config.meta_batch_size, "train", gen)
     start = time.perf_counter()
-    trials = algo.run_trials(tasks)
+    trials = algo.sample_trials(tasks, seed=0)
     sampling_rate = float(trials.mask.sum()) / (time.perf_counter() - start)
 
     history, steps, train_s, reached = [], 0.0, 0.0, None

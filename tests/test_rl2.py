@@ -202,7 +202,7 @@ def test_continuous_actions_get_a_gaussian_head_whose_log_probs_replay():
         ("navigation2d", {"horizon": 6}),  # Gaussian head
     ],
 )
-def test_rl2_trpo_step_respects_the_kl_bound_and_fits_only_the_value_head(env, kwargs):
+def test_rl2_trpo_step_respects_the_kl_bound_and_adam_fits_only_the_value_network(env, kwargs):
     family = make_family(env, **kwargs)
     cfg = RL2Config(
         meta_batch_size=16,
@@ -217,6 +217,7 @@ def test_rl2_trpo_step_respects_the_kl_bound_and_fits_only_the_value_head(env, k
     traj = algo.sample_trials(tasks, seed=1)
     trials = algo.trials(traj)
     before = {k: v.clone() for k, v in algo.policy.state_dict().items()}
+    value_before = {k: v.clone() for k, v in algo.value_net.state_dict().items()}
     h0 = trials.hidden_in[0].unsqueeze(0)
     with torch.no_grad():
         old = algo._distribution(algo.policy(trials.inputs, h0)[0])
@@ -227,9 +228,18 @@ def test_rl2_trpo_step_respects_the_kl_bound_and_fits_only_the_value_head(env, k
         kl = float(algo._mean_kl(old, new, trials.mask))
     assert 0 < kl <= 0.005 and abs(kl - stats["trpo/kl"]) < 1e-6
     changed = {k for k, v in algo.policy.state_dict().items() if not torch.equal(v, before[k])}
-    assert any(k.startswith("value_head") for k in changed)
     assert any(k.startswith("gru") for k in changed)
-    # Adam only ever touches the value head; TRPO the rest.
+    assert not any(k.startswith("value_head") for k in changed)  # unused with TRPO
+    fitted = algo.value_net.state_dict()
+    assert any(not torch.equal(v, value_before[k]) for k, v in fitted.items())
+    # Adam only ever touches the value network; TRPO the policy.
     assert {id(p) for g in algo.optimizer.param_groups for p in g["params"]} == {
-        id(p) for p in algo.policy.value_head.parameters()
+        id(p) for p in algo.value_net.parameters()
     }
+    # The values RL² trains on come from the value network, and it is checkpointed.
+    assert_close(algo.trials(traj).values, algo.value_net(trials.inputs, h0)[1] * algo.value_scale)
+    state = algo.state_dict()
+    other = _rl2(cfg, family)
+    other.load_state_dict(state)
+    for k, v in other.value_net.state_dict().items():
+        assert torch.equal(v, fitted[k])

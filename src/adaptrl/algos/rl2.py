@@ -8,9 +8,9 @@ total reward of the trial: episode ends inside a trial are not terminal for the 
 
 Deliberate deviations: PPO (clipped objective, GAE, value head, Adam) by default instead of the
 paper's TRPO (``optimizer: trpo`` gives TRPO: a natural-gradient step over whole trials through
-the shared ``trust_region``, then Adam on the value head alone). PPO uses truncated
-back-propagation through time over chunks of ``bptt_len`` steps whose initial hidden states come
-from the rollout; the input also carries the trial's progress t / T
+the shared ``trust_region``, and a separate recurrent value network fitted by Adam). PPO uses
+truncated back-propagation through time over chunks of ``bptt_len`` steps whose initial hidden
+states come from the rollout; the input also carries the trial's progress t / T
 (``time_input``): without it the value head cannot tell step 5 from step 95 of a bandit trial,
 its error swamps the advantages and PPO drifts to a deterministic policy even when all arms are
 equal (measured). The value head predicts value / (running spread of returns), λ defaults to
@@ -92,9 +92,8 @@ class RL2Config:
     max_grad_norm: float = 0.5
     optimizer: str = "ppo"
     """Outer optimiser of the policy: ppo, or trpo (Duan et al.'s choice): a natural-gradient
-    step on the whole batch with mean KL ≤ ``max_kl`` (shared ``trust_region``), after which
-    the value head alone is fitted to the returns by Adam (``value_epochs`` full-batch steps)
-    on the features of the updated recurrent network."""
+    step on the whole batch with mean KL ≤ ``max_kl`` (shared ``trust_region``); the value
+    function is then a separate recurrent network fitted to the returns by Adam."""
     max_kl: float = 0.01
     """TRPO: trust-region radius (mean KL per step)."""
     cg_iters: int = 10
@@ -104,8 +103,9 @@ class RL2Config:
     curvature_fraction: float = 1.0
     """TRPO: fraction of the trials in the Fisher-vector products (the line search checks the
     exact KL and surrogate on all of them)."""
-    value_epochs: int = 20
-    """TRPO: Adam steps of the value head per iteration."""
+    value_epochs: int = 3
+    """TRPO: epochs of Adam (``num_minibatches`` steps each) on the value network per
+    iteration."""
     init_std: float = 0.5
     """Initial action noise (std) of the Gaussian head, for continuous action spaces."""
 
@@ -222,12 +222,12 @@ class RL2:
                 f"{act_space}"
             )
         self.policy = self.policy.to(self.device)
+        # TRPO: the value function is a recurrent network of its own (same layers), fitted by
+        # Adam, so the trust region constrains only the policy and the baseline keeps learning
+        # its own features (with PPO, one network carries both losses).
+        self.value_net = copy.deepcopy(self.policy) if config.optimizer == "trpo" else None
         self.optimizer = torch.optim.Adam(
-            self.policy.value_head.parameters()
-            if config.optimizer == "trpo"
-            else self.policy.parameters(),
-            lr=config.lr,
-            eps=1e-5,
+            (self.value_net or self.policy).parameters(), lr=config.lr, eps=1e-5
         )
         # Trial returns reach hundreds while a GRU's features are bounded: the value head
         # predicts value / value_scale (a running spread of the returns), so it can keep up.
@@ -266,7 +266,10 @@ class RL2:
         out, _ = self.policy.gru(features, h0)  # out[t] is the hidden state after step t
         hidden_in = torch.cat([h0, out[:-1]])
         head = out if self.policy.head is None else self.policy.head(torch.cat([out, features], -1))
-        values = self.policy.value_head(head).squeeze(-1) * (self.value_scale or 1.0)
+        if self.value_net is not None:
+            values = self.value_net(x, h0)[1] * (self.value_scale or 1.0)
+        else:
+            values = self.policy.value_head(head).squeeze(-1) * (self.value_scale or 1.0)
         return Trials(
             x,
             traj.actions,
@@ -361,18 +364,19 @@ class RL2:
         stats = natural_step(
             params, grad, fvp, float(loss), evaluate, c.max_kl, c.cg_iters, 0.8, 15
         )
-        # The value head on the updated network's features (the GRU is the policy's).
-        with torch.no_grad():
-            features = self.policy.encoder(trials.inputs)
-            hidden, _ = self.policy.gru(features, h0)
-            if self.policy.head is not None:
-                hidden = self.policy.head(torch.cat([hidden, features], -1))
+        # The value network: Adam on minibatches of trials (full BPTT), targets scaled.
+        value_net, targets = self.value_net, returns / (self.value_scale or 1.0)
+        assert value_net is not None
         for _ in range(c.value_epochs):
-            values = self.policy.value_head(hidden).squeeze(-1)
-            value_loss = ((values - returns / self.value_scale).pow(2) * trials.mask).sum() / count
-            self.optimizer.zero_grad()
-            value_loss.backward()
-            self.optimizer.step()
+            perm = torch.randperm(h0.shape[1], generator=self._perm_generator, device=self.device)
+            for idx in perm.chunk(c.num_minibatches):
+                values = value_net(trials.inputs[:, idx], h0[:, idx])[1]
+                m = trials.mask[:, idx]
+                value_loss = ((values - targets[:, idx]).pow(2) * m).sum() / m.sum().clamp_min(1)
+                self.optimizer.zero_grad()
+                value_loss.backward()
+                torch.nn.utils.clip_grad_norm_(value_net.parameters(), c.max_grad_norm)
+                self.optimizer.step()
         return {**stats, "loss/surrogate": float(loss), "loss/value": float(value_loss)}
 
     def update(self, trials: Trials) -> dict[str, float]:
@@ -491,6 +495,7 @@ class RL2:
     def state_dict(self) -> dict:
         return {
             "policy": self.policy.state_dict(),
+            **({"value_net": self.value_net.state_dict()} if self.value_net is not None else {}),
             "optimizer": self.optimizer.state_dict(),
             # float64: a float32 round trip of the running scale made resume drift (issue 11)
             "value_scale": torch.tensor(self.value_scale or 0.0, dtype=torch.float64),
@@ -498,6 +503,8 @@ class RL2:
 
     def load_state_dict(self, state: dict) -> None:
         self.policy.load_state_dict(state["policy"])
+        if self.value_net is not None:
+            self.value_net.load_state_dict(state["value_net"])
         self.optimizer.load_state_dict(state["optimizer"])
         scale = float(state["value_scale"])
         self.value_scale = scale if scale > 0 else None
