@@ -5,7 +5,9 @@ Inner loop: ``num_inner_steps`` vanilla policy-gradient steps per task with ``in
 advantages from rllab's linear feature baseline fitted per task (GAE with λ = 1 is the plain
 Monte-Carlo advantage). Outer loop: TRPO on the post-adaptation surrogate, differentiating
 through the inner update (second order) unless ``first_order``. All tasks' inner gradients are one
-``vmap(grad(...))`` call; there is no Python loop over tasks.
+``vmap(grad(...))`` call; there is no Python loop over tasks. The meta-gradient and the
+Fisher-vector products (the KL's exact Hessian at the old parameters, in Gauss–Newton form JᵀMJ)
+come from graphs built once per meta-step (``adaptation_jacobian.AdaptationJacobian``).
 
 Deliberate deviations from the paper, each a switch:
 * ``curvature_episodes``: the Fisher-vector products of conjugate gradient use the first k

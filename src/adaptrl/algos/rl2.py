@@ -362,7 +362,7 @@ class RL2:
                 return float(surrogate(new_out)), float(self._mean_kl(old, new, trials.mask))
 
         stats = natural_step(
-            params, grad, fvp, float(loss), evaluate, c.max_kl, c.cg_iters, 0.8, 15
+            params, grad, fvp, float(loss.detach()), evaluate, c.max_kl, c.cg_iters, 0.8, 15
         )
         # The value network: Adam on minibatches of trials (full BPTT), targets scaled.
         value_net, targets = self.value_net, returns / (self.value_scale or 1.0)
@@ -377,7 +377,11 @@ class RL2:
                 value_loss.backward()
                 torch.nn.utils.clip_grad_norm_(value_net.parameters(), c.max_grad_norm)
                 self.optimizer.step()
-        return {**stats, "loss/surrogate": float(loss), "loss/value": float(value_loss)}
+        return {
+            **stats,
+            "loss/surrogate": float(loss.detach()),
+            "loss/value": float(value_loss.detach()),
+        }
 
     def update(self, trials: Trials) -> dict[str, float]:
         """PPO epochs over chunks of trials (truncated BPTT from the stored hidden states)."""
