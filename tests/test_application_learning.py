@@ -26,16 +26,21 @@ def _config(preset, overrides):
     return build_run_config(apply_overrides(load_preset(preset), overrides))
 
 
+def _train_then_meta_test(config, iterations, tasks_per_iteration):
+    """A fixed-seed meta-training run, then the held-out split's meta-test: (out, family)."""
+    with build(config) as built:
+        learner, family = built.learner, built.family
+        gen = torch.Generator().manual_seed(0)
+        for i in range(iterations):
+            learner.meta_train_step(family.tasks.sample(tasks_per_iteration, "train", gen), seed=i)
+        return meta_test(learner, family, "test", config.evaluate), family
+
+
 def test_rl2_recommender_learns_the_user_within_a_trial():
     """RL², 150 iterations, 500 held-out users, 3 sessions of 10 recommendations. Measured:
     clicks per session 3.98 -> 4.48 -> 4.49; the most-popular list 3.35 per session."""
     config = _config("rl2-recommender", RECOMMENDER)
-    with build(config) as built:
-        rl2, family = built.learner, built.family
-        gen = torch.Generator().manual_seed(0)
-        for i in range(150):
-            rl2.meta_train_step(family.tasks.sample(128, "train", gen), seed=i)
-        out = meta_test(rl2, family, "test", config.evaluate)
+    out, family = _train_then_meta_test(config, 150, 128)
     clicks = out["returns"].mean(1)  # per session
     tasks = evaluation_tasks(family, "test", config.evaluate)
     popular = run_recommender(family, tasks, "most_popular", 3)["clicks"].mean()
@@ -59,12 +64,7 @@ def test_maml_drone_adapts_to_held_out_winds():
     before the inner step, 18.2 cm after it; the still-air PD 23.7 cm on the same winds. (What
     the step mostly does is shrink the exploration noise: see the README's drone results.)"""
     config = _config("maml-drone-wind", DRONE)
-    with build(config) as built:
-        maml, family = built.learner, built.family
-        gen = torch.Generator().manual_seed(0)
-        for i in range(30):
-            maml.meta_train_step(family.tasks.sample(10, "train", gen), seed=i)
-        out = meta_test(maml, family, "test", config.evaluate)
+    out, family = _train_then_meta_test(config, 30, 10)
     rms = out["rms_error_cm"].mean(1)  # before, after one step
     tasks = evaluation_tasks(family, "test", config.evaluate)
     still_air = run_controller(family, tasks, (4.0, 3.0, 0.0))["rms_error_cm"].mean()

@@ -141,6 +141,12 @@ def gaussian_kl(
     return kl.sum(-1)
 
 
+def distribution_kl(old: tuple, new: tuple) -> torch.Tensor:
+    """KL(old || new) of two policy distributions given as their parameters: (mean, log_std)
+    of a diagonal Gaussian or (logits,) of a softmax; summed over action dims -> [...]."""
+    return gaussian_kl(*old, *new) if len(old) == 2 else categorical_kl(*old, *new)
+
+
 class RecurrentCategoricalPolicy(nn.Module):
     """RL² agent: a GRU over (observation, previous action, previous reward, done flag) with a
     categorical policy head and a value head (Duan et al. 2016, §2.2).

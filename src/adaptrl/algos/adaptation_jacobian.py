@@ -28,33 +28,43 @@ InnerStep = Callable[[Params, bool], Params]
 
 
 class AdaptationJacobian:
-    """J of θ -> distribution(θ_K) with retained graphs; see the module docstring."""
+    """J of θ -> distribution(θ_K) with retained graphs; see the module docstring.
 
-    def __init__(
-        self,
-        base: Params,
-        steps: list[InnerStep],
-        distribution: Callable[[Params, bool], tuple[torch.Tensor, ...]],
-        num_tasks: int,
-    ) -> None:
+    Built as the meta-step runs: ``step()`` once per inner step (its detached result,
+    ``adapted()``, is what the next rollout samples with, so the inner step is computed once),
+    then ``finish()`` with the post-adaptation distribution."""
+
+    def __init__(self, base: Params, num_tasks: int) -> None:
         self.names = list(base)
         self.shapes = {k: v.shape for k, v in base.items()}
+        self.num_tasks = num_tasks
         self.steps_io: list[tuple[list[torch.Tensor], list[torch.Tensor]]] = []
-        per_task = bool(steps)
-        params = {
-            k: (v.detach().unsqueeze(0).expand(num_tasks, *v.shape) if per_task else v.detach())
-            for k, v in base.items()
-        }
-        for step in steps:
-            leaf = {k: v.detach().clone().requires_grad_() for k, v in params.items()}
-            params = step(leaf, True)
-            self.steps_io.append(([leaf[k] for k in self.names], [params[k] for k in self.names]))
-        self.per_task = per_task
-        self.leaf = {k: v.detach().requires_grad_() for k, v in params.items()}
-        self.outputs = distribution(self.leaf, per_task)
+        self.per_task = False
+        self._params = {k: v.detach() for k, v in base.items()}
+
+    def adapted(self) -> tuple[Params, bool]:
+        """The parameters after the steps so far (detached) and whether they are per task."""
+        return {k: v.detach() for k, v in self._params.items()}, self.per_task
+
+    def step(self, inner_step: InnerStep) -> None:
+        """One more inner step, its graph kept (from per-task copies of θ for the first)."""
+        params = self._params
+        if not self.per_task:
+            params = {k: v.unsqueeze(0).expand(self.num_tasks, *v.shape) for k, v in params.items()}
+        leaf = {k: v.detach().clone().requires_grad_() for k, v in params.items()}
+        self._params, self.per_task = inner_step(leaf, True), True
+        self.steps_io.append(([leaf[k] for k in self.names], [self._params[k] for k in self.names]))
+
+    def finish(
+        self, distribution: Callable[[Params, bool], tuple[torch.Tensor, ...]]
+    ) -> tuple[torch.Tensor, ...]:
+        """The post-adaptation distribution's parameters, with the graph the products need."""
+        self.leaf = {k: v.detach().requires_grad_() for k, v in self._params.items()}
+        self.outputs = distribution(self.leaf, self.per_task)
         self._u = tuple(torch.zeros_like(o, requires_grad=True) for o in self.outputs)
         self._leaf_list = [self.leaf[k] for k in self.names]
         self._jft_u: tuple[torch.Tensor, ...] | None = None
+        return self.outputs
 
     # ----------------------------------------------------------------------------- factors
     def _through_steps(self, xs: list[torch.Tensor], order: range) -> list[torch.Tensor]:

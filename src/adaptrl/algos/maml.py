@@ -23,7 +23,6 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 import numpy as np
@@ -39,11 +38,10 @@ from adaptrl.policies import (
     CategoricalMLPPolicy,
     GaussianMLPPolicy,
     Params,
-    categorical_kl,
     categorical_log_prob,
+    distribution_kl,
     expand_log_std,
     forward_params,
-    gaussian_kl,
     gaussian_log_prob,
 )
 from adaptrl.returns import discounted_returns, fit_linear_baseline, gae, normalize_per_task
@@ -251,11 +249,9 @@ class MAML:
             grads = {k: g.detach() for k, g in grads.items()}
         return {k: params[k] - lr * grads[k] for k in params}
 
-    def _adapt_through(
-        self, batches: list[PGBatch], params: Params | None = None
-    ) -> tuple[Params, bool]:
-        """The inner loop on fixed batches from ``params`` (default: the policy's own)."""
-        params, per_task = (self.policy.params() if params is None else params), False
+    def _adapt_through(self, batches: list[PGBatch]) -> tuple[Params, bool]:
+        """The inner loop on fixed batches from the policy's own parameters."""
+        params, per_task = self.policy.params(), False
         for batch in batches:
             params, per_task = self.inner_step(params, per_task, batch, self.config.inner_lr), True
         return params, per_task
@@ -273,9 +269,6 @@ class MAML:
             return gaussian_log_prob(actions, *dist)
         return categorical_log_prob(actions, *dist)
 
-    def _kl(self, old: tuple, new: tuple) -> torch.Tensor:
-        return gaussian_kl(*old, *new) if self.continuous else categorical_kl(*old, *new)
-
     def _surrogate_and_kl(
         self, params, per_task, post: PGBatch, old
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -290,7 +283,7 @@ class MAML:
         ratio = torch.exp(log_prob - old_log_prob)
         count = post.mask.sum((0, 2)).clamp_min(1.0)
         surrogate = -((ratio * post.advantages).sum((0, 2)) / count).mean()
-        kl = self._kl(old_dist, dist)
+        kl = distribution_kl(old_dist, dist)
         return surrogate, ((kl * post.mask).sum((0, 2)) / count).mean()
 
     def _sample_weights(self, post: PGBatch) -> torch.Tensor:
@@ -317,23 +310,34 @@ class MAML:
 
         return categorical
 
-    def _adaptation_jacobian(self, batches: list[PGBatch], post: PGBatch) -> AdaptationJacobian:
-        steps = [partial(self._fixed_inner_step, batch=b) for b in batches]
-        return AdaptationJacobian(
-            _detached(self.policy.params()),
-            steps,
-            lambda params, per_task: tuple(self._distribution(params, per_task, post.obs)),
-            post.obs.shape[1],
+    def _new_jacobian(self, num_tasks: int) -> AdaptationJacobian:
+        return AdaptationJacobian(_detached(self.policy.params()), num_tasks)
+
+    def _jacobian_step(self, jacobian: AdaptationJacobian, batch: PGBatch) -> None:
+        jacobian.step(
+            lambda params, per_task: self.inner_step(params, per_task, batch, self.config.inner_lr)
         )
 
-    def _fixed_inner_step(self, params: Params, per_task: bool, batch: PGBatch) -> Params:
-        return self.inner_step(params, per_task, batch, self.config.inner_lr)
+    def _finished_jacobian(
+        self, batches: list[PGBatch], post: PGBatch, jacobian: AdaptationJacobian | None = None
+    ) -> AdaptationJacobian:
+        """The Jacobian through the inner loop on ``batches`` (steps already taken in
+        ``jacobian`` are reused), finished with the distribution at ``post.obs``."""
+        if jacobian is None:
+            jacobian = self._new_jacobian(post.obs.shape[1])
+            for batch in batches:
+                self._jacobian_step(jacobian, batch)
+        jacobian.finish(
+            lambda params, per_task: tuple(self._distribution(params, per_task, post.obs))
+        )
+        return jacobian
 
     def meta_objective(
-        self, batches: list[PGBatch], post: PGBatch
+        self, batches: list[PGBatch], post: PGBatch, jacobian: AdaptationJacobian | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, tuple, Any]:
         """The TRPO meta-objective at the current parameters θ, differentiated through the
         inner loop on ``batches``: (surrogate loss, its flat gradient, old distribution, FVP).
+        ``jacobian``: the inner steps the rollouts already took (built here if not given).
 
         Graphs from θ through the inner loop to the post-adaptation distribution are built once
         (``AdaptationJacobian``) and give both the gradient and, with ``gauss_newton``, the
@@ -342,7 +346,7 @@ class MAML:
         c = self.config
         k = c.curvature_episodes
         subsample = 0 < k < c.episodes_per_task
-        jacobian = self._adaptation_jacobian(batches, post)
+        jacobian = self._finished_jacobian(batches, post, jacobian)
         dist = jacobian.outputs
         old_dist = tuple(d.detach() for d in dist)
         old = (old_dist, self._log_prob(post.actions, old_dist))
@@ -355,7 +359,7 @@ class MAML:
         sub_post = post.episodes(k) if subsample else post
         if c.fisher_product == "gauss_newton":
             if subsample:
-                jacobian = self._adaptation_jacobian(sub_batches, sub_post)
+                jacobian = self._finished_jacobian(sub_batches, sub_post)
             sub_old = tuple(d.detach() for d in jacobian.outputs)
             fvp = gauss_newton_fvp(
                 jacobian.jvp,
@@ -385,25 +389,23 @@ class MAML:
         """Sample → adapt → sample → TRPO meta-update. Returns detached metrics."""
         c = self.config
         start = time.perf_counter()
-        # Rollouts use detached adapted parameters; the meta-objective rebuilds the inner step
-        # once on the same batches, inside the transform that differentiates through it.
-        adapted, per_task = _detached(self.policy.params()), False
+        # Each inner step is computed once, with its graph to θ: the rollouts use its detached
+        # result and the meta-objective differentiates through the very same step.
+        jacobian = self._new_jacobian(next(iter(tasks.values())).shape[0])
         batches, pre_return, steps = [], None, 0
         for k in range(c.num_inner_steps):
-            traj = self._sample(tasks, adapted, per_task, c.episodes_per_task, seed + k)
+            traj = self._sample(tasks, *jacobian.adapted(), c.episodes_per_task, seed + k)
             steps += traj.num_steps
             pre_return = traj.task_returns().mean() if pre_return is None else pre_return
             batches.append(self._pg_batch(traj))
-            with torch.no_grad():
-                adapted = _detached(self.inner_step(adapted, per_task, batches[-1], c.inner_lr))
-            per_task = True
+            self._jacobian_step(jacobian, batches[-1])
         post_traj = self._sample(
-            tasks, adapted, per_task, c.episodes_per_task, seed + c.num_inner_steps
+            tasks, *jacobian.adapted(), c.episodes_per_task, seed + c.num_inner_steps
         )
         post = self._pg_batch(post_traj)
         sampled = time.perf_counter()
 
-        loss, grad_flat, old, fvp = self.meta_objective(batches, post)
+        loss, grad_flat, old, fvp = self.meta_objective(batches, post, jacobian)
 
         def evaluate() -> tuple[float, float]:
             with torch.no_grad():

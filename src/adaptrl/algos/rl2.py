@@ -39,14 +39,13 @@ from adaptrl.policies import (
     RecurrentController,
     RecurrentGaussianPolicy,
     RecurrentStep,
-    categorical_kl,
-    gaussian_kl,
+    distribution_kl,
     gaussian_log_prob,
 )
 from adaptrl.returns import discounted_returns, gae
 from adaptrl.rng import derive_seed
 from adaptrl.sampling import RecurrentAgent, Sampler, Trajectories
-from adaptrl.trust_region import fisher_vector_product, flat, natural_step
+from adaptrl.trust_region import trpo_step
 
 
 @dataclass(frozen=True)
@@ -265,11 +264,16 @@ class RL2:
         features = self.policy.encoder(x)
         out, _ = self.policy.gru(features, h0)  # out[t] is the hidden state after step t
         hidden_in = torch.cat([h0, out[:-1]])
-        head = out if self.policy.head is None else self.policy.head(torch.cat([out, features], -1))
         if self.value_net is not None:
-            values = self.value_net(x, h0)[1] * (self.value_scale or 1.0)
+            values = self.value_net(x, h0)[1]
         else:
-            values = self.policy.value_head(head).squeeze(-1) * (self.value_scale or 1.0)
+            head = (
+                out
+                if self.policy.head is None
+                else self.policy.head(torch.cat([out, features], -1))
+            )
+            values = self.policy.value_head(head).squeeze(-1)
+        values = values * (self.value_scale or 1.0)
         return Trials(
             x,
             traj.actions,
@@ -326,8 +330,7 @@ class RL2:
         return (out,) if not self.policy.continuous else (out, self.policy.log_std.expand_as(out))
 
     def _mean_kl(self, old: tuple, new: tuple, mask: torch.Tensor) -> torch.Tensor:
-        kl = categorical_kl(*old, *new) if not self.policy.continuous else gaussian_kl(*old, *new)
-        return (kl * mask).sum() / mask.sum().clamp_min(1.0)
+        return (distribution_kl(old, new) * mask).sum() / mask.sum().clamp_min(1.0)
 
     def update_trpo(self, trials: Trials) -> dict[str, float]:
         """One TRPO step of the recurrent policy over whole trials (full BPTT), then the value
@@ -348,12 +351,10 @@ class RL2:
         out, _, _ = self.policy(trials.inputs, h0)
         old = tuple(d.detach() for d in self._distribution(out))
         loss = surrogate(out)
-        grad = flat(torch.autograd.grad(loss, params))
         k = max(1, math.ceil(c.curvature_fraction * trials.mask.shape[1]))
         sub_out, _, _ = self.policy(trials.inputs[:, :k], h0[:, :k])
         sub_old = tuple(d[:, :k] for d in old)
         kl = self._mean_kl(sub_old, self._distribution(sub_out), trials.mask[:, :k])
-        fvp = fisher_vector_product(kl, params, c.cg_damping)
 
         def evaluate() -> tuple[float, float]:
             with torch.no_grad():
@@ -361,9 +362,7 @@ class RL2:
                 new = self._distribution(new_out)
                 return float(surrogate(new_out)), float(self._mean_kl(old, new, trials.mask))
 
-        stats = natural_step(
-            params, grad, fvp, float(loss.detach()), evaluate, c.max_kl, c.cg_iters, 0.8, 15
-        )
+        stats = trpo_step(params, loss, kl, evaluate, c.max_kl, c.cg_damping, c.cg_iters)
         # The value network: Adam on minibatches of trials (full BPTT), targets scaled.
         value_net, targets = self.value_net, returns / (self.value_scale or 1.0)
         assert value_net is not None
