@@ -82,6 +82,17 @@ def test_mdp_strategies():
     assert res["psrl"] > 130  # Duan et al.: PSRL 138.1 for n = 10
 
 
+def test_mdp_strategies_start_where_the_env_does():
+    # Two absorbing states; only state 0 pays (5 per step). Starting in state 0, as the env does
+    # by default, every strategy earns 5 per step; from a uniformly random start, half of that.
+    P = np.tile(np.eye(2)[None, :, None, :], (4000, 1, 3, 1))
+    R = np.tile(np.array([[[5.0] * 3, [0.0] * 3]]), (4000, 1, 1))
+    fixed = run_mdp_strategy("random", P, R, 2, 3, seed=0, reward_noise=0.0)
+    assert np.all(fixed == 30.0)
+    spread = run_mdp_strategy("random", P, R, 2, 3, seed=0, reward_noise=0.0, random_start=True)
+    assert spread.mean() == pytest.approx(15.0, abs=0.5)
+
+
 def test_myopic_hand_computed_and_above_greedy():
     # One state, two actions, no noise, mean rewards -1 and 3. Both start at the prior mean 1
     # (tie, broken at random); after one pull of action 0 its mean is (1 - 1) / 2 = 0 < 1, so

@@ -152,6 +152,26 @@ def test_tabular_mdp_random_policy_earns_one_per_step():
     assert abs(total.mean().item() - 10.0) < 0.25  # Duan et al.'s random row: 100.1 / 10 episodes
 
 
+def test_tabular_mdp_episodes_start_in_state_zero_unless_random_start():
+    # Duan's own env (openai/gym PR #408) starts every episode in state 0; random_start is the
+    # uniform alternative. Both on a full reset and on a masked (per-row) one.
+    gen = torch.Generator().manual_seed(0)
+    for random_start in (False, True):
+        family = make_family("tabular_mdp", random_start=random_start)
+        env = family.make_env(500)
+        obs, _ = env.reset(tasks=family.tasks.sample(500, "train", gen), seed=0)
+        for _ in range(3):
+            obs, *_ = env.step(torch.randint(5, (500,), generator=gen))
+        mask = torch.arange(500) % 2 == 0
+        obs, _ = env.reset(mask=mask)
+        starts = torch.cat([obs[mask].argmax(-1), env.reset()[0].argmax(-1)])
+        if random_start:
+            assert set(starts.tolist()) == set(range(10))
+        else:
+            assert starts.eq(0).all()
+        assert not obs[~mask].argmax(-1).eq(0).all()  # rows not reset kept their state
+
+
 def test_maze_generator_connectivity_and_held_out_layouts():
     from adaptrl.envs.maze import generate_maze, layout_split, shortest_path_length
 

@@ -38,8 +38,10 @@ def run_mdp_strategy(
     seed: int = 0,
     epsilon: float = 0.1,
     reward_noise: float = 1.0,
+    random_start: bool = False,
 ) -> np.ndarray:
-    """Total reward of each trial (task rows of ``transitions`` [N, S, A, S])."""
+    """Total reward of each trial (task rows of ``transitions`` [N, S, A, S]). Episodes start
+    in state 0, as the env does, or in a uniformly random state with ``random_start``."""
     if name not in MDP_STRATEGIES:
         raise ValueError(f"unknown strategy '{name}'; choose from {MDP_STRATEGIES}")
     rng = np.random.default_rng(seed)
@@ -61,7 +63,7 @@ def run_mdp_strategy(
             P = g / g.sum(-1, keepdims=True)
             R = (1 + r_sum) / (1 + r_n) + rng.standard_normal((N, S, A)) / np.sqrt(1 + r_n)
             policy = _plan(P, R, episode_length)
-        state = rng.integers(0, S, N)
+        state = rng.integers(0, S, N) if random_start else np.zeros(N, dtype=np.int64)
         for h in range(episode_length):
             if name == "random":
                 action = rng.integers(0, A, N)

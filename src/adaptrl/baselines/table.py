@@ -73,7 +73,14 @@ def classical_baselines(
         cfg = family.config
         for strategy in MDP_STRATEGIES:
             totals = run_mdp_strategy(
-                strategy, P, R, episodes, cfg.episode_length, seed, reward_noise=cfg.reward_noise
+                strategy,
+                P,
+                R,
+                episodes,
+                cfg.episode_length,
+                seed,
+                reward_noise=cfg.reward_noise,
+                random_start=cfg.random_start,
             )
             out[strategy] = _stats(totals)
     else:

@@ -3,9 +3,13 @@
 10 states, 5 actions, episodes of 10 steps, a trial of n episodes in the same MDP. Each task draws
 transition distributions P(·|s, a) from a flat Dirichlet(1, ..., 1) and mean rewards
 r̄(s, a) ~ N(1, 1); each step's reward is r̄(s, a) + N(0, 1) noise. A random policy therefore
-earns 1 per step on average (the paper's "random" row: ≈ 100 for n = 10). Every episode starts in
-a uniformly random state (our reading; the paper does not say). Observation: one-hot state.
-Held-out tasks: mean-reward tables whose 0.5-cells hash to the test split.
+earns 1 per step on average (the paper's "random" row: ≈ 100 for n = 10). Observation: one-hot
+state. Held-out tasks: mean-reward tables whose 0.5-cells hash to the test split.
+
+Start state: every episode starts in state 0. The paper does not say; Duan's own environment
+does (openai/gym PR #408, ``gym/envs/rl2/random_tabular_mdp.py``, and the rllab sandbox's
+vectorised copy). ``random_start=True`` starts each episode in a uniformly random state instead,
+which is how this family behaved before (results measured that way say so).
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ class TabularMDPConfig:
     """Steps per episode (the horizon)."""
     reward_noise: float = 1.0
     """Std of the Gaussian noise added to the mean reward at every step."""
+    random_start: bool = False
+    """Start episodes in a uniformly random state instead of state 0 (the authors' env)."""
     test_fraction: float = 0.2
 
     def __post_init__(self) -> None:
@@ -87,8 +93,10 @@ class TabularMDPEnv(BatchedMetaEnv):
     def reset(self, *, tasks=None, mask=None, keys=None, seed=None, options=None):
         self._prepare_reset(tasks, keys, seed)
         S = self.config.num_states
-        u = self.rng.uniform(1, rows=mask)[:, 0]
+        u = self.rng.uniform(1, rows=mask)[:, 0]  # drawn either way: streams stay aligned
         start = (u * S).long().clamp_max(S - 1)
+        if not self.config.random_start:
+            start = torch.zeros_like(start)
         if mask is None:
             self.state, self.t = start, torch.zeros_like(self.t)
         else:
