@@ -16,6 +16,7 @@ from dataclasses import replace
 
 import torch
 
+from adaptrl.algos.base import TrainContext
 from adaptrl.build import build, build_run_config
 from adaptrl.config import apply_overrides, load_preset
 from adaptrl.protocol import meta_test
@@ -44,9 +45,8 @@ def main() -> None:
 
     history, steps, train_s, reached = [], 0.0, 0.0, None
     iteration = 0
-    while train_s < args.time_limit:
-        tasks = family.tasks.sample(algo.config.meta_batch_size, "train", gen)
-        m = algo.meta_train_step(tasks)
+    while train_s < args.time_limit:  # as the trainer does (seeds, entropy decay)
+        m = algo.train_iteration(TrainContext(iteration, config.train.seed, gen))
         train_s += m["perf/iteration_s"]
         steps += m["perf/env_steps_per_s"] * m["perf/sample_s"]
         iteration += 1

@@ -243,6 +243,7 @@ def test_a_users_family_works_from_the_cli_with_import(tmp_path, capsys):
 def test_rl2_resume_is_identical_to_an_uninterrupted_run(tmp_path):
     tiny = ["--set", "algo.meta_batch_size=16", "--set", "algo.hidden_size=16", "--quiet"]
     tiny += ["--set", "train.checkpoint_every=1", "--set", "env.num_pulls=20"]
+    tiny += ["--set", "algo.entropy_decay_iterations=6"]  # the schedule resumes too
     whole, split = tmp_path / "whole", tmp_path / "split"
     assert (
         main(["train", "rl2-bandit-k5-n10", "--out", str(whole), "--iterations", "8", *tiny]) == 0
@@ -263,6 +264,27 @@ def test_rl2_resume_is_identical_to_an_uninterrupted_run(tmp_path):
         return [[r.split(",")[i] for i in keep] for r in rows]
 
     assert losses(whole) == losses(split)
+
+
+def test_evaluating_without_references_never_leaves_a_stale_classical_table(tmp_path, capsys):
+    """The classical table holds the learner's row beside the baselines: a re-evaluation that
+    skips the baselines updates that row (same tasks) or drops the table (other tasks)."""
+    run = tmp_path / "run"
+    tiny = ["--set", "algo.meta_batch_size=16", "--set", "algo.hidden_size=16", "--quiet"]
+    assert main(["train", "rl2-bandit-k5-n10", "--out", str(run), "--iterations", "1", *tiny]) == 0
+    argv = ["evaluate", str(run), "--split", "test", "--quiet"]
+    assert main([*argv, "--num-tasks", "30"]) == 0
+    table = run / "eval" / "classical" / "test.json"
+    first = json.loads(table.read_text())["strategies"]
+    assert main(["train", "--resume", str(run), "--iterations", "3", "--quiet"]) == 0
+    assert main([*argv, "--num-tasks", "30", "--no-references"]) == 0
+    learner = json.loads((run / "eval" / "test.json").read_text())
+    again = json.loads(table.read_text())["strategies"]
+    assert again["rl2"]["mean"] == learner["total_return"] != first["rl2"]["mean"]
+    assert again["ucb1"] == first["ucb1"]  # baselines on the same tasks: kept as they were
+    assert f"{learner['total_return']:8.2f}" in capsys.readouterr().out
+    assert main([*argv, "--num-tasks", "20", "--no-references"]) == 0
+    assert not table.exists()
 
 
 def test_a_refused_run_in_an_existing_folder_takes_back_only_what_it_wrote(

@@ -120,9 +120,35 @@ def test_rl2_config_rejects_impossible_values():
         {"gamma": 0.0},
         {"bptt_len": -1},
         {"encoder_size": -1},
+        {"entropy_decay_iterations": -1},
     ):
         with pytest.raises(ConfigError):
             RL2Config(**bad)
+
+
+def test_entropy_bonus_decays_linearly_to_zero_and_then_stays_off():
+    """The coefficient follows the iteration the trainer hands in (so a resumed run continues
+    the schedule), and the PPO loss uses it."""
+    from adaptrl.algos.base import TrainContext
+
+    family = make_family("tabular_mdp", episode_length=4)
+    small = {"meta_batch_size": 4, "hidden_size": 16, "entropy_coef": 0.02}
+    decaying = RL2Config(**small, entropy_decay_iterations=4)
+    gen = torch.Generator().manual_seed(0)
+    algo = _rl2(decaying, family)
+    seen = [algo.train_iteration(TrainContext(i, 0, gen))["loss/entropy_coef"] for i in range(6)]
+    assert seen == pytest.approx([0.02, 0.015, 0.01, 0.005, 0.0, 0.0])
+
+    def params_after_iteration_4(cfg):
+        torch.manual_seed(0)
+        learner = _rl2(cfg, family)
+        learner.train_iteration(TrainContext(4, 0, torch.Generator().manual_seed(0)))
+        return torch.cat([p.detach().flatten() for p in learner.policy.parameters()])
+
+    # Same seeds, bonus decayed to 0 against a constant bonus: only the entropy term differs.
+    assert not torch.allclose(
+        params_after_iteration_4(decaying), params_after_iteration_4(RL2Config(**small))
+    )
 
 
 def test_previous_observation_input_holds_the_whole_transition():

@@ -7,8 +7,10 @@ Knows learners only through the protocol (``references()``, ``tunes_step_sizes``
 
 from __future__ import annotations
 
+import json
 from contextlib import contextmanager
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -160,12 +162,32 @@ def _evaluate_splits(
             results[split][name] = record
             suffix = "" if name == config.algorithm else f".{name}"
             write_json(eval_dir / f"{split}{suffix}.json", record)
-        if references and family.spec.classical:
-            write_json(
-                eval_dir / "classical" / f"{split}.json",
-                classical_record(family, config, split, results[split][config.algorithm]),
-            )
+        if family.spec.classical:
+            path = eval_dir / "classical" / f"{split}.json"
+            learner_record = results[split][config.algorithm]
+            if references:
+                write_json(path, classical_record(family, config, split, learner_record))
+            elif path.exists():
+                _refresh_learner_row(path, family, config, learner_record)
     return results
+
+
+def _refresh_learner_row(path: Path, family: Family, config: RunConfig, learner) -> None:
+    """Without references the classical table is not recomputed, but its learner row must not
+    go stale: put the new evaluation in, or drop a table that was drawn on other tasks."""
+    record = json.loads(path.read_text())
+    same_tasks = (record.get("num_tasks"), record.get("seed", config.evaluate.seed)) == (
+        config.evaluate.num_tasks,
+        config.evaluate.seed,
+    )
+    if not same_tasks:
+        path.unlink()
+        return
+    rows = {k: v for k, v in record["strategies"].items() if k.split(" ")[0] != config.algorithm}
+    name = config.algorithm + (" (mode)" if learner.get("actions") == "mode" else "")
+    rows[name] = _learner_row(learner, family.spec.classical_unit)
+    record["strategies"] = rows
+    write_json(path, record)
 
 
 def classical_record(
@@ -187,6 +209,7 @@ def classical_record(
         "split": split,
         "env": family.spec.name,
         "num_tasks": config.evaluate.num_tasks,
+        "seed": config.evaluate.seed,
         "setting": classical_setting(family, episodes),
         "unit": family.spec.classical_unit,
         "strategies": rows,

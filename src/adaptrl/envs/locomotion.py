@@ -135,7 +135,8 @@ class WalkerParamsConfig(_Validated):
 # --------------------------------------------------------------------------------------- tasks
 class VelocityTasks(TaskDistribution):
     """Goal velocities; test goals lie in held-out cells spread evenly over the range (every
-    fifth cell of 0.1, ``GridSplit(interleaved=True)``), ``ood`` goals beyond the training range."""
+    fifth cell of 0.1, ``GridSplit(layout="interleaved")``), ``ood`` goals beyond the training
+    range."""
 
     splits = ("train", "test", "ood")
 
@@ -149,7 +150,7 @@ class VelocityTasks(TaskDistribution):
             dim=1,
             cells=config.cells,
             test_fraction=config.test_fraction,
-            interleaved=True,
+            layout="interleaved",
         )
 
     def sample(self, n: int, split: Split, generator: torch.Generator) -> Tasks:

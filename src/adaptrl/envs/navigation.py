@@ -12,7 +12,8 @@ initial std of 1 this matters: raw actions clipped at ±0.1 would be pure bang-b
 inner policy gradient would carry little signal. ``normalized_actions=False`` gives raw actions.
 
 Held-out tasks: goals of the test split lie in grid cells that training never samples
-(``GridSplit``), so meta-test returns measure generalisation to unseen goals.
+(``GridSplit``), so meta-test returns measure generalisation to unseen goals. The held-out cells
+are spread over rings around the start, so held-out goals are no farther away than training goals.
 """
 
 from __future__ import annotations
@@ -45,6 +46,10 @@ class Navigation2DConfig:
     """The episode terminates when |x - goal_x| and |y - goal_y| are both below this (0 = never)."""
     test_fraction: float = 0.2
     """Fraction of goal-grid cells held out for the test split."""
+    test_layout: str = "rings"
+    """Which grid cells are held out (``GridSplit``): ``rings`` keeps both splits at the same
+    distance from the start, so held-out goals are new but not harder; ``random`` is the seeded
+    draw used before 2026-11-28, whose held-out goals lie farther out (0.416 vs 0.375)."""
 
     def __post_init__(self) -> None:
         if self.horizon <= 0:
@@ -57,6 +62,10 @@ class Navigation2DConfig:
             raise ConfigError("env.goal_tolerance must be >= 0")
         if not 0 < self.test_fraction < 1:
             raise ConfigError("env.test_fraction must lie strictly between 0 and 1")
+        if self.test_layout not in ("rings", "random"):
+            raise ConfigError(
+                f"env.test_layout must be 'rings' or 'random', got {self.test_layout!r}"
+            )
 
 
 class Navigation2DTasks(TaskDistribution):
@@ -65,7 +74,11 @@ class Navigation2DTasks(TaskDistribution):
     def __init__(self, config: Navigation2DConfig) -> None:
         self.config = config
         self.grid = GridSplit(
-            config.goal_low, config.goal_high, dim=2, test_fraction=config.test_fraction
+            config.goal_low,
+            config.goal_high,
+            dim=2,
+            test_fraction=config.test_fraction,
+            layout=config.test_layout,
         )
 
     def sample(self, n: int, split: Split, generator: torch.Generator) -> Tasks:
