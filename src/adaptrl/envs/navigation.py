@@ -48,8 +48,9 @@ class Navigation2DConfig:
     """Fraction of goal-grid cells held out for the test split."""
     test_layout: str = "rings"
     """Which grid cells are held out (``GridSplit``): ``rings`` keeps both splits at the same
-    distance from the start, so held-out goals are new but not harder; ``random`` is the seeded
-    draw used before 2026-11-28, whose held-out goals lie farther out (0.416 vs 0.375)."""
+    distance from the box centre, which is the start for a box symmetric about 0 (the default),
+    so held-out goals are new but not harder; ``random`` is the seeded draw used before
+    2026-11-28, whose held-out goals lie farther out (0.416 vs 0.375)."""
 
     def __post_init__(self) -> None:
         if self.horizon <= 0:
