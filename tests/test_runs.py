@@ -5,6 +5,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 import yaml
 
@@ -88,3 +89,26 @@ def test_killed_run_resumes_to_identical_parameters_and_metrics(tmp_path):
     assert strip(ref_rows) == strip(new_rows)
     elapsed = new_rows[0].split(",").index("time/elapsed_s")
     assert float(new_rows[-1].split(",")[elapsed]) > before
+
+
+@pytest.mark.parametrize(
+    "preset, key, before",
+    [("maml-navigation2d", "test_layout", "random"), ("rl2-mdp-n10", "random_start", True)],
+)
+def test_a_key_added_after_a_run_was_made_keeps_the_old_behaviour_for_that_run(
+    tmp_path, preset, key, before
+):
+    """A run's config.yaml lists every key that existed when it was made. A run made before
+    ``key`` existed is resumed and evaluated as it ran (``before``), not with the new default;
+    a run made now records the new default and keeps it."""
+    from adaptrl.build import run_config
+
+    config = build_run_config(load_preset(preset))
+    assert config.env[key] != before  # the new default
+    new = Run.create(tmp_path / "new", config)
+    assert run_config(new).env[key] == config.env[key]
+    old = Run.create(tmp_path / "old", config)
+    raw = yaml.safe_load(old.config_path.read_text())
+    del raw["env"][key]  # as written before the key existed
+    old.config_path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    assert run_config(old).env[key] == before

@@ -17,6 +17,7 @@ from adaptrl.algos.base import Learner
 from adaptrl.config import RunConfig, parse_run_config
 from adaptrl.envs import Family, env_config
 from adaptrl.errors import ConfigError, RunError
+from adaptrl.runs import Run
 from adaptrl.sampling import Sampler, make_sampler
 
 
@@ -33,6 +34,18 @@ def build_run_config(data: dict[str, Any]) -> RunConfig:
     env = {"name": spec.name, **_plain_fields(env_cfg)}
     env.update({k: v for k, v in config.env.items() if k not in env})  # e.g. a user's callables
     return replace(config, env=env, algo=_plain_fields(algo_cfg))
+
+
+def run_config(run: Run) -> RunConfig:
+    """A run's own config, for resuming, evaluating or deploying it. Its config.yaml lists every
+    env key that existed when it was made, so a key it lacks was added later: that key gets the
+    value the family declares in ``LEGACY_VALUES`` (the behaviour before the key), not the new
+    default, and an old run keeps computing what it computed."""
+    config = run.config()
+    spec, _ = env_config(config.env)
+    legacy = getattr(spec.config_cls, "LEGACY_VALUES", {})
+    missing = {k: v for k, v in legacy.items() if k not in config.env}
+    return replace(config, env={**config.env, **missing}) if missing else config
 
 
 def _plain_fields(cfg: Any) -> dict[str, Any]:

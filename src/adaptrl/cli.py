@@ -69,12 +69,13 @@ def _train(args: argparse.Namespace) -> None:
 def _resumed(args: argparse.Namespace):
     """The run to resume and its config. Where and how fast it runs (device, sampler) may
     change; what it computes (preset, --set, seed) may not."""
+    from adaptrl.build import run_config
     from adaptrl.runs import Run
 
     if args.preset or args.overrides:
         raise ConfigError("--resume continues a run with its own config; drop PRESET/--set")
     run = Run.open(args.resume)
-    config = run.config()
+    config = run_config(run)
     if args.seed is not None and args.seed != config.train.seed:
         raise ConfigError(
             f"--seed {args.seed} with --resume: the run was trained with seed "

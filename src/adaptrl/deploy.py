@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from adaptrl.build import Built, build, restore_learner
+from adaptrl.build import Built, build, restore_learner, run_config
 from adaptrl.config import RunConfig
 from adaptrl.envs import Family, SingleTaskEnv, make_task_env
 from adaptrl.errors import RunError
@@ -77,7 +77,7 @@ def load_run(path: str | Path, checkpoint: str = "last", device: str = "cpu") ->
     """Config, family and learner of a run at ``checkpoint`` (last, best, an iteration kept by
     ``train.keep_every``, or a file), in-process and on ``device``."""
     run = Run.open(path)
-    config = run.config()
+    config = run_config(run)
     config = replace(
         config,
         train=replace(config.train, device=device),

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from adaptrl.algos.base import Learner, check_eval_actions
-from adaptrl.build import Built, build, restore_learner
+from adaptrl.build import Built, build, restore_learner, run_config
 from adaptrl.config import RunConfig
 from adaptrl.envs import Family, resolve
 from adaptrl.errors import RunError
@@ -71,7 +71,7 @@ def evaluate_run(
 ) -> dict[str, dict[str, dict[str, Any]]]:
     """Evaluate a trained run (and references) on each split; writes RUN/eval/<split>[.ref].json
     (``checkpoint`` other than ``last``: RUN/eval-best/, RUN/eval-iterN/)."""
-    config = run.config()
+    config = run_config(run)
     if device is not None:  # e.g. a run trained on a GPU, evaluated on a laptop
         config = replace(config, train=replace(config.train, device=device))
     if num_tasks is not None:

@@ -19,7 +19,7 @@ are spread over rings around the start, so held-out goals are no farther away th
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from gymnasium import spaces
@@ -51,6 +51,8 @@ class Navigation2DConfig:
     distance from the box centre, which is the start for a box symmetric about 0 (the default),
     so held-out goals are new but not harder; ``random`` is the seeded draw used before
     2026-11-28, whose held-out goals lie farther out (0.416 vs 0.375)."""
+    LEGACY_VALUES: ClassVar[dict[str, Any]] = {"test_layout": "random"}
+    """Keys added after runs were made, with the value those runs used (``build.run_config``)."""
 
     def __post_init__(self) -> None:
         if self.horizon <= 0:

@@ -15,7 +15,7 @@ which is how this family behaved before (results measured that way say so).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from gymnasium import spaces
@@ -37,6 +37,9 @@ class TabularMDPConfig:
     random_start: bool = False
     """Start episodes in a uniformly random state instead of state 0 (the authors' env)."""
     test_fraction: float = 0.2
+    LEGACY_VALUES: ClassVar[dict[str, Any]] = {"random_start": True}
+    """Keys added after runs were made, with the value those runs used (``build.run_config``):
+    runs made before ``random_start`` existed started episodes in a random state."""
 
     def __post_init__(self) -> None:
         for name in ("num_states", "num_actions", "episode_length"):
