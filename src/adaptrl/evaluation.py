@@ -172,7 +172,9 @@ def _evaluate_splits(
     return results
 
 
-def _refresh_learner_row(path: Path, family: Family, config: RunConfig, learner) -> None:
+def _refresh_learner_row(
+    path: Path, family: Family, config: RunConfig, learner: dict[str, Any]
+) -> None:
     """Without references the classical table is not recomputed, but its learner row must not
     go stale: put the new evaluation in, or drop a table that was drawn on other tasks."""
     record = json.loads(path.read_text())
@@ -184,8 +186,7 @@ def _refresh_learner_row(path: Path, family: Family, config: RunConfig, learner)
         path.unlink()
         return
     rows = {k: v for k, v in record["strategies"].items() if k.split(" ")[0] != config.algorithm}
-    name = config.algorithm + (" (mode)" if learner.get("actions") == "mode" else "")
-    rows[name] = _learner_row(learner, family.spec.classical_unit)
+    rows[_learner_row_name(config, learner)] = _learner_row(learner, family.spec.classical_unit)
     record["strategies"] = rows
     write_json(path, record)
 
@@ -203,8 +204,7 @@ def classical_record(
     rows = resolve(family.spec.classical)(
         family, tasks, seed=config.evaluate.seed, tune_tasks=tune, episodes=episodes
     )
-    name = config.algorithm + (" (mode)" if learner.get("actions") == "mode" else "")
-    rows[name] = _learner_row(learner, family.spec.classical_unit)
+    rows[_learner_row_name(config, learner)] = _learner_row(learner, family.spec.classical_unit)
     return {
         "split": split,
         "env": family.spec.name,
@@ -214,6 +214,10 @@ def classical_record(
         "unit": family.spec.classical_unit,
         "strategies": rows,
     }
+
+
+def _learner_row_name(config: RunConfig, learner: dict[str, Any]) -> str:
+    return config.algorithm + (" (mode)" if learner.get("actions") == "mode" else "")
 
 
 def _learner_row(learner: dict[str, Any], unit: str) -> dict[str, Any]:

@@ -239,7 +239,6 @@ class RL2:
         self.value_scale: float | None = None
         # Minibatch order of PPO; seeded per iteration from the run seed (resume-exact).
         self._perm_generator = torch.Generator(device=self.device)
-        self.entropy_coef = config.entropy_coef  # this iteration's (see entropy_decay_iterations)
 
     @classmethod
     def references(cls) -> dict[str, Reference]:
@@ -389,9 +388,11 @@ class RL2:
             "loss/value": float(value_loss.detach()),
         }
 
-    def update(self, trials: Trials) -> dict[str, float]:
-        """PPO epochs over chunks of trials (truncated BPTT from the stored hidden states)."""
+    def update(self, trials: Trials, entropy_coef: float | None = None) -> dict[str, float]:
+        """PPO epochs over chunks of trials (truncated BPTT from the stored hidden states);
+        ``entropy_coef``: this iteration's bonus (default ``config.entropy_coef``)."""
         c = self.config
+        entropy_coef = c.entropy_coef if entropy_coef is None else entropy_coef
         if c.optimizer == "trpo":
             return self.update_trpo(trials)
         adv, returns = self._advantages(trials)
@@ -429,7 +430,7 @@ class RL2:
                     data["mask"][:, idx],
                     c.clip,
                     c.value_coef,
-                    self.entropy_coef,
+                    entropy_coef,
                     value_scale,
                 )
                 self.optimizer.zero_grad()
@@ -454,14 +455,19 @@ class RL2:
         self._perm_generator.manual_seed(derive_seed(ctx.run_seed, ctx.iteration, 1) % (2**62))
         decay = self.config.entropy_decay_iterations
         scale = max(0.0, 1.0 - ctx.iteration / decay) if decay else 1.0
-        self.entropy_coef = self.config.entropy_coef * scale
-        return {**self.meta_train_step(tasks, ctx.seed()), "loss/entropy_coef": self.entropy_coef}
+        entropy_coef = self.config.entropy_coef * scale
+        return {
+            **self.meta_train_step(tasks, ctx.seed(), entropy_coef),
+            "loss/entropy_coef": entropy_coef,
+        }
 
-    def meta_train_step(self, tasks: Tasks, seed: int = 0) -> dict[str, float]:
+    def meta_train_step(
+        self, tasks: Tasks, seed: int = 0, entropy_coef: float | None = None
+    ) -> dict[str, float]:
         start = time.perf_counter()
         traj = self.sample_trials(tasks, seed)
         sampled = time.perf_counter()
-        stats = self.update(self.trials(traj))
+        stats = self.update(self.trials(traj), entropy_coef)
         end = time.perf_counter()
         episode_returns = traj.per_episode(traj.rewards)
         return {

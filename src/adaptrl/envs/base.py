@@ -182,8 +182,8 @@ class GridSplit:
             coords = torch.stack([(ids // cells**d) % cells for d in range(dim)], -1)
             radius2 = ((2 * coords - (cells - 1)) ** 2).sum(-1)  # exact integer ring key
             tie = torch.randperm(total, generator=seeded)  # seeded order within a ring
-            order = sorted(range(total), key=lambda i: (radius2[i].item(), tie[i].item()))
-            test = torch.tensor([order[int((k + 0.5) * total / count)] for k in range(count)])
+            order = torch.argsort(radius2 * total + tie)  # by ring, then by the seeded order
+            test = order[(2 * torch.arange(count) + 1) * total // (2 * count)]  # evenly spaced
         else:
             test = torch.randperm(total, generator=seeded)[:count]
         is_test = torch.zeros(total, dtype=torch.bool)
