@@ -141,6 +141,7 @@ def test_list(capsys):
         ("sampler.backend=threads", "unknown sampler 'threads'"),
         ("sampler.workers=0", "sampler.workers must be > 0"),
         ("sampler.workers=-2", "sampler.workers must be > 0"),
+        ("train.validation_split=val", "'val' is not a split of env 'navigation2d'"),
     ],
 )
 def test_bad_config_values_fail_before_anything_is_written(tmp_path, capsys, override, message):

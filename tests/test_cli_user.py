@@ -56,12 +56,12 @@ def test_a_run_records_its_complete_config_and_versions(trained):
 def test_best_and_periodic_checkpoints_are_kept_and_evaluable(run, capsys):
     best = load_checkpoint_file(run / "checkpoints" / "best.pt")
     last = load_checkpoint_file(run / "checkpoints" / "last.pt")
-    scores = [
-        float(r.split(",")[h.split(",").index("eval/score")])
-        for h in [(run / "metrics.csv").read_text().splitlines()[0]]
-        for r in (run / "metrics.csv").read_text().splitlines()[1:]
-    ]
+    header, *rows = (run / "metrics.csv").read_text().splitlines()
+    header = header.split(",")
+    scores = [float(r.split(",")[header.index("eval/score")]) for r in rows]
     assert best["iteration"] == 1 + scores.index(max(scores))
+    # Validation draws training tasks by default: the best iteration never saw a test task.
+    assert "eval/train_return_0" in header and not any("test_return" in k for k in header)
     assert last["best"]["score"] == pytest.approx(max(scores), rel=1e-5)
     assert load_checkpoint_file(run / "checkpoints" / "iter_000002.pt")["iteration"] == 2
     argv = ["evaluate", str(run), "--split", "test", "--no-references", "--quiet"]

@@ -112,3 +112,18 @@ def test_a_key_added_after_a_run_was_made_keeps_the_old_behaviour_for_that_run(
     del raw["env"][key]  # as written before the key existed
     old.config_path.write_text(yaml.safe_dump(raw, sort_keys=False))
     assert run_config(old).env[key] == before
+
+
+def test_runs_made_before_validation_split_keep_validating_on_held_out_tasks(tmp_path):
+    """``train.validation_split`` (default "train") came after runs that validated on the test
+    split: such a run, resumed, keeps choosing its best checkpoint as it did."""
+    from adaptrl.build import run_config
+
+    config = build_run_config(load_preset("maml-navigation2d"))
+    assert config.train.validation_split == "train"
+    assert run_config(Run.create(tmp_path / "new", config)).train.validation_split == "train"
+    old = Run.create(tmp_path / "old", config)
+    raw = yaml.safe_load(old.config_path.read_text())
+    del raw["train"]["validation_split"]
+    old.config_path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    assert run_config(old).train.validation_split == "test"

@@ -14,7 +14,7 @@ import torch
 
 from adaptrl.algos import algo_config, make_algorithm
 from adaptrl.algos.base import Learner
-from adaptrl.config import RunConfig, parse_run_config
+from adaptrl.config import RunConfig, TrainConfig, parse_run_config
 from adaptrl.envs import Family, env_config
 from adaptrl.errors import ConfigError, RunError
 from adaptrl.runs import Run
@@ -33,19 +33,29 @@ def build_run_config(data: dict[str, Any]) -> RunConfig:
     algo_cfg = algo_config(config.algorithm, config.algo)
     env = {"name": spec.name, **_plain_fields(env_cfg)}
     env.update({k: v for k, v in config.env.items() if k not in env})  # e.g. a user's callables
+    split = config.train.validation_split
+    if split != "train" and split not in (splits := spec.tasks_cls(env_cfg).splits):
+        raise ConfigError(
+            f"train.validation_split '{split}' is not a split of env '{spec.name}'; it has: "
+            f"{', '.join(splits)}"
+        )
     return replace(config, env=env, algo=_plain_fields(algo_cfg))
 
 
 def run_config(run: Run) -> RunConfig:
     """A run's own config, for resuming, evaluating or deploying it. Its config.yaml lists every
-    env key that existed when it was made, so a key it lacks was added later: that key gets the
-    value the family declares in ``LEGACY_VALUES`` (the behaviour before the key), not the new
-    default, and an old run keeps computing what it computed."""
+    env and train key that existed when it was made, so a key it lacks was added later: that key
+    gets the value its config class declares in ``LEGACY_VALUES`` (the behaviour before the
+    key), not the new default, and an old run keeps computing what it computed."""
     config = run.config()
     spec, _ = env_config(config.env)
     legacy = getattr(spec.config_cls, "LEGACY_VALUES", {})
     missing = {k: v for k, v in legacy.items() if k not in config.env}
-    return replace(config, env={**config.env, **missing}) if missing else config
+    if missing:
+        config = replace(config, env={**config.env, **missing})
+    written = run.written_keys("train")
+    old_train = {k: v for k, v in TrainConfig.LEGACY_VALUES.items() if k not in written}
+    return replace(config, train=replace(config.train, **old_train)) if old_train else config
 
 
 def _plain_fields(cfg: Any) -> dict[str, Any]:

@@ -14,7 +14,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
@@ -40,10 +40,17 @@ class TrainConfig:
     num_threads: int = 0
     """torch intra-op threads; 0 keeps torch's default (all cores)."""
     eval_every: int = 0
-    """Adapt on a validation draw of held-out tasks every this many iterations, log it and keep
-    the best iteration in checkpoints/best.pt (0 = never)."""
+    """Adapt on the validation tasks every this many iterations, log it and keep the best
+    iteration in checkpoints/best.pt (0 = never)."""
+    validation_split: str = "train"
+    """Split the validation tasks are drawn from (a fixed draw of their own seed). "train":
+    new draws of training tasks, so keeping the best iteration never looks at the held-out
+    split that ``adaptrl evaluate`` reports; any other split the family lists is accepted."""
     keep_every: int = 0
     """Also keep checkpoints/iter_N.pt every this many iterations (0 = keep only last and best)."""
+
+    LEGACY_VALUES: ClassVar[dict[str, Any]] = {"validation_split": "test"}
+    """Runs made before ``validation_split`` validated on held-out tasks (``build.run_config``)."""
 
     def __post_init__(self) -> None:
         _positive(self, "num_iterations", "checkpoint_every", "log_every")

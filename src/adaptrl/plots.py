@@ -41,7 +41,9 @@ def save_figure(fig: Figure, path: Path) -> Path:
 
 def plot_training(metrics: list[dict[str, float]], path: Path) -> Path | None:
     keys = sorted({k for m in metrics for k in m if k.startswith("adapt/")})
-    keys += sorted({k for m in metrics for k in m if k.startswith("eval/test_return_")})
+    keys += sorted(
+        {k for m in metrics for k in m if k.startswith("eval/") and "_return_" in k}
+    )  # validation: eval/<split>_return_<step>
     if not keys:
         return None
     fig, ax = pyplot().subplots(figsize=(6.5, 4))

@@ -113,15 +113,24 @@ class Run:
 
     def config(self) -> RunConfig:
         try:
+            return parse_run_config(self._written())
+        except ConfigError as exc:
+            raise RunError(f"'{self.config_path}': {exc}") from None
+
+    def written_keys(self, section: str) -> set[str]:
+        """The keys config.yaml spells out in ``section``: a key the library gained after the
+        run was made is absent (``build.run_config`` gives it the old behaviour)."""
+        part = self._written().get(section)
+        return set(part) if isinstance(part, dict) else set()
+
+    def _written(self) -> dict[str, Any]:
+        try:
             data = yaml.safe_load(self.config_path.read_text())
         except yaml.YAMLError as exc:
             raise RunError(f"'{self.config_path}' is not valid YAML: {yaml_problem(exc)}") from None
         if not isinstance(data, dict):
             raise RunError(f"'{self.config_path}' does not hold a config mapping")
-        try:
-            return parse_run_config(data)
-        except ConfigError as exc:
-            raise RunError(f"'{self.config_path}': {exc}") from None
+        return data
 
     # ----------------------------------------------------------------------------- checkpoints
     def save_checkpoint(self, state: dict[str, Any]) -> None:

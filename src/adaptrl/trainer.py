@@ -105,7 +105,7 @@ class Trainer:
                 metrics = self.learner.train_iteration(ctx)
                 self.iteration += 1
                 if cfg.eval_every and self.iteration % cfg.eval_every == 0:
-                    metrics.update(self._held_out_metrics())
+                    metrics.update(self._validation_metrics())
                 self.elapsed_s = time.perf_counter() - start
                 metrics["time/elapsed_s"] = self.elapsed_s
                 self._keep(metrics)
@@ -129,14 +129,16 @@ class Trainer:
             log.close()
         return metrics
 
-    def _held_out_metrics(self) -> dict[str, float]:
-        """Adaptation on a *validation* draw of held-out tasks: its own seed, so never the very
-        tasks ``adaptrl evaluate`` reports, but the same held-out cells: numbers of
-        ``evaluate --checkpoint best`` are therefore optimistic (selected on that distribution);
-        ``last`` is the unbiased one. The score is the return at the last adaptation point."""
+    def _validation_metrics(self) -> dict[str, float]:
+        """Adaptation on the validation tasks: a fixed draw of ``train.validation_split`` with its
+        own seed. With the default "train" split the best iteration is chosen without ever
+        seeing a held-out task, so ``evaluate --checkpoint best`` is as unbiased as ``last``
+        (with "test" it is optimistic: selected on the distribution it reports). The score is
+        the return at the last adaptation point."""
+        split = self.config.train.validation_split
         returns = meta_test(
-            self.learner, self.family, "test", self.config.evaluate, seed_offset=VALIDATION_OFFSET
+            self.learner, self.family, split, self.config.evaluate, seed_offset=VALIDATION_OFFSET
         )["returns"]
-        metrics = {f"eval/test_return_{k}": float(r.mean()) for k, r in enumerate(returns)}
+        metrics = {f"eval/{split}_return_{k}": float(r.mean()) for k, r in enumerate(returns)}
         metrics["eval/score"] = float(returns[-1].mean())
         return metrics
