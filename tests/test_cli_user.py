@@ -267,24 +267,44 @@ def test_rl2_resume_is_identical_to_an_uninterrupted_run(tmp_path):
 
 
 def test_evaluating_without_references_never_leaves_a_stale_classical_table(tmp_path, capsys):
-    """The classical table holds the learner's row beside the baselines: a re-evaluation that
-    skips the baselines updates that row (same tasks) or drops the table (other tasks)."""
+    """The classical table on disk holds only the baselines; the learner's row is added from its
+    latest evaluation when read, and only when that evaluation used the table's tasks."""
+    from adaptrl.results import load_classical
+    from adaptrl.runs import Run
+
     run = tmp_path / "run"
     tiny = ["--set", "algo.meta_batch_size=16", "--set", "algo.hidden_size=16", "--quiet"]
     assert main(["train", "rl2-bandit-k5-n10", "--out", str(run), "--iterations", "1", *tiny]) == 0
     argv = ["evaluate", str(run), "--split", "test", "--quiet"]
     assert main([*argv, "--num-tasks", "30"]) == 0
-    table = run / "eval" / "classical" / "test.json"
-    first = json.loads(table.read_text())["strategies"]
+    stored = json.loads((run / "eval" / "classical" / "test.json").read_text())["strategies"]
+    assert "rl2" not in stored and "ucb1" in stored
+    first = load_classical(Run.open(run))["test"]["strategies"]
     assert main(["train", "--resume", str(run), "--iterations", "3", "--quiet"]) == 0
+    capsys.readouterr()
     assert main([*argv, "--num-tasks", "30", "--no-references"]) == 0
     learner = json.loads((run / "eval" / "test.json").read_text())
-    again = json.loads(table.read_text())["strategies"]
-    assert again["rl2"]["mean"] == learner["total_return"] != first["rl2"]["mean"]
-    assert again["ucb1"] == first["ucb1"]  # baselines on the same tasks: kept as they were
+    again = load_classical(Run.open(run))["test"]
+    assert again["strategies"]["rl2"]["mean"] == learner["total_return"] != first["rl2"]["mean"]
+    assert again["strategies"]["ucb1"] == first["ucb1"]  # baselines on the same tasks: kept
     assert f"{learner['total_return']:8.2f}" in capsys.readouterr().out
     assert main([*argv, "--num-tasks", "20", "--no-references"]) == 0
-    assert not table.exists()
+    other = load_classical(Run.open(run))["test"]
+    assert "rl2" not in other["strategies"] and other["learner_on_other_tasks"]
+    assert "evaluated on other tasks, so it has no row" in capsys.readouterr().out
+
+
+def test_a_classical_table_written_by_an_older_version_gets_the_current_learner_row(tmp_path):
+    """Tables written before the learner row moved out of them still hold a row: it is replaced
+    by the learner's latest evaluation, never shown stale."""
+    from adaptrl.results import with_learner_row
+
+    table = {"num_tasks": 30, "unit": "trial", "strategies": {"ucb1": {"mean": 6.0, "ci95": 0.1}}}
+    table["strategies"]["rl2 (mode)"] = {"mean": 1.0, "ci95": 0.1}  # stale
+    learner = {"algorithm": "rl2", "num_tasks": 30, "actions": "sample"}
+    learner |= {"total_return": 6.5, "total_return_ci95": 0.2}
+    rows = with_learner_row(table, learner)["strategies"]
+    assert rows == {"ucb1": {"mean": 6.0, "ci95": 0.1}, "rl2": {"mean": 6.5, "ci95": 0.2}}
 
 
 def test_a_refused_run_in_an_existing_folder_takes_back_only_what_it_wrote(

@@ -121,18 +121,31 @@ def test_a_single_adaptation_point_draws_one_point_per_learner(tmp_path):
 
 
 # ------------------------------------------------------------------------------ 4. classical
-def classical(num_tasks=100):
+def classical(num_tasks=100, learner=True):
+    """A classical table as ``load_classical`` gives it (with the learner's row) or as
+    evaluation stores it (``learner=False``)."""
+    rows = {"random": {"mean": 5.0, "ci95": 0.2}, "ucb1": {"mean": 6.7, "ci95": 0.1}}
+    if learner:
+        rows["rl2"] = {"mean": 6.6, "ci95": 0.3}
     return {
         "split": "test",
         "env": "bandit",
         "num_tasks": num_tasks,
         "setting": "10, 5",
-        "strategies": {
-            "random": {"mean": 5.0, "ci95": 0.2},
-            "ucb1": {"mean": 6.7, "ci95": 0.1},
-            "rl2": {"mean": 6.6, "ci95": 0.3},
-        },
+        "strategies": rows,
     }
+
+
+def rl2_record():  # the learner's evaluation on the classical table's tasks
+    return record(
+        "rl2",
+        "test",
+        [6.6],
+        num_tasks=100,
+        x_label="episodes",
+        total_return=6.6,
+        total_return_ci95=0.3,
+    )
 
 
 def test_classical_strategies_are_plotted_with_the_learner_highlighted(tmp_path):
@@ -147,8 +160,8 @@ def test_classical_strategies_are_plotted_with_the_learner_highlighted(tmp_path)
     pyplot().close("all")
 
     run = make_run(tmp_path / "run", algorithm="rl2")
-    write(run, record("rl2", "test", [6.6], x_label="episodes"), main="rl2")
-    write_json(run.eval_dir / "classical" / "test.json", classical())
+    write(run, rl2_record(), main="rl2")
+    write_json(run.eval_dir / "classical" / "test.json", classical(learner=False))
     paths = write_report(run)
     md = (run.path / "report.md").read_text()
     assert "![Classical strategies: total reward per trial](classical.png)" in md
@@ -274,8 +287,8 @@ def test_published_curves_are_drawn_dashed_and_tabled_against_ours(tmp_path):
 def test_published_totals_join_the_classical_table_and_plot(tmp_path):
     published = {"source": "Duan et al. 2016, Table 1", "totals": {"rl2": 6.7}}
     run = make_run(tmp_path / "run", algorithm="rl2", published=published)
-    write(run, record("rl2", "test", [6.6], x_label="episodes"), main="rl2")
-    write_json(run.eval_dir / "classical" / "test.json", classical())
+    write(run, rl2_record(), main="rl2")
+    write_json(run.eval_dir / "classical" / "test.json", classical(learner=False))
     md = report_md(run)
     table = md.split("## Classical strategies on the same test tasks")[1].split("##")[0]
     assert "| rl2 (published) | 6.70 |" in table

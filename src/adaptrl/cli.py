@@ -128,7 +128,13 @@ def _evaluate(args: argparse.Namespace) -> None:
     for split, record in load_classical(run, eval_dir).items():
         if split in splits:
             label = "n, k" if record["env"] == "bandit" else "n"
-            print(f"classical baselines, split={split}, {record['num_tasks']} trials (same tasks):")
+            note = (
+                f"; the learner was evaluated on other tasks, so it has no row (--num-tasks "
+                f"{record['num_tasks']} evaluates it on these)"
+                if record.get("learner_on_other_tasks")
+                else " (same tasks)"
+            )
+            print(f"classical baselines, split={split}, {record['num_tasks']} trials{note}:")
             print(duan_table(label, {record["setting"]: record["strategies"]}))
     print(f"wrote {eval_dir}/")
 

@@ -7,10 +7,8 @@ Knows learners only through the protocol (``references()``, ``tunes_step_sizes``
 
 from __future__ import annotations
 
-import json
 from contextlib import contextmanager
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -154,6 +152,7 @@ def _evaluate_splits(
             record["iteration"] = int(state["iteration"])
             record["checkpoint"] = checkpoint
             record["actions"] = cfg.actions
+            record["seed"] = cfg.seed
             record["episodes_per_step"] = cfg.episodes_per_task
             if text:
                 record["description"] = text
@@ -162,39 +161,17 @@ def _evaluate_splits(
             results[split][name] = record
             suffix = "" if name == config.algorithm else f".{name}"
             write_json(eval_dir / f"{split}{suffix}.json", record)
-        if family.spec.classical:
-            path = eval_dir / "classical" / f"{split}.json"
-            learner_record = results[split][config.algorithm]
-            if references:
-                write_json(path, classical_record(family, config, split, learner_record))
-            elif path.exists():
-                _refresh_learner_row(path, family, config, learner_record)
+        if family.spec.classical and references:
+            write_json(
+                eval_dir / "classical" / f"{split}.json", classical_record(family, config, split)
+            )
     return results
 
 
-def _refresh_learner_row(
-    path: Path, family: Family, config: RunConfig, learner: dict[str, Any]
-) -> None:
-    """Without references the classical table is not recomputed, but its learner row must not
-    go stale: put the new evaluation in, or drop a table that was drawn on other tasks."""
-    record = json.loads(path.read_text())
-    same_tasks = (record.get("num_tasks"), record.get("seed", config.evaluate.seed)) == (
-        config.evaluate.num_tasks,
-        config.evaluate.seed,
-    )
-    if not same_tasks:
-        path.unlink()
-        return
-    rows = {k: v for k, v in record["strategies"].items() if k.split(" ")[0] != config.algorithm}
-    rows[_learner_row_name(config, learner)] = _learner_row(learner, family.spec.classical_unit)
-    record["strategies"] = rows
-    write_json(path, record)
-
-
-def classical_record(
-    family: Family, config: RunConfig, split: str, learner: dict[str, Any]
-) -> dict[str, Any]:
-    """Classical strategies of the family on the very tasks the learner was evaluated on."""
+def classical_record(family: Family, config: RunConfig, split: str) -> dict[str, Any]:
+    """Classical strategies of the family on the very tasks the learner is evaluated on. The
+    learner's own row is not stored: ``results.load_classical`` adds it from the learner's
+    record, so a later re-evaluation can never leave a stale row beside the baselines."""
     from adaptrl.baselines.table import classical_setting
 
     tasks = evaluation_tasks(family, split, config.evaluate)
@@ -204,7 +181,6 @@ def classical_record(
     rows = resolve(family.spec.classical)(
         family, tasks, seed=config.evaluate.seed, tune_tasks=tune, episodes=episodes
     )
-    rows[_learner_row_name(config, learner)] = _learner_row(learner, family.spec.classical_unit)
     return {
         "split": split,
         "env": family.spec.name,
@@ -214,23 +190,3 @@ def classical_record(
         "unit": family.spec.classical_unit,
         "strategies": rows,
     }
-
-
-def _learner_row_name(config: RunConfig, learner: dict[str, Any]) -> str:
-    return config.algorithm + (" (mode)" if learner.get("actions") == "mode" else "")
-
-
-def _learner_row(learner: dict[str, Any], unit: str) -> dict[str, Any]:
-    """The learner in the classical table's unit: its total reward per trial, or its return per
-    episode after adapting (the last adaptation point), with the family's metrics there."""
-    if unit == "trial" and "total_return" in learner:
-        return {"mean": learner["total_return"], "ci95": learner["total_return_ci95"]}
-    # A learner without trials (MAML): its return after the last adaptation step.
-    row = {"mean": learner["mean_return"][-1], "ci95": learner["ci95"][-1]}
-    if unit == "trial":
-        row["note"] = "return after the last adaptation step (one episode), not a trial total"
-    for key, value in learner.items():
-        metric = key.removesuffix("_ci95")
-        if key != metric and isinstance(learner.get(metric), list) and metric != "mean_return":
-            row[metric], row[key] = learner[metric][-1], value[-1]
-    return row

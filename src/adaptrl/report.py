@@ -71,7 +71,12 @@ def _classical_lines(classical: dict[str, dict[str, Any]], config: RunConfig) ->
             f"## Classical strategies on the same {split} tasks",
             "",
             f"Mean {unit} ± 95% CI over {record['num_tasks']} tasks (setting "
-            f"{record['setting']}); the learner's row is after adapting.",
+            f"{record['setting']}); "
+            + (
+                "the learner's latest evaluation used other tasks, so it has no row here."
+                if record.get("learner_on_other_tasks")
+                else "the learner's row is after adapting."
+            ),
             "",
             f"| strategy | {unit} | " + " | ".join(metrics) + (" |" if metrics else "|"),
             "|---" * (2 + len(metrics)) + "|",

@@ -64,10 +64,49 @@ def write_json(path: Path, record: dict[str, Any]) -> None:
 
 
 def load_classical(run: Run, eval_dir: Path | None = None) -> dict[str, dict[str, Any]]:
-    """Classical-baseline records of a run by split (families that declare classical strategies);
-    ``eval_dir``: another checkpoint's evaluations (default RUN/eval)."""
+    """Classical-baseline records of a run by split (families that declare classical strategies),
+    each with the run's learner as a row (``with_learner_row``); ``eval_dir``: another
+    checkpoint's evaluations (default RUN/eval)."""
     folder = eval_dir or run.eval_dir
-    return {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("classical/*.json"))}
+    tables = {}
+    for path in sorted(folder.glob("classical/*.json")):
+        learner = folder / f"{path.stem}.json"
+        learner_record = json.loads(learner.read_text()) if learner.exists() else None
+        tables[path.stem] = with_learner_row(json.loads(path.read_text()), learner_record)
+    return tables
+
+
+def with_learner_row(table: dict[str, Any], learner: dict[str, Any] | None) -> dict[str, Any]:
+    """The classical table with the learner's row taken from its latest evaluation record, when
+    that evaluation used the table's tasks (same number and seed); otherwise without a learner
+    row (``learner_on_other_tasks`` says so). A row stored in the table by older versions is
+    replaced either way: it may predate the latest evaluation."""
+    if learner is None:
+        return table
+    name = learner["algorithm"]
+    rows = {k: v for k, v in table["strategies"].items() if k.split(" ")[0] != name}
+    seeds = (table.get("seed"), learner.get("seed"))
+    same = table["num_tasks"] == learner["num_tasks"] and (None in seeds or seeds[0] == seeds[1])
+    if same:
+        label = name + (" (mode)" if learner.get("actions") == "mode" else "")
+        rows[label] = learner_row(learner, table.get("unit", "trial"))
+    return {**table, "strategies": rows, **({} if same else {"learner_on_other_tasks": True})}
+
+
+def learner_row(learner: dict[str, Any], unit: str) -> dict[str, Any]:
+    """The learner in the classical table's unit: its total reward per trial, or its return per
+    episode after adapting (the last adaptation point), with the family's metrics there."""
+    if unit == "trial" and "total_return" in learner:
+        return {"mean": learner["total_return"], "ci95": learner["total_return_ci95"]}
+    # A learner without trials (MAML): its return after the last adaptation step.
+    row = {"mean": learner["mean_return"][-1], "ci95": learner["ci95"][-1]}
+    if unit == "trial":
+        row["note"] = "return after the last adaptation step (one episode), not a trial total"
+    for key, value in learner.items():
+        metric = key.removesuffix("_ci95")
+        if key != metric and isinstance(learner.get(metric), list) and metric != "mean_return":
+            row[metric], row[key] = learner[metric][-1], value[-1]
+    return row
 
 
 def load_traces(run: Run, eval_dir: Path | None = None) -> dict[str, dict[str, Any]]:
