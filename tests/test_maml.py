@@ -160,10 +160,38 @@ def test_meta_train_step_respects_kl_bound_and_pretrained_mode(env):
         assert m["trpo/accepted"] == 1.0
 
 
+def test_max_initial_kl_also_bounds_the_un_adapted_policy():
+    """The authors bound only the adapted policies' KL, so the un-adapted policy can move far in
+    one update; ``max_initial_kl`` bounds it too, on its own first-step samples."""
+    family = make_family("navigation2d", **FAMILIES["navigation2d"])
+    tasks = family.tasks.sample(4, "train", torch.Generator().manual_seed(0))
+    moved = {}
+    for bound in (0.0, 1e-4):
+        torch.manual_seed(0)
+        cfg = MAMLConfig(
+            meta_batch_size=4,
+            episodes_per_task=4,
+            hidden_sizes=(16,),
+            max_kl=0.05,
+            inner_lr=0.5,
+            max_initial_kl=bound,
+        )
+        algo = MAML(cfg, family, InProcessSampler(family))
+        before = {k: v.detach().clone() for k, v in algo.policy.params().items()}
+        m = algo.meta_train_step(tasks, seed=3)
+        assert m["trpo/accepted"] == 1.0 and 0 < m["trpo/kl"] <= 0.05  # the adapted KL
+        moved[bound] = m["trpo/initial_kl"]
+        after = algo.policy.params()
+        assert any(not torch.equal(before[k], after[k]) for k in before)
+    assert moved[0.0] > 1e-4  # unbounded, the un-adapted policy moves further than the bound
+    assert 0 < moved[1e-4] <= 1e-4
+
+
 @pytest.mark.parametrize(
     "bad",
     [
         {"inner_lr": -0.1},
+        {"max_initial_kl": -1.0},
         {"meta_batch_size": 0},
         {"max_kl": 0},
         {"hidden_sizes": []},

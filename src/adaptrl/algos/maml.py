@@ -69,6 +69,10 @@ class MAMLConfig:
     """GAE λ (1.0: Monte-Carlo returns minus the baseline, as in the paper)."""
     max_kl: float = 0.01
     """TRPO trust-region radius (mean KL of the adapted policies)."""
+    max_initial_kl: float = 0.0
+    """0: only the adapted policies' KL is bounded (the paper and the authors' code), so the
+    un-adapted policy may move far in one update. > 0: the line search also keeps the mean KL
+    of the un-adapted policy, on its own first-step samples, within this bound."""
     cg_iters: int = 10
     """Conjugate-gradient iterations for the natural-gradient direction."""
     cg_damping: float = 1e-5
@@ -98,6 +102,8 @@ class MAMLConfig:
         for name in ("inner_lr", "max_kl", "init_std"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"algo.{name} must be > 0, got {getattr(self, name)}")
+        if self.max_initial_kl < 0:
+            raise ConfigError(f"algo.max_initial_kl must be >= 0, got {self.max_initial_kl}")
         if self.num_inner_steps < 0:
             raise ConfigError("algo.num_inner_steps must be >= 0")
         if not 0 < self.gamma <= 1 or not 0 <= self.gae_lambda <= 1:
@@ -286,6 +292,21 @@ class MAML:
         kl = distribution_kl(old_dist, dist)
         return surrogate, ((kl * post.mask).sum((0, 2)) / count).mean()
 
+    def _initial_kl(self, first: PGBatch):
+        """() -> mean KL(π_θ_old || π_θ) of the un-adapted policy on its own first-step samples,
+        for θ as the parameters stand at the call (θ_old: as they stand now)."""
+        with torch.no_grad():
+            old = self._distribution(_detached(self.policy.params()), False, first.obs)
+        count = first.mask.sum((0, 2)).clamp_min(1.0)
+
+        def kl() -> float:
+            with torch.no_grad():
+                new = self._distribution(self.policy.params(), False, first.obs)
+                per_task = (distribution_kl(old, new) * first.mask).sum((0, 2)) / count
+            return float(per_task.mean())
+
+        return kl
+
     def _sample_weights(self, post: PGBatch) -> torch.Tensor:
         """Each sample's weight in the mean KL: mask / (task's sample count) / tasks."""
         count = post.mask.sum((0, 2), keepdim=True).clamp_min(1.0)
@@ -406,12 +427,17 @@ class MAML:
         sampled = time.perf_counter()
 
         loss, grad_flat, old, fvp = self.meta_objective(batches, post, jacobian)
+        initial_kl = self._initial_kl(batches[0]) if batches else None
+        adapted_kl = [0.0]  # of the last parameters tried: the accepted ones, if any
 
         def evaluate() -> tuple[float, float]:
             with torch.no_grad():
                 new, new_per_task = self._adapt_through(batches)
                 new_loss, new_kl = self._surrogate_and_kl(new, new_per_task, post, old)
-            return float(new_loss), float(new_kl)
+            adapted_kl[0] = kl = float(new_kl)
+            if c.max_initial_kl and initial_kl is not None:  # both bounds as one: KL ≤ max_kl
+                kl = max(kl, initial_kl() * c.max_kl / c.max_initial_kl)
+            return float(new_loss), kl
 
         trpo = natural_step(
             list(self.policy.parameters()),
@@ -424,6 +450,10 @@ class MAML:
             c.line_search_backtrack,
             c.line_search_steps,
         )
+        if initial_kl is not None:
+            trpo["trpo/initial_kl"] = initial_kl()
+            if trpo["trpo/accepted"]:
+                trpo["trpo/kl"] = adapted_kl[0]
         end = time.perf_counter()
         post_return = post_traj.task_returns().mean()
         steps += post_traj.num_steps
