@@ -92,38 +92,30 @@ def test_killed_run_resumes_to_identical_parameters_and_metrics(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "preset, key, before",
-    [("maml-navigation2d", "test_layout", "random"), ("rl2-mdp-n10", "random_start", True)],
+    "preset, section, key, before",
+    [
+        ("maml-navigation2d", "env", "test_layout", "random"),
+        ("rl2-mdp-n10", "env", "random_start", True),
+        ("maml-navigation2d", "train", "validation_split", "test"),
+    ],
 )
 def test_a_key_added_after_a_run_was_made_keeps_the_old_behaviour_for_that_run(
-    tmp_path, preset, key, before
+    tmp_path, preset, section, key, before
 ):
     """A run's config.yaml lists every key that existed when it was made. A run made before
     ``key`` existed is resumed and evaluated as it ran (``before``), not with the new default;
     a run made now records the new default and keeps it."""
     from adaptrl.build import run_config
 
+    def value(config):
+        return config.env[key] if section == "env" else getattr(config.train, key)
+
     config = build_run_config(load_preset(preset))
-    assert config.env[key] != before  # the new default
+    assert value(config) != before  # the new default
     new = Run.create(tmp_path / "new", config)
-    assert run_config(new).env[key] == config.env[key]
+    assert value(run_config(new)) == value(config)
     old = Run.create(tmp_path / "old", config)
     raw = yaml.safe_load(old.config_path.read_text())
-    del raw["env"][key]  # as written before the key existed
+    del raw[section][key]  # as written before the key existed
     old.config_path.write_text(yaml.safe_dump(raw, sort_keys=False))
-    assert run_config(old).env[key] == before
-
-
-def test_runs_made_before_validation_split_keep_validating_on_held_out_tasks(tmp_path):
-    """``train.validation_split`` (default "train") came after runs that validated on the test
-    split: such a run, resumed, keeps choosing its best checkpoint as it did."""
-    from adaptrl.build import run_config
-
-    config = build_run_config(load_preset("maml-navigation2d"))
-    assert config.train.validation_split == "train"
-    assert run_config(Run.create(tmp_path / "new", config)).train.validation_split == "train"
-    old = Run.create(tmp_path / "old", config)
-    raw = yaml.safe_load(old.config_path.read_text())
-    del raw["train"]["validation_split"]
-    old.config_path.write_text(yaml.safe_dump(raw, sort_keys=False))
-    assert run_config(old).train.validation_split == "test"
+    assert value(run_config(old)) == before

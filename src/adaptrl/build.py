@@ -49,13 +49,15 @@ def run_config(run: Run) -> RunConfig:
     key), not the new default, and an old run keeps computing what it computed."""
     config = run.config()
     spec, _ = env_config(config.env)
-    legacy = getattr(spec.config_cls, "LEGACY_VALUES", {})
-    missing = {k: v for k, v in legacy.items() if k not in config.env}
-    if missing:
-        config = replace(config, env={**config.env, **missing})
-    written = run.written_keys("train")
-    old_train = {k: v for k, v in TrainConfig.LEGACY_VALUES.items() if k not in written}
-    return replace(config, train=replace(config.train, **old_train)) if old_train else config
+    env = _legacy_values(spec.config_cls, run.written_keys("env"))
+    train = _legacy_values(TrainConfig, run.written_keys("train"))
+    return replace(config, env={**config.env, **env}, train=replace(config.train, **train))
+
+
+def _legacy_values(config_cls: type, written: set[str]) -> dict[str, Any]:
+    """``config_cls``'s ``LEGACY_VALUES`` for the keys a run's config.yaml leaves out."""
+    legacy = getattr(config_cls, "LEGACY_VALUES", {})
+    return {k: v for k, v in legacy.items() if k not in written}
 
 
 def _plain_fields(cfg: Any) -> dict[str, Any]:

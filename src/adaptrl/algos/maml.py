@@ -452,7 +452,7 @@ class MAML:
         )
         if initial_kl is not None:
             trpo["trpo/initial_kl"] = initial_kl()
-            if trpo["trpo/accepted"]:
+            if c.max_initial_kl and trpo["trpo/accepted"]:  # report the adapted KL alone
                 trpo["trpo/kl"] = adapted_kl[0]
         end = time.perf_counter()
         post_return = post_traj.task_returns().mean()
