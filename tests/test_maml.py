@@ -196,11 +196,35 @@ def test_max_initial_kl_also_bounds_the_un_adapted_policy():
         {"max_kl": 0},
         {"hidden_sizes": []},
         {"gamma": 1.5},
+        {"init": "glorot"},
     ],
 )
 def test_impossible_config_values_are_rejected(bad):
     with pytest.raises(ConfigError):
         MAMLConfig(**bad)
+
+
+@pytest.mark.parametrize("env", list(FAMILIES))
+def test_xavier_init_is_glorot_uniform_with_zero_biases(env):
+    """rllab's and the MAML authors' initialisation: Glorot-uniform weights and zero biases,
+    so a zero observation maps to a zero mean action (or zero logits) whatever the seed;
+    PyTorch's default biases give each seed its own offset."""
+    family = make_family(env, **FAMILIES[env])
+    zero = torch.zeros(1, family.spaces()[0].shape[0])
+    first = lambda out: out[0] if isinstance(out, tuple) else out  # noqa: E731
+    for init in ("torch", "xavier"):
+        torch.manual_seed(0)
+        algo = MAML(MAMLConfig(init=init), family, InProcessSampler(family))
+        at_zero = torch.count_nonzero(first(algo.policy(zero)))
+        if init == "torch":
+            assert at_zero > 0
+            continue
+        assert at_zero == 0
+        for layer in (m for m in algo.policy.modules() if isinstance(m, torch.nn.Linear)):
+            fan_out, fan_in = layer.weight.shape
+            bound = (6 / (fan_in + fan_out)) ** 0.5
+            assert 0.9 * bound < layer.weight.abs().max() <= bound  # uniform over the range
+            assert torch.count_nonzero(layer.bias) == 0
 
 
 def test_adapt_returns_a_curve_and_deployable_per_task_policies():

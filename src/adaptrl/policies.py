@@ -19,12 +19,32 @@ Params = dict[str, torch.Tensor]
 _ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
 
 
-def mlp(in_dim: int, out_dim: int, hidden_sizes: tuple[int, ...], activation: str) -> nn.Sequential:
+INITS = ("torch", "xavier")
+"""Weight initialisations of the MLP policies. torch: PyTorch's default (uniform weights and
+biases, ±1/√fan_in). xavier: Glorot-uniform weights and zero biases, as rllab and the MAML
+authors' code (cbfinn/maml_rl ``create_MLP``): the initial mean action is then 0 everywhere
+instead of an offset drawn per seed."""
+
+
+def mlp(
+    in_dim: int,
+    out_dim: int,
+    hidden_sizes: tuple[int, ...],
+    activation: str,
+    init: str = "torch",
+) -> nn.Sequential:
+    if init not in INITS:
+        raise ValueError(f"init must be one of {list(INITS)}, got {init!r}")
     layers: list[nn.Module] = []
     sizes = (in_dim, *hidden_sizes)
     for a, b in zip(sizes[:-1], sizes[1:]):
         layers += [nn.Linear(a, b), _ACTIVATIONS[activation]()]
     layers.append(nn.Linear(sizes[-1], out_dim))
+    if init == "xavier":
+        for layer in layers:
+            if isinstance(layer, nn.Linear):
+                nn.init.xavier_uniform_(layer.weight)
+                nn.init.zeros_(layer.bias)
     return nn.Sequential(*layers)
 
 
@@ -40,11 +60,12 @@ class GaussianMLPPolicy(nn.Module):
         hidden_sizes: tuple[int, ...] = (100, 100),
         activation: str = "relu",
         init_std: float = 1.0,
+        init: str = "torch",
     ) -> None:
         super().__init__()
         if activation not in _ACTIVATIONS:
             raise ValueError(f"activation must be one of {list(_ACTIVATIONS)}, got {activation!r}")
-        self.mean = mlp(obs_dim, act_dim, tuple(hidden_sizes), activation)
+        self.mean = mlp(obs_dim, act_dim, tuple(hidden_sizes), activation, init)
         self.log_std = nn.Parameter(torch.full((act_dim,), math.log(init_std)))
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -66,11 +87,12 @@ class CategoricalMLPPolicy(nn.Module):
         num_actions: int,
         hidden_sizes: tuple[int, ...] = (100, 100),
         activation: str = "relu",
+        init: str = "torch",
     ) -> None:
         super().__init__()
         if activation not in _ACTIVATIONS:
             raise ValueError(f"activation must be one of {list(_ACTIVATIONS)}, got {activation!r}")
-        self.logits = mlp(obs_dim, num_actions, tuple(hidden_sizes), activation)
+        self.logits = mlp(obs_dim, num_actions, tuple(hidden_sizes), activation, init)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         """obs: [..., obs_dim] -> logits [..., num_actions]."""

@@ -35,6 +35,7 @@ from adaptrl.config import EvalConfig
 from adaptrl.envs import Family, Tasks
 from adaptrl.errors import ConfigError
 from adaptrl.policies import (
+    INITS,
     CategoricalMLPPolicy,
     GaussianMLPPolicy,
     Params,
@@ -94,6 +95,9 @@ class MAMLConfig:
     """Hidden activation: relu or tanh."""
     init_std: float = 1.0
     """Initial standard deviation of the Gaussian policy."""
+    init: str = "torch"
+    """Policy weight initialisation: torch (PyTorch's default) or xavier (Glorot-uniform
+    weights, zero biases: rllab's and the MAML authors' code)."""
 
     def __post_init__(self) -> None:
         for name in ("meta_batch_size", "episodes_per_task", "cg_iters", "line_search_steps"):
@@ -121,6 +125,8 @@ class MAMLConfig:
             )
         if self.activation not in ("relu", "tanh"):
             raise ConfigError(f"algo.activation must be relu or tanh, got {self.activation!r}")
+        if self.init not in INITS:
+            raise ConfigError(f"algo.init must be one of {', '.join(INITS)}, got {self.init!r}")
 
 
 def _detached(params: Params) -> Params:
@@ -180,7 +186,11 @@ class MAML:
         self.continuous = hasattr(act_space, "low")
         if hasattr(act_space, "n"):  # Discrete: a softmax policy
             self.policy = CategoricalMLPPolicy(
-                obs_space.shape[0], int(act_space.n), config.hidden_sizes, config.activation
+                obs_space.shape[0],
+                int(act_space.n),
+                config.hidden_sizes,
+                config.activation,
+                config.init,
             )
         elif self.continuous and len(act_space.shape) == 1:
             self.policy = GaussianMLPPolicy(
@@ -189,6 +199,7 @@ class MAML:
                 config.hidden_sizes,
                 config.activation,
                 config.init_std,
+                config.init,
             )
         else:
             raise ConfigError(
