@@ -68,6 +68,11 @@ def test_best_and_periodic_checkpoints_are_kept_and_evaluable(run, capsys):
     assert main([*argv, "--checkpoint", "best"]) == 0
     record = json.loads((run / "eval-best" / "test.json").read_text())
     assert record["checkpoint"] == "best" and record["iteration"] == best["iteration"]
+    assert record["selected_on"] == "train"
+    assert main(["report", str(run)]) == 0  # the report shows best.pt's evaluation too
+    section = (run / "report.md").read_text().split("## At the best iteration")[1]
+    assert f"`checkpoints/best.pt`, iteration {best['iteration']}:" in section
+    assert "on a fixed draw of train tasks" in section and "### test tasks" in section
     assert main([*argv, "--checkpoint", "2"]) == 0
     assert json.loads((run / "eval-iter000002" / "test.json").read_text())["iteration"] == 2
     assert "kept no checkpoint of iteration 1 (kept: 2)" in _error(

@@ -14,7 +14,7 @@ from adaptrl.errors import RunError
 from adaptrl.plots import adaptation_figure, classical_figure, pyplot
 from adaptrl.report import _html, adaptation_title, write_report
 from adaptrl.results import extra_records, format_table, load_results, summarize, write_json
-from adaptrl.runs import Run
+from adaptrl.runs import Run, load_checkpoint_file
 
 
 def make_run(path, algorithm="maml", seed=0, iteration=3, published=None, preset="p"):
@@ -187,6 +187,23 @@ def test_a_stale_evaluation_says_so_next_to_its_table(tmp_path):
         train_part
     )
     assert md.count("**Stale:**") == 2
+
+
+def test_a_best_checkpoint_evaluation_gets_its_own_section_and_goes_stale(tmp_path):
+    run = make_run(tmp_path / "run", iteration=40)
+    write(run, record("maml", "test", [1.0, 2.0], iteration=40))
+    best = record("maml", "test", [1.0, 7.5], iteration=20, checkpoint="best")
+    write_json(run.eval_dir_for("best") / "test.json", {**best, "selected_on": "train"})
+    state = load_checkpoint_file(run.checkpoint_path)
+    run.save_checkpoint({**state, "best": {"iteration": 20, "score": 7.5}})
+    md = report_md(run)
+    main_part, best_part = md.split("## At the best iteration")
+    assert "7.50" in best_part and "7.50" not in main_part
+    assert "iteration 20: the best validation score" in best_part
+    assert "on a fixed draw of train tasks" in best_part and "**Stale:**" not in md
+    run.save_checkpoint({**state, "best": {"iteration": 30, "score": 8.0}})  # trained on
+    best_part = report_md(run).split("## At the best iteration")[1]
+    assert "**Stale:** best.pt is now iteration 30" in best_part
 
 
 # ------------------------------------------------------------------------------ 6. sizes

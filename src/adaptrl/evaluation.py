@@ -151,6 +151,8 @@ def _evaluate_splits(
             record.update(extra_records(out))
             record["iteration"] = int(state["iteration"])
             record["checkpoint"] = checkpoint
+            if checkpoint == "best":  # best.pt was chosen on this split's validation draw
+                record["selected_on"] = config.train.validation_split
             record["actions"] = cfg.actions
             record["seed"] = cfg.seed
             record["episodes_per_step"] = cfg.episodes_per_task

@@ -224,6 +224,35 @@ def _adaptation_lines(
     return lines + _gap_lines(results, algorithm)
 
 
+def _best_lines(best: dict[str, Records], state: dict | None, run_path: Path) -> list[str]:
+    """The evaluation of checkpoints/best.pt beside the last checkpoint's: a run that got worse
+    after its best iteration shows both (the paper's protocol keeps the best)."""
+    if not best:
+        return []
+    first = next(iter(next(iter(best.values())).values()))
+    iteration = int(first["iteration"])
+    on = first.get("selected_on")
+    lines = [
+        "## At the best iteration",
+        "",
+        f"`checkpoints/best.pt`, iteration {iteration}: the best validation score (the return "
+        "at the last adaptation point"
+        + (f" on a fixed draw of {on} tasks" if on else "")
+        + f"), evaluated by `adaptrl evaluate {run_path} --checkpoint best`.",
+        "",
+    ]
+    now = ((state or {}).get("best") or {}).get("iteration")
+    if now is not None and int(now) != iteration:
+        lines += [
+            f"**Stale:** best.pt is now iteration {int(now)}: re-run "
+            f"`adaptrl evaluate {run_path} --checkpoint best`",
+            "",
+        ]
+    for split in ordered_splits(best):
+        lines += _split_lines(split, best[split], None, run_path)
+    return lines
+
+
 def _published_lines(
     published: PublishedConfig | None,
     results: dict[str, Records],
@@ -332,6 +361,8 @@ def write_report(run: Run) -> dict[str, Path]:
     figures = _figures(run, config, metrics, results, classical)
     md = _intro_lines(config, metrics, state)
     md += _adaptation_lines(results, config.algorithm, saved, run.path)
+    best_dir = run.eval_dir_for("best")
+    md += _best_lines(load_results(run, best_dir) if best_dir.is_dir() else {}, state, run.path)
     md += _classical_lines(classical, config)
     md += _published_lines(config.published, results, classical)
     for title, path in figures.items():
