@@ -365,6 +365,8 @@ def test_aggregate_over_seeds_from_the_cli(tmp_path, capsys):
         [(a + b) / 2 for a, b in zip(*means)]
     )
     assert "needs at least 2 runs" in _error(capsys, ["aggregate", str(runs[0]), "--out", "x"])
+    best = ["aggregate", *map(str, runs), "--checkpoint", "best", "--out", str(tmp_path / "agg")]
+    assert "no test evaluation of its best checkpoint" in _error(capsys, best)
 
 
 @pytest.mark.parametrize(

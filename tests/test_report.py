@@ -366,6 +366,22 @@ def test_aggregate_runs_averages_over_seeds_with_an_interval_over_seeds(tmp_path
     assert "3.00 ±   2.26" in text and "5.00 ±   4.08" in text
 
 
+def test_aggregate_of_best_checkpoints_reads_eval_best_and_names_their_iterations(tmp_path):
+    paths = seed_runs(tmp_path)  # last-checkpoint evaluations: must not be read
+    for path, (mean, iteration) in zip(
+        paths, [([1.0, 6.0], 20), ([1.0, 8.0], 30), ([1.0, 7.0], 20)]
+    ):
+        best = record("maml", "test", mean, iteration=iteration, checkpoint="best")
+        write_json(Run.open(path).eval_dir_for("best") / "test.json", best)
+    record_ = aggregate_runs(paths, "test", tmp_path / "out", checkpoint="best")
+    assert list(record_["learners"]) == ["maml"]  # only maml was evaluated at best
+    assert record_["learners"]["maml"]["mean_return"] == pytest.approx([1.0, 7.0])
+    assert record_["checkpoint"] == "best" and record_["iterations"] == [20, 30, 20]
+    assert (tmp_path / "out" / "aggregate_test_best.json").exists()
+    assert not (tmp_path / "out" / "aggregate_test.json").exists()
+    assert "seeds=0, 1, 2, best checkpoints (iterations 20, 30, 20)" in format_aggregate(record_)
+
+
 def test_aggregate_refuses_mismatched_missing_or_single_runs(tmp_path):
     paths = seed_runs(tmp_path, {0: [1.0, 2.0], 1: [3.0, 4.0]})
     with pytest.raises(RunError, match="at least 2 runs"):
@@ -373,8 +389,13 @@ def test_aggregate_refuses_mismatched_missing_or_single_runs(tmp_path):
     with pytest.raises(RunError) as err:
         aggregate_runs(paths, "train", tmp_path / "out")
     assert str(err.value) == (
-        f"run {paths[0]} has no train evaluation; run adaptrl evaluate {paths[0]} --split train"
+        f"run {paths[0]} has no train evaluation of its last checkpoint; run adaptrl evaluate "
+        f"{paths[0]} --split train"
     )
+    with pytest.raises(
+        RunError, match=r"no test evaluation of its best checkpoint; .* --checkpoint best"
+    ):
+        aggregate_runs(paths, "test", tmp_path / "out", checkpoint="best")
     other = make_run(tmp_path / "rl2", algorithm="rl2", seed=5)
     write(other, record("rl2", "test", [1.0, 2.0]), main="rl2")
     with pytest.raises(RunError, match="runs differ in algorithm: .* has 'maml', .* has 'rl2'"):

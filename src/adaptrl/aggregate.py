@@ -47,12 +47,14 @@ def _check_seeds(runs: list[Run], configs: list[RunConfig]) -> None:
         seen[seed] = run
 
 
-def _split_records(run: Run, split: str) -> Records:
-    records = load_results(run).get(split)
+def _split_records(run: Run, split: str, checkpoint: str) -> Records:
+    eval_dir = run.eval_dir_for(checkpoint)
+    records = load_results(run, eval_dir).get(split) if eval_dir.is_dir() else None
     if not records:
+        flag = "" if checkpoint == "last" else f" --checkpoint {checkpoint}"
         raise RunError(
-            f"run {run.path} has no {split} evaluation; run adaptrl evaluate {run.path} "
-            f"--split {split}"
+            f"run {run.path} has no {split} evaluation of its {checkpoint} checkpoint; run "
+            f"adaptrl evaluate {run.path} --split {split}{flag}"
         )
     return records
 
@@ -81,16 +83,20 @@ def _learner_stats(name: str, evaluated: list[Records]) -> dict[str, Any]:
     }
 
 
-def aggregate_runs(paths: list[Path | str], split: str, out: Path | str) -> dict[str, Any]:
+def aggregate_runs(
+    paths: list[Path | str], split: str, out: Path | str, checkpoint: str = "last"
+) -> dict[str, Any]:
     """Aggregate the ``split`` evaluations of runs of one preset over their seeds; writes
-    OUT/aggregate_<split>.json and OUT/aggregate_<split>.png and returns the record."""
+    OUT/aggregate_<split>[_<checkpoint>].json and .png and returns the record.
+    ``checkpoint``: whose evaluations (``best``: each run's best iteration, as the paper
+    reports; every run must have been evaluated with that ``--checkpoint``)."""
     if len(paths) < 2:
         raise RunError(f"aggregate needs at least 2 runs of different seeds, got {len(paths)}")
     runs = [Run.open(p) for p in paths]
     configs = [run.config() for run in runs]
     _check_same(runs, configs)
     _check_seeds(runs, configs)
-    evaluated = [_split_records(run, split) for run in runs]
+    evaluated = [_split_records(run, split, checkpoint) for run in runs]
     names = [n for n in evaluated[0] if all(n in records for records in evaluated[1:])]
     if not names:
         raise RunError(f"no learner was evaluated on {split} in all {len(runs)} runs")
@@ -100,6 +106,8 @@ def aggregate_runs(paths: list[Path | str], split: str, out: Path | str) -> dict
         "algorithm": configs[0].algorithm,
         "env": configs[0].env["name"],
         "split": split,
+        "checkpoint": checkpoint,
+        "iterations": [records[names[0]]["iteration"] for records in evaluated],
         "runs": [str(run.path) for run in runs],
         "seeds": [config.train.seed for config in configs],
         "num_seeds": len(runs),
@@ -109,9 +117,18 @@ def aggregate_runs(paths: list[Path | str], split: str, out: Path | str) -> dict
         "learners": {name: _learner_stats(name, evaluated) for name in names},
     }
     out = Path(out)
-    write_json(out / f"aggregate_{split}.json", record)
-    plot_aggregate(record, out / f"aggregate_{split}.png")
+    stem = f"aggregate_{split}" + ("" if checkpoint == "last" else f"_{checkpoint}")
+    write_json(out / f"{stem}.json", record)
+    plot_aggregate(record, out / f"{stem}.png")
     return record
+
+
+def _which(record: dict[str, Any]) -> str:
+    """'' for the last checkpoints, else e.g. ', best checkpoints (iterations 50, 75)'."""
+    checkpoint = record.get("checkpoint", "last")
+    if checkpoint == "last":
+        return ""
+    return f", {checkpoint} checkpoints (iterations {', '.join(map(str, record['iterations']))})"
 
 
 def plot_aggregate(record: dict[str, Any], path: Path) -> Path:
@@ -122,7 +139,7 @@ def plot_aggregate(record: dict[str, Any], path: Path) -> Path:
     }
     fig, ax = pyplot().subplots(figsize=(6.5, 4))
     title = f"{record['preset'] or record['algorithm']}: {record['split']} tasks"
-    draw_adaptation(ax, learners, f"{title}, {record['num_seeds']} seeds")
+    draw_adaptation(ax, learners, f"{title}, {record['num_seeds']} seeds{_which(record)}")
     ax.set_ylabel("mean episode return (95% CI over seeds)")
     path.parent.mkdir(parents=True, exist_ok=True)
     return save_figure(fig, path)
@@ -134,7 +151,8 @@ def format_aggregate(record: dict[str, Any]) -> str:
     seeds = ", ".join(map(str, record["seeds"]))
     lines = [
         f"{record['preset'] or record['algorithm']}  split={record['split']}  "
-        f"env={record['env']}  seeds={seeds}  (mean over seeds ± 95% interval over seeds)",
+        f"env={record['env']}  seeds={seeds}{_which(record)}  (mean over seeds ± 95% interval "
+        "over seeds)",
         f"{record['x_label']:>16} " + " ".join(f"{n:>20}" for n in names),
     ]
     for i, x in enumerate(record["x"]):

@@ -196,7 +196,7 @@ def _aggregate(args: argparse.Namespace) -> None:
     from adaptrl.aggregate import aggregate_runs, format_aggregate
 
     out = Path(args.out)
-    record = aggregate_runs([Path(p) for p in args.runs], args.split, out)
+    record = aggregate_runs([Path(p) for p in args.runs], args.split, out, args.checkpoint)
     print(format_aggregate(record))
     print(f"wrote {out}/")
 
@@ -299,6 +299,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("runs", nargs="+", help="run directories (each evaluated on --split)")
     p.add_argument("--split", default="test", help="split to aggregate (default test)")
+    p.add_argument(
+        "--checkpoint",
+        default="last",
+        help="whose evaluations: last (default), best or a kept iteration, as given to "
+        "'adaptrl evaluate --checkpoint'",
+    )
     p.add_argument("--out", required=True, help="directory for aggregate_<split>.json and .png")
     p.set_defaults(func=_aggregate)
 
