@@ -3,6 +3,7 @@ each test would have caught a user-reported report problem."""
 
 import json
 import math
+import shutil
 
 import pytest
 import torch
@@ -204,6 +205,13 @@ def test_a_best_checkpoint_evaluation_gets_its_own_section_and_goes_stale(tmp_pa
     run.save_checkpoint({**state, "best": {"iteration": 30, "score": 8.0}})  # trained on
     best_part = report_md(run).split("## At the best iteration")[1]
     assert "**Stale:** best.pt is now iteration 30" in best_part
+    shutil.rmtree(run.eval_dir_for("best"))  # not evaluated: the report says how
+    assert (
+        f"`checkpoints/best.pt` (iteration 30) is not evaluated yet: `adaptrl evaluate "
+        f"{run.path} --checkpoint best`" in report_md(run)
+    )
+    run.save_checkpoint({**state, "best": {"iteration": 40, "score": 9.0}})  # best = last
+    assert "## At the best iteration" not in report_md(run)
 
 
 # ------------------------------------------------------------------------------ 6. sizes

@@ -107,7 +107,7 @@ def aggregate_runs(
         "env": configs[0].env["name"],
         "split": split,
         "checkpoint": checkpoint,
-        "iterations": [records[names[0]]["iteration"] for records in evaluated],
+        "iterations": [records[names[0]].get("iteration") for records in evaluated],
         "runs": [str(run.path) for run in runs],
         "seeds": [config.train.seed for config in configs],
         "num_seeds": len(runs),
@@ -117,7 +117,9 @@ def aggregate_runs(
         "learners": {name: _learner_stats(name, evaluated) for name in names},
     }
     out = Path(out)
-    stem = f"aggregate_{split}" + ("" if checkpoint == "last" else f"_{checkpoint}")
+    # eval-best -> _best, eval-iter000050 -> _iter000050 (a checkpoint file: its stem)
+    which = runs[0].eval_dir_for(checkpoint).name.removeprefix("eval-")
+    stem = f"aggregate_{split}" + ("" if checkpoint == "last" else f"_{which}")
     write_json(out / f"{stem}.json", record)
     plot_aggregate(record, out / f"{stem}.png")
     return record

@@ -227,8 +227,17 @@ def _adaptation_lines(
 def _best_lines(best: dict[str, Records], state: dict | None, run_path: Path) -> list[str]:
     """The evaluation of checkpoints/best.pt beside the last checkpoint's: a run that got worse
     after its best iteration shows both (the paper's protocol keeps the best)."""
+    now = ((state or {}).get("best") or {}).get("iteration")
     if not best:
-        return []
+        if now is None or int(now) == int((state or {}).get("iteration", -1)):
+            return []  # no best.pt, or it is the last checkpoint evaluated above
+        return [
+            "## At the best iteration",
+            "",
+            f"`checkpoints/best.pt` (iteration {int(now)}) is not evaluated yet: "
+            f"`adaptrl evaluate {run_path} --checkpoint best`.",
+            "",
+        ]
     first = next(iter(next(iter(best.values())).values()))
     iteration = int(first["iteration"])
     on = first.get("selected_on")
@@ -241,7 +250,6 @@ def _best_lines(best: dict[str, Records], state: dict | None, run_path: Path) ->
         + f"), evaluated by `adaptrl evaluate {run_path} --checkpoint best`.",
         "",
     ]
-    now = ((state or {}).get("best") or {}).get("iteration")
     if now is not None and int(now) != iteration:
         lines += [
             f"**Stale:** best.pt is now iteration {int(now)}: re-run "
