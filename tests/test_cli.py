@@ -221,5 +221,6 @@ def test_evaluation_records_the_schedule_and_references_share_it(tmp_path):
         record = json.loads((run / "eval" / name).read_text())
         assert record["inner_lrs"] == [0.5, 0.25], name
         assert record["episodes_per_step"] == 2, name
+        assert record["batch_steps"] == 4000, name  # rllab's step-counted batches, recorded
     config = yaml.safe_load((run / "config.yaml").read_text())
     assert config["algo"]["inner_lr"] == 0.5 and config["evaluate"]["tune_reference_lrs"] is False

@@ -227,6 +227,33 @@ def test_xavier_init_is_glorot_uniform_with_zero_biases(env):
             assert torch.count_nonzero(layer.bias) == 0
 
 
+def test_step_counted_batches_keep_episodes_until_the_budget_as_rllab():
+    """evaluate.batch_steps: per task, episodes in order while the steps before them are under
+    the budget (rllab's sampler loop), drawn in rounds; the return is their mean."""
+    family = make_family("navigation2d", horizon=20)
+    torch.manual_seed(0)
+    algo = MAML(MAMLConfig(hidden_sizes=(8,)), family, InProcessSampler(family))
+    tasks = family.tasks.sample(3, "test", torch.Generator().manual_seed(0))
+    plain = algo.adapt(tasks, 1, (0.1,), episodes_per_task=2, seed=0)
+    counted = algo.adapt(tasks, 1, (0.1,), episodes_per_task=2, seed=0, batch_steps=70)
+    for traj, ret in zip(counted.trajectories, counted.returns):
+        assert traj.episodes_per_task >= 4  # 70 steps of 20-step episodes: two rounds of two
+        length = traj.mask.sum(0).reshape(3, -1)
+        kept = length > 0
+        steps = length.sum(1)
+        last = torch.stack([row[k][-1] for row, k in zip(length, kept)])
+        assert torch.all(steps >= 70) and torch.all(steps - last < 70)
+        assert torch.all(kept[:, :-1] >= kept[:, 1:])  # kept episodes come first, in order
+        per_episode = traj.rewards.sum(0).reshape(3, -1)
+        assert_close(ret, per_episode.sum(1) / kept.sum(1))
+    # the first round is the plain batch: same episodes, so the same first step's policy input
+    first = counted.trajectories[0]
+    assert_close(
+        first.rewards.reshape(20, 3, -1)[:, :, :2], plain.trajectories[0].rewards.reshape(20, 3, 2)
+    )
+    assert not torch.equal(counted.returns, plain.returns)
+
+
 def test_adapt_returns_a_curve_and_deployable_per_task_policies():
     family = make_family("navigation2d", horizon=10)
     gen = torch.Generator().manual_seed(0)

@@ -6,6 +6,7 @@ from torch.testing import assert_close
 
 from adaptrl import make_family
 from adaptrl.algos.rl2 import RL2, RL2Config, ppo_loss
+from adaptrl.config import EvalConfig
 from adaptrl.errors import ConfigError
 from adaptrl.sampling import InProcessSampler
 
@@ -190,6 +191,13 @@ def test_mode_actions_take_the_most_likely_action():
     _, sampled = _run(algo, tasks)
     s_logits, _, _ = algo.policy(sampled.inputs, algo.policy.initial_state(4, "cpu"))
     assert not torch.equal(sampled.actions, s_logits.argmax(-1))  # sampling does differ
+
+
+def test_a_step_counted_batch_is_refused_in_one_line():
+    family, algo, gen = _agent()
+    tasks = family.tasks.sample(2, "train", gen)
+    with pytest.raises(ConfigError, match="batch_steps counts MAML's .*: remove it"):
+        algo.meta_test(tasks, EvalConfig(batch_steps=4000))
 
 
 def test_continuous_actions_get_a_gaussian_head_whose_log_probs_replay():

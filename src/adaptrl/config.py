@@ -74,6 +74,12 @@ class EvalConfig:
     """Step size of each adaptation step; the last value repeats (paper: 0.1 then 0.05)."""
     episodes_per_task: int = 20
     """Episodes per task per adaptation step."""
+    batch_steps: int = 0
+    """MAML: > 0 counts each adaptation step's batch in env steps, as rllab's samplers do (the
+    MAML authors' test script: batch_size=4000): episodes, in order, until their steps reach
+    ``batch_steps`` per task, drawn ``episodes_per_task`` at a time (at most 4 times, to bound
+    memory). Episodes that end early (a goal reached) then make the batch hold more of them.
+    0: ``episodes_per_task`` episodes."""
     pretrained_iterations: int = 0
     """Iterations of the multi-task 'pretrained' reference (0 = the run's num_iterations)."""
     tune_reference_lrs: bool = True
@@ -94,6 +100,8 @@ class EvalConfig:
             raise ConfigError("evaluate.inner_lrs must be a non-empty list of positive numbers")
         if self.pretrained_iterations < 0:
             raise ConfigError("evaluate.pretrained_iterations must be >= 0")
+        if self.batch_steps < 0:
+            raise ConfigError("evaluate.batch_steps must be >= 0 (0: episodes_per_task)")
         if self.actions not in ("sample", "mode"):
             raise ConfigError(f"evaluate.actions must be 'sample' or 'mode', got '{self.actions}'")
 

@@ -156,6 +156,8 @@ def _evaluate_splits(
             record["actions"] = cfg.actions
             record["seed"] = cfg.seed
             record["episodes_per_step"] = cfg.episodes_per_task
+            if cfg.batch_steps:  # episodes drawn until this many steps per task and step
+                record["batch_steps"] = cfg.batch_steps
             if text:
                 record["description"] = text
             if learner.tunes_step_sizes:

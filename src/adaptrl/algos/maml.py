@@ -21,6 +21,7 @@ Deliberate deviations from the paper, each a switch:
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -127,6 +128,15 @@ class MAMLConfig:
             raise ConfigError(f"algo.activation must be relu or tanh, got {self.activation!r}")
         if self.init not in INITS:
             raise ConfigError(f"algo.init must be one of {', '.join(INITS)}, got {self.init!r}")
+
+
+_ROUND_SEED = 7919
+"""Seed offset of each further round of a step-counted batch (``MAML._sample_steps``)."""
+_MAX_ROUNDS = 4
+"""Rounds of a step-counted batch at most: every row holds a whole horizon, so a policy whose
+episodes end within a few steps would otherwise need hundreds of rows per task (400 tasks of
+the authors' preset then exhausted 24 GB). rllab has no cap; here a task keeps at most
+4 x ``episodes_per_task`` episodes."""
 
 
 def _detached(params: Params) -> Params:
@@ -487,16 +497,24 @@ class MAML:
         inner_lrs: tuple[float, ...] | None = None,
         episodes_per_task: int | None = None,
         seed: int = 0,
+        batch_steps: int = 0,
     ) -> Adaptation:
         """Adapt to ``tasks`` with ``num_steps`` policy-gradient steps, recording the return
-        before adaptation and after every step. Step k uses ``inner_lrs[k]`` (last repeats)."""
+        before adaptation and after every step. Step k uses ``inner_lrs[k]`` (last repeats).
+        ``batch_steps`` > 0: each batch is counted in env steps (see ``EvalConfig``)."""
         lrs = inner_lrs or (self.config.inner_lr,)
         episodes = episodes_per_task or self.config.episodes_per_task
         params = _detached(self.policy.params())
         per_task, returns, trajectories = False, [], []
         for step in range(num_steps + 1):
-            traj = self._sample(tasks, params, per_task, episodes, seed + step)
-            returns.append(traj.task_returns())
+            if batch_steps:
+                traj, task_returns = self._sample_steps(
+                    tasks, params, per_task, episodes, batch_steps, seed + step
+                )
+            else:
+                traj = self._sample(tasks, params, per_task, episodes, seed + step)
+                task_returns = traj.task_returns()
+            returns.append(task_returns)
             trajectories.append(traj)
             if step == num_steps:
                 break
@@ -508,6 +526,28 @@ class MAML:
             policies=AdaptedPolicies(params, per_task, self.policy),
             trajectories=trajectories,
         )
+
+    def _sample_steps(
+        self, tasks: Tasks, params: Params, per_task: bool, episodes: int, budget: int, seed: int
+    ) -> tuple[Trajectories, torch.Tensor]:
+        """rllab's step-counted batch: per task, episodes in order until their steps reach
+        ``budget`` (an episode is kept when it starts below the budget), sampled ``episodes``
+        at a time, at most ``_MAX_ROUNDS`` times; the ones after are masked out. Returns the
+        batch and each task's mean return over its kept episodes [n]."""
+        rounds = [self._sample(tasks, params, per_task, episodes, seed)]
+        lengths = rounds[0].mask.sum(0).reshape(rounds[0].num_tasks, -1)
+        while bool((lengths.sum(1) < budget).any()) and len(rounds) < _MAX_ROUNDS:
+            more = self._sample(tasks, params, per_task, episodes, seed + _ROUND_SEED * len(rounds))
+            rounds.append(more)
+            lengths = torch.cat([lengths, more.mask.sum(0).reshape(more.num_tasks, -1)], 1)
+        traj = Trajectories.cat_per_task(rounds) if len(rounds) > 1 else rounds[0]
+        kept = ((lengths.cumsum(1) - lengths) < budget).to(traj.mask.dtype)  # [n, E]
+        keep_rows = kept.reshape(1, -1)
+        traj = dataclasses.replace(
+            traj, mask=traj.mask * keep_rows, rewards=traj.rewards * keep_rows
+        )
+        per_episode = traj.episode_returns().reshape(kept.shape)
+        return traj, per_episode.sum(1) / kept.sum(1)
 
     def adapt_from_episodes(
         self, episodes: list[dict[str, Any]], lr: float | None = None
@@ -529,7 +569,9 @@ class MAML:
     def meta_test(self, tasks: Tasks, cfg: EvalConfig, seed: int = 0) -> Adaptation:
         """The evaluation protocol's entry point: the paper's step-size schedule, K steps."""
         check_eval_actions(self, cfg)
-        return self.adapt(tasks, cfg.num_steps, cfg.inner_lrs, cfg.episodes_per_task, seed)
+        return self.adapt(
+            tasks, cfg.num_steps, cfg.inner_lrs, cfg.episodes_per_task, seed, cfg.batch_steps
+        )
 
     def state_dict(self) -> dict:
         return {"policy": self.policy.state_dict()}

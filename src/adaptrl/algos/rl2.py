@@ -509,6 +509,11 @@ class RL2:
 
     def meta_test(self, tasks: Tasks, cfg: EvalConfig, seed: int = 0) -> Adaptation:
         check_eval_actions(self, cfg)
+        if cfg.batch_steps:
+            raise ConfigError(
+                "evaluate.batch_steps counts MAML's adaptation batches in env steps; RL² adapts "
+                "within one trial: remove it"
+            )
         return self.adapt(tasks, seed=seed, mode=cfg.actions == "mode")
 
     def state_dict(self) -> dict:

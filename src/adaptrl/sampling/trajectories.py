@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 import torch
@@ -58,6 +58,26 @@ class Trajectories:
     def by_task(self, x: torch.Tensor) -> torch.Tensor:
         """[T, B, ...] -> [T, n, E, ...] (a view: tasks are outermost in B)."""
         return x.reshape(x.shape[0], self.num_tasks, self.episodes_per_task, *x.shape[2:])
+
+    @classmethod
+    def cat_per_task(cls, parts: list[Trajectories]) -> Trajectories:
+        """Batches of the same tasks and horizon, one after the other within each task: rows
+        [n x E1], [n x E2], ... -> [n x (E1 + E2 + ...)], tasks still outermost."""
+        first = parts[0]
+        if any(
+            p.num_tasks != first.num_tasks or p.rewards.shape[0] != first.rewards.shape[0]
+            for p in parts
+        ):
+            raise ValueError("cat_per_task needs batches of the same tasks and horizon")
+        n = first.num_tasks
+
+        def cat(name: str) -> torch.Tensor:
+            xs = [getattr(p, name) for p in parts]
+            per_task = [x.reshape(x.shape[0], n, -1, *x.shape[2:]) for x in xs]
+            joined = torch.cat(per_task, 2)
+            return joined.reshape(joined.shape[0], -1, *joined.shape[3:])
+
+        return replace(first, **{name: cat(name) for name in cls._TENSORS})
 
     def episode_returns(self) -> torch.Tensor:
         """Undiscounted return of every row (all its episodes): [B]."""
