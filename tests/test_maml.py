@@ -337,3 +337,23 @@ def test_gauss_newton_fisher_product_through_two_inner_steps():
     old = algo._old_distribution(adapted, True, post)
     loss, _ = algo._surrogate_and_kl(adapted, True, post, old)
     assert_close(out["gauss_newton"][0], flat(torch.autograd.grad(loss, list(params.values()))))
+
+
+def test_family_metrics_of_a_step_counted_batch_skip_the_masked_episodes():
+    """The drone's RMS error per task averages only the episodes the 15-step budget kept (two
+    of three 10-step episodes), not the rows masked out."""
+    from adaptrl.envs.drone import drone_metrics
+    from adaptrl.protocol import family_metrics
+
+    family = make_family("drone_wind", horizon=10)
+    torch.manual_seed(0)
+    algo = MAML(MAMLConfig(hidden_sizes=(8,)), family, InProcessSampler(family))
+    tasks = family.tasks.sample(2, "test", torch.Generator().manual_seed(0))
+    result = algo.adapt(tasks, 0, episodes_per_task=3, seed=0, batch_steps=15)
+    traj = result.trajectories[0]
+    kept = traj.mask.sum(0).reshape(2, 3) > 0
+    assert kept.sum(1).tolist() == [2, 2]  # episodes start at 0 and 10 (< 15), not at 20
+    rms = drone_metrics(traj, family)["rms_error_cm"].reshape(2, 3)
+    expected = (rms * kept).sum(1) / 2
+    assert_close(family_metrics(family, result, tasks)["rms_error_cm"][0], expected)
+    assert not torch.allclose(expected, rms.mean(1))  # the masked row would change the mean
