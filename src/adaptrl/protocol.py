@@ -98,12 +98,8 @@ def family_metrics(family: Family, result: Adaptation, tasks) -> dict[str, torch
     fn = resolve(family.spec.metrics)
     points: dict[str, list[torch.Tensor]] = {}
     for traj in result.trajectories:
-        # rows a step-counted batch masked out whole (evaluate.batch_steps) do not count
-        live = (traj.mask.sum(0) > 0).to(traj.rewards.dtype).reshape(traj.num_tasks, -1)
         for name, value in fn(traj, family, tasks).items():  # [E, B], B = n x rows per task
-            rows = value.reshape(value.shape[0], traj.num_tasks, -1)
-            per_task = (rows * live).sum(-1) / live.sum(-1).clamp_min(1.0)
-            points.setdefault(name, []).append(per_task)
+            points.setdefault(name, []).append(traj.task_mean(value))
     return {name: torch.cat(parts) for name, parts in points.items()}
 
 

@@ -508,13 +508,12 @@ class MAML:
         per_task, returns, trajectories = False, [], []
         for step in range(num_steps + 1):
             if batch_steps:
-                traj, task_returns = self._sample_steps(
+                traj = self._sample_steps(
                     tasks, params, per_task, episodes, batch_steps, seed + step
                 )
             else:
                 traj = self._sample(tasks, params, per_task, episodes, seed + step)
-                task_returns = traj.task_returns()
-            returns.append(task_returns)
+            returns.append(traj.task_returns())
             trajectories.append(traj)
             if step == num_steps:
                 break
@@ -529,11 +528,11 @@ class MAML:
 
     def _sample_steps(
         self, tasks: Tasks, params: Params, per_task: bool, episodes: int, budget: int, seed: int
-    ) -> tuple[Trajectories, torch.Tensor]:
+    ) -> Trajectories:
         """rllab's step-counted batch: per task, episodes in order until their steps reach
         ``budget`` (an episode is kept when it starts below the budget), sampled ``episodes``
-        at a time, at most ``_MAX_ROUNDS`` times; the ones after are masked out. Returns the
-        batch and each task's mean return over its kept episodes [n]."""
+        at a time, at most ``_MAX_ROUNDS`` times; the rows after are masked out whole, which
+        ``Trajectories.task_mean`` leaves out of every per-task mean."""
         rounds = [self._sample(tasks, params, per_task, episodes, seed)]
         lengths = rounds[0].mask.sum(0).reshape(rounds[0].num_tasks, -1)
         while bool((lengths.sum(1) < budget).any()) and len(rounds) < _MAX_ROUNDS:
@@ -543,11 +542,9 @@ class MAML:
         traj = Trajectories.cat_per_task(rounds) if len(rounds) > 1 else rounds[0]
         kept = ((lengths.cumsum(1) - lengths) < budget).to(traj.mask.dtype)  # [n, E]
         keep_rows = kept.reshape(1, -1)
-        traj = dataclasses.replace(
+        return dataclasses.replace(
             traj, mask=traj.mask * keep_rows, rewards=traj.rewards * keep_rows
         )
-        per_episode = traj.episode_returns().reshape(kept.shape)
-        return traj, per_episode.sum(1) / kept.sum(1)
 
     def adapt_from_episodes(
         self, episodes: list[dict[str, Any]], lr: float | None = None

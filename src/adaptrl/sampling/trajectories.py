@@ -83,9 +83,16 @@ class Trajectories:
         """Undiscounted return of every row (all its episodes): [B]."""
         return self.rewards.sum(0)
 
+    def task_mean(self, x: torch.Tensor) -> torch.Tensor:
+        """Each task's mean of a per-row quantity [..., B] -> [..., n], over the rows with at
+        least one step (a step-counted batch masks whole rows out)."""
+        live = (self.mask.sum(0) > 0).to(x.dtype).reshape(self.num_tasks, -1)
+        rows = x.reshape(*x.shape[:-1], self.num_tasks, -1)
+        return (rows * live).sum(-1) / live.sum(-1).clamp_min(1.0)
+
     def task_returns(self) -> torch.Tensor:
         """Mean undiscounted row return of each task: [n]."""
-        return self.episode_returns().reshape(self.num_tasks, -1).mean(1)
+        return self.task_mean(self.episode_returns())
 
     def episode_index(self) -> torch.Tensor:
         """Index of the episode each step belongs to within its row: [T, B] int64."""
