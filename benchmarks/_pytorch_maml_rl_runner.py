@@ -41,6 +41,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="its optimisation device (cpu or cuda)")
     parser.add_argument(
         "--update-threads",
         type=int,
@@ -71,7 +72,9 @@ def main() -> None:
     )
     if args.update_threads:
         torch.set_num_threads(args.update_threads)
-    learner = MAMLTRPO(policy, fast_lr=config["fast-lr"], first_order=config["first-order"])
+    learner = MAMLTRPO(
+        policy, fast_lr=config["fast-lr"], first_order=config["first-order"], device=args.device
+    )
     times = []
     for i in range(args.warmup + args.iterations):
         start = time.perf_counter()
@@ -82,7 +85,7 @@ def main() -> None:
             fast_lr=config["fast-lr"],
             gamma=config["gamma"],
             gae_lambda=config["gae-lambda"],
-            device="cpu",
+            device=args.device,
         )
         learner.step(
             *futures,
@@ -93,6 +96,8 @@ def main() -> None:
             ls_backtrack_ratio=config["ls-backtrack-ratio"],
         )
         sampler.sample_wait(futures)
+        if args.device != "cpu":
+            torch.cuda.synchronize()
         if i >= args.warmup:
             times.append(time.perf_counter() - start)
     sampler.close()
@@ -104,6 +109,12 @@ def main() -> None:
                 "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
                 "update_threads": torch.get_num_threads(),
                 "workers": args.workers,
+                "device": args.device,
+                **(
+                    {"peak_cuda_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1)}
+                    if args.device != "cpu"
+                    else {}
+                ),
             }
         )
     )

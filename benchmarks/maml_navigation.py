@@ -55,9 +55,12 @@ def main() -> None:
     per_task = {
         k: v.unsqueeze(0).repeat(c.meta_batch_size, *[1] * v.dim()) for k, v in params.items()
     }
+    cuda = torch.device(config.train.device).type == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)  # GPU work is asynchronous
     floor = []
     for i in range(args.warmup + args.iterations):
         tasks = family.tasks.sample(c.meta_batch_size, "train", gen)
+        sync()
         start = time.perf_counter()
         steps = 0
         for k in range(c.num_inner_steps + 1):
@@ -65,6 +68,7 @@ def main() -> None:
                 tasks, params if k == 0 else per_task, k > 0, c.episodes_per_task, seed=i * 10 + k
             )
             steps += traj.rewards.numel()
+        sync()
         if i >= args.warmup:
             floor.append(time.perf_counter() - start)
 
@@ -96,6 +100,11 @@ def main() -> None:
                 "env_steps_per_s_floor": round(steps / floor_s),
                 "env_steps_per_s_training": round(steps / median),
                 "peak_rss_mb": round(peak_mb, 1),
+                **(
+                    {"peak_cuda_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1)}
+                    if cuda
+                    else {}
+                ),
                 **(
                     {"seconds_per_iteration": [round(t, 4) for t in iteration_s]}
                     if args.per_iteration

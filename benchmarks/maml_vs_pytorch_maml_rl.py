@@ -72,6 +72,8 @@ def run_reference(args: argparse.Namespace) -> dict:
         str(args.workers),
         "--update-threads",
         str(args.reference_threads),
+        "--device",
+        args.reference_device,
     ]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
     return _last_json(out)
@@ -87,6 +89,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="pytorch-maml-rl sampler workers")
     parser.add_argument(
         "--reference-threads", type=int, default=2, help="torch threads of its update"
+    )
+    parser.add_argument(
+        "--reference-device", default="cpu", help="its optimisation device (cpu or cuda)"
     )
     parser.add_argument(
         "--set",
@@ -110,6 +115,8 @@ def main() -> None:
             "update_seconds_median": statistics.median(r["update_seconds_median"] for r in ours),
             "sample_seconds_median": statistics.median(r["sample_seconds_median"] for r in ours),
             "peak_rss_mb": max(r["peak_rss_mb"] for r in ours),
+            "peak_cuda_mb": max(r.get("peak_cuda_mb", 0.0) for r in ours),
+            "device": ours[0]["settings"]["device"],
             "seconds_per_iteration": ours_s,
         },
         "pytorch_maml_rl": {
@@ -117,6 +124,8 @@ def main() -> None:
             "peak_rss_mb": max(r["peak_rss_mb"] for r in theirs),
             "workers": args.workers,
             "update_threads": args.reference_threads,
+            "device": args.reference_device,
+            "peak_cuda_mb": max(r.get("peak_cuda_mb", 0.0) for r in theirs),
             "seconds_per_iteration": theirs_s,
         },
     }

@@ -1,0 +1,131 @@
+"""The same computations on an accelerator as on the CPU: env steps and rollouts of every family,
+a MAML-TRPO meta-iteration, an RL²-TRPO policy step, and train/evaluate/report through the CLI.
+
+Run on a GPU with ``pytest tests/test_device.py --device cuda``. Without ``--device`` the CLI test
+runs on the CPU and the comparisons are skipped (they would compare the CPU with itself).
+"""
+
+import pytest
+import torch
+from torch.testing import assert_close
+
+from adaptrl import MAML, MAMLConfig, make_family
+from adaptrl.algos.base import TrainContext
+from adaptrl.algos.rl2 import RL2, RL2Config
+from adaptrl.cli import main
+from adaptrl.envs import registered_envs
+from adaptrl.sampling import InProcessSampler
+
+FIELDS = ("obs", "actions", "rewards", "next_obs", "terminated", "truncated", "mask")
+SMALL = {  # short episodes, so that every family runs in a second or two
+    "navigation2d": {"horizon": 20},
+    "bandit": {"num_arms": 3, "num_pulls": 10},
+    "tabular_mdp": {"num_states": 4, "num_actions": 3, "episode_length": 6},
+    "maze": {},
+    "drone_wind": {"horizon": 30},
+    "recommender": {"num_items": 20, "embed_dim": 4, "session_length": 10},
+}
+MUJOCO = sorted(set(registered_envs()) - set(SMALL))
+
+
+@pytest.fixture
+def accelerator(device):
+    if device.type == "cpu":
+        pytest.skip("compares another device with the CPU: pytest --device cuda")
+    return device
+
+
+def _maml(family, device, seed=0, **overrides):
+    torch.manual_seed(seed)  # the same initial parameters on both devices
+    cfg = MAMLConfig(
+        **{"meta_batch_size": 4, "episodes_per_task": 3, "hidden_sizes": (16,), **overrides}
+    )
+    return MAML(cfg, family, InProcessSampler(family, device), device)
+
+
+def _close(a, b, **tol):
+    for key in FIELDS:
+        x, y = getattr(a, key).cpu(), getattr(b, key).cpu()
+        assert x.shape == y.shape, key
+        if x.is_floating_point():
+            assert_close(x, y, msg=key, **tol)
+        else:
+            assert torch.equal(x, y), key
+
+
+@pytest.mark.parametrize("name", list(SMALL) + MUJOCO)
+def test_rollouts_on_the_device_match_the_cpu(accelerator, name):
+    if name in MUJOCO:
+        pytest.importorskip("mujoco")
+    family = make_family(name, **SMALL.get(name, {"horizon": 30}))
+    tasks = family.tasks.sample(4, "train", torch.Generator().manual_seed(0))
+    cpu, dev = _maml(family, "cpu"), _maml(family, accelerator)
+    trajectories = []
+    for algo in (cpu, dev):
+        params = {k: v.detach() for k, v in algo.policy.params().items()}
+        trajectories.append(algo._sample(tasks, params, False, 3, seed=5))
+    assert trajectories[1].obs.device.type == accelerator.type
+    _close(*trajectories, rtol=1e-4, atol=1e-4)  # the same keyed random streams on both
+
+
+@pytest.mark.parametrize("env", ["navigation2d", "recommender"])  # Gaussian and softmax heads
+def test_maml_trpo_meta_iteration_on_the_device_matches_the_cpu(accelerator, env):
+    family = make_family(env, **SMALL[env])
+    results = []
+    for device in ("cpu", accelerator):
+        algo = _maml(family, device)
+        metrics = algo.train_iteration(TrainContext(0, 0, torch.Generator().manual_seed(0)))
+        flat = torch.cat([p.detach().cpu().flatten() for p in algo.policy.parameters()])
+        results.append((metrics, flat))
+    (m_cpu, p_cpu), (m_dev, p_dev) = results
+    assert m_cpu["trpo/accepted"] == m_dev["trpo/accepted"] == 1.0
+    for key in ("adapt/return_pre", "adapt/return_post", "loss/surrogate", "trpo/kl"):
+        assert m_dev[key] == pytest.approx(m_cpu[key], rel=1e-3, abs=1e-5), key
+    assert_close(p_dev, p_cpu, rtol=1e-3, atol=1e-4)
+
+
+def test_rl2_trpo_policy_step_on_the_device_matches_the_cpu(accelerator):
+    family = make_family("tabular_mdp", **SMALL["tabular_mdp"])
+    tasks = family.tasks.sample(8, "train", torch.Generator().manual_seed(0))
+    cfg = RL2Config(meta_batch_size=8, episodes_per_trial=2, hidden_size=16, optimizer="trpo")
+    out = []
+    for device in ("cpu", accelerator):
+        torch.manual_seed(0)
+        algo = RL2(cfg, family, InProcessSampler(family, device), device)
+        traj = algo.sample_trials(tasks, seed=1)
+        stats = algo.update(algo.trials(traj))
+        policy = {k: v.cpu() for k, v in algo.policy.state_dict().items()}
+        out.append((traj, stats, policy))
+    (t_cpu, s_cpu, p_cpu), (t_dev, s_dev, p_dev) = out
+    _close(t_cpu, t_dev, rtol=1e-4, atol=1e-4)
+    assert s_cpu["trpo/accepted"] == s_dev["trpo/accepted"] == 1.0
+    assert s_dev["trpo/kl"] == pytest.approx(s_cpu["trpo/kl"], rel=1e-3, abs=1e-6)
+    for key, value in p_cpu.items():
+        assert_close(p_dev[key], value, rtol=1e-3, atol=1e-4, msg=key)
+
+
+@pytest.mark.parametrize(
+    "preset,extra",
+    [
+        ("maml-navigation2d", ["algo.meta_batch_size=2", "algo.episodes_per_task=2"]),
+        ("rl2-bandit-k5-n10", ["algo.meta_batch_size=4", "algo.hidden_size=8"]),
+    ],
+)
+def test_train_evaluate_report_and_resume_on_the_device(tmp_path, device, preset, extra):
+    run = tmp_path / "run"
+    sets = [
+        *extra,
+        "evaluate.num_tasks=3",
+        "evaluate.episodes_per_task=2",
+        "evaluate.pretrained_iterations=1",
+        "train.eval_every=2",
+    ]
+    argv = [a for s in sets for a in ("--set", s)]
+    common = ["--device", str(device), "--quiet"]
+    assert main(["train", preset, "--out", str(run), "--iterations", "2", *argv, *common]) == 0
+    assert main(["train", "--resume", str(run), "--iterations", "3", *common]) == 0
+    assert (run / "metrics.csv").read_text().count("\n") == 4  # header and three iterations
+    assert main(["evaluate", str(run), *common]) == 0
+    assert main(["report", str(run)]) == 0
+    state = torch.load(run / "checkpoints" / "last.pt", map_location="cpu", weights_only=False)
+    assert state["iteration"] == 3
