@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Everything to check on a machine with a CUDA GPU, in one call (a lent GPU is scarce): the
 # device tests against the CPU, MAML-TRPO speed on the GPU beside the same machine's CPU, the
-# same-maths race with pytorch-maml-rl on the GPU, RL² throughput, then the whole suite.
+# same-maths race with pytorch-maml-rl on the GPU, RL² throughput, then the whole suite
+# (pytest-xdist). At most about 9 minutes.
 # Results (JSON and logs) go to the folder given as $1; a summary is printed last.
 #
 #   bash benchmarks/cuda_checks.sh OUT [PMRL_CHECKOUT PMRL_DEPS]
@@ -25,19 +26,16 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | 
 $py -c "import torch; print('torch', torch.__version__, 'cpus', __import__('os').cpu_count())" |
     tee -a "$out/summary.txt"
 
-step device_tests 240 $py -m pytest -q -p no:warnings tests/test_device.py --device cuda
-step nav_preset_cuda 120 $py benchmarks/maml_navigation.py --set train.device=cuda
-step nav_preset_cpu 120 $py benchmarks/maml_navigation.py
+step device_tests 120 $py -m pytest -q -p no:warnings tests/test_device.py --device cuda
+step nav_preset_cuda 60 $py benchmarks/maml_navigation.py --set train.device=cuda
+step nav_preset_cpu 60 $py benchmarks/maml_navigation.py
 if [ -n "$pmrl" ]; then
-    step race_cuda 300 $py benchmarks/maml_vs_pytorch_maml_rl.py --reference "$pmrl" \
+    step race_cuda 170 $py benchmarks/maml_vs_pytorch_maml_rl.py --reference "$pmrl" \
         --reference-deps "$deps" --reference-device cuda --workers 8 --set train.device=cuda
 fi
-for dev in cuda cpu; do
-    step "rl2_bandit_$dev" 120 $py benchmarks/rl2_time_to_target.py --preset rl2-bandit-k5-n100 \
-        --target 77.5 --time-limit 45 --eval-every 100000 --eval-trials 200 \
-        --set train.device=$dev
-done
-step suite 300 $py -m pytest -q -x -p no:warnings -n 8 --device cuda
+step rl2_bandit_cuda 60 $py benchmarks/rl2_time_to_target.py --preset rl2-bandit-k5-n100 \
+    --target 77.5 --time-limit 30 --eval-every 100000 --eval-trials 200 --set train.device=cuda
+step suite 150 $py -m pytest -q -p no:warnings -n 14 --device cuda
 
 for f in "$out"/*.log; do  # the JSON's headline numbers, and any failure's last lines
     echo "== $(basename "$f")"
