@@ -6,6 +6,7 @@
 # Results (JSON and logs) go to the folder given as $1; a summary is printed last.
 #
 #   bash benchmarks/cuda_checks.sh OUT [PMRL_CHECKOUT PMRL_DEPS]
+#   ONLY="device_tests suite" bash benchmarks/cuda_checks.sh OUT   # some steps only
 #
 # PMRL_*: as in benchmarks/maml_vs_pytorch_maml_rl.py; without them that race is skipped.
 set -u
@@ -18,6 +19,7 @@ mkdir -p "$out"
 step() {  # step NAME SECONDS CMD...: run with a time limit, log to $out/NAME.log
     local name=$1 limit=$2
     shift 2
+    if [ -n "${ONLY:-}" ] && [[ " $ONLY " != *" $name "* ]]; then return; fi
     local t0=$SECONDS
     timeout "$limit" "$@" >"$out/$name.log" 2>&1
     echo "$name: rc=$? in $((SECONDS - t0)) s" | tee -a "$out/summary.txt"
@@ -30,12 +32,17 @@ step device_tests 120 $py -m pytest -q -p no:warnings tests/test_device.py --dev
 step nav_preset_cuda 60 $py benchmarks/maml_navigation.py --set train.device=cuda
 step nav_preset_cpu 60 $py benchmarks/maml_navigation.py
 if [ -n "$pmrl" ]; then
-    step race_cuda 170 $py benchmarks/maml_vs_pytorch_maml_rl.py --reference "$pmrl" \
-        --reference-deps "$deps" --reference-device cuda --workers 8 --set train.device=cuda
+    # Theirs on its default CPU path with 8 sampler workers: its --use-cuda path printed
+    # nothing in 170 s here (2026-11-28, not investigated). Ours on the GPU, then on the CPU.
+    step race_gpu_vs_cpu 170 $py benchmarks/maml_vs_pytorch_maml_rl.py --reference "$pmrl" \
+        --reference-deps "$deps" --workers 8 --reference-threads 8 --set train.device=cuda
 fi
+step nav_same_maths_cpu 60 $py benchmarks/maml_navigation.py --iterations 5 \
+    --set algo.hidden_sizes=[64,64] --set algo.activation=tanh --set algo.inner_lr=0.1 \
+    --set algo.curvature_episodes=0
 step rl2_bandit_cuda 60 $py benchmarks/rl2_time_to_target.py --preset rl2-bandit-k5-n100 \
     --target 77.5 --time-limit 30 --eval-every 100000 --eval-trials 200 --set train.device=cuda
-step suite 150 $py -m pytest -q -p no:warnings -n 14 --device cuda
+step suite 120 $py -m pytest -q -p no:warnings -n 14 --device cuda
 
 for f in "$out"/*.log; do  # the JSON's headline numbers, and any failure's last lines
     echo "== $(basename "$f")"

@@ -102,9 +102,11 @@ def main() -> None:
     )
     args = parser.parse_args()
     ours, theirs = [], []
-    for _ in range(args.rounds):
+    for i in range(args.rounds):  # each round's result as it comes, so a killed run says much
         ours.append(run_ours(args.iterations, args.warmup, args.overrides))
+        print(f"round {i} ours: {json.dumps(ours[-1]['seconds_per_iteration'])}", file=sys.stderr)
         theirs.append(run_reference(args))
+        print(f"round {i} theirs: {json.dumps(theirs[-1])}", file=sys.stderr)
     ours_s = [t for r in ours for t in r["seconds_per_iteration"]]
     theirs_s = [t for r in theirs for t in r["seconds_per_iteration"]]
     result = {

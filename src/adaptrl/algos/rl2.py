@@ -358,7 +358,8 @@ class RL2:
         old = tuple(d.detach() for d in self._distribution(out))
         loss = surrogate(out)
         k = max(1, math.ceil(c.curvature_fraction * trials.mask.shape[1]))
-        sub_out, _, _ = self.policy(trials.inputs[:, :k], h0[:, :k])
+        with torch.backends.cudnn.flags(enabled=False):  # cuDNN's GRU has no double backward,
+            sub_out, _, _ = self.policy(trials.inputs[:, :k], h0[:, :k])  # which the FVP needs
         sub_old = tuple(d[:, :k] for d in old)
         kl = self._mean_kl(sub_old, self._distribution(sub_out), trials.mask[:, :k])
 
