@@ -164,6 +164,18 @@ def test_bad_inputs_fail_with_one_line_and_exit_2(tmp_path, capsys, trained):
         capsys, ["train", "maml-navigation2d", "--out", str(tmp_path / "s"), "--sampler", "gpu"]
     )
     assert not (tmp_path / "s").exists()
+    assert "RL2 does not adapt on batches of episodes" in _error(
+        capsys,
+        [
+            "train",
+            "rl2-bandit-k5-n10",
+            "--out",
+            str(tmp_path / "r"),
+            "--set",
+            "evaluate.batch_steps=9",
+        ],
+    )
+    assert not (tmp_path / "r").exists()
     # Training into an existing run refuses and leaves it intact.
     before = (trained / "config.yaml").read_text()
     assert "already holds a run" in _error(
@@ -224,3 +236,19 @@ def test_evaluation_records_the_schedule_and_references_share_it(tmp_path):
         assert record["batch_steps"] == 4000, name  # rllab's step-counted batches, recorded
     config = yaml.safe_load((run / "config.yaml").read_text())
     assert config["algo"]["inner_lr"] == 0.5 and config["evaluate"]["tune_reference_lrs"] is False
+    # Evaluation settings change for one evaluation; the run's config.yaml keeps its own.
+    sets = ["--set", "evaluate.batch_steps=0", "--set", "evaluate.inner_lrs=[0.3, 0.1]"]
+    argv = ["evaluate", str(run), "--split", "test", "--no-references", "--quiet", *sets]
+    assert main(argv) == 0
+    record = json.loads((run / "eval" / "test.json").read_text())
+    assert record["inner_lrs"] == [0.3, 0.1] and "batch_steps" not in record
+    assert yaml.safe_load((run / "config.yaml").read_text()) == config
+
+
+def test_evaluate_set_accepts_only_valid_evaluate_keys(trained, capsys):
+    def refused(override):
+        return _error(capsys, ["evaluate", str(trained), "--quiet", "--set", override])
+
+    assert "only evaluate.* keys can change here" in refused("algo.inner_lr=1.0")
+    assert "did you mean 'evaluate.num_tasks'" in refused("evaluate.num_taks=3")
+    assert "evaluate.batch_steps must be >= 0" in refused("evaluate.batch_steps=-1")

@@ -196,7 +196,10 @@ def test_mode_actions_take_the_most_likely_action():
 def test_a_step_counted_batch_is_refused_in_one_line():
     family, algo, gen = _agent()
     tasks = family.tasks.sample(2, "train", gen)
-    with pytest.raises(ConfigError, match="batch_steps counts MAML's .*: remove it"):
+    with pytest.raises(
+        ConfigError,
+        match="batch_steps counts adaptation batches .*RL2 does not adapt on batches.*: remove it",
+    ):
         algo.meta_test(tasks, EvalConfig(batch_steps=4000))
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from adaptrl.algos import algo_config, make_algorithm
-from adaptrl.algos.base import Learner
+from adaptrl.algos.base import Learner, check_eval_config
 from adaptrl.config import RunConfig, TrainConfig, parse_run_config
 from adaptrl.envs import Family, env_config
 from adaptrl.errors import ConfigError, RunError
@@ -157,6 +157,7 @@ def build(config: RunConfig, seed: int | None = None, sampler: Sampler | None = 
     torch.manual_seed(config.train.seed if seed is None else seed)  # parameter initialisation
     try:
         learner = make_algorithm(config.algorithm, algo_cfg, family, sampler, device)
+        check_eval_config(learner, config.evaluate)  # fail before training, not at evaluation
     except BaseException:
         sampler.close()
         raise

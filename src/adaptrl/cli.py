@@ -119,6 +119,7 @@ def _evaluate(args: argparse.Namespace) -> None:
         actions=args.actions,
         device=args.device,
         checkpoint=args.checkpoint,
+        overrides=args.overrides,
     )
     print(format_table(results))
     from adaptrl.baselines.table import duan_table
@@ -277,6 +278,15 @@ def build_parser() -> argparse.ArgumentParser:
         "train.keep_every, or a checkpoint file; other than last writes RUN/eval-<name>/",
     )
     p.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: the run's train.device)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="evaluate.KEY=VALUE",
+        help="an evaluation setting for this evaluation only (e.g. evaluate.batch_steps=4000, "
+        "evaluate.inner_lrs=[0.5,0.25]); repeatable",
+    )
     p.add_argument(
         "--actions",
         choices=["sample", "mode"],

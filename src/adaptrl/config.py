@@ -335,6 +335,20 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
+def override_section(section: Any, name: str, overrides: list[str]) -> Any:
+    """``section`` (the ``name`` dataclass of a config) with ``name.key=value`` overrides applied
+    and validated; a key of another section is refused (a trained run fixes the rest)."""
+    for item in overrides:
+        key = item.split("=", 1)[0].strip()
+        if not key.startswith(f"{name}."):
+            raise ConfigError(
+                f"--set {key}: only {name}.* keys can change here (the trained run fixes the "
+                f"others; train a new run to change them)"
+            )
+    data = apply_overrides({name: dataclasses.asdict(section)}, overrides)
+    return build_dataclass(type(section), data[name], name)
+
+
 def parse_run_config(data: dict[str, Any]) -> RunConfig:
     """Validate a raw dict into a RunConfig. The ``env`` and ``algo`` sections are validated
     against their families' and learners' dataclasses by ``adaptrl.build.build_run_config``

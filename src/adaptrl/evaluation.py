@@ -13,9 +13,9 @@ from typing import Any
 
 import torch
 
-from adaptrl.algos.base import Learner, check_eval_actions
+from adaptrl.algos.base import Learner, check_eval_config
 from adaptrl.build import Built, build, restore_learner, run_config
-from adaptrl.config import RunConfig
+from adaptrl.config import RunConfig, override_section
 from adaptrl.envs import Family, resolve
 from adaptrl.errors import RunError
 from adaptrl.protocol import evaluation_tasks, meta_test, tune_inner_lrs
@@ -66,10 +66,15 @@ def evaluate_run(
     actions: str | None = None,
     device: str | None = None,
     checkpoint: str = "last",
+    overrides: list[str] | None = None,
 ) -> dict[str, dict[str, dict[str, Any]]]:
     """Evaluate a trained run (and references) on each split; writes RUN/eval/<split>[.ref].json
-    (``checkpoint`` other than ``last``: RUN/eval-best/, RUN/eval-iterN/)."""
+    (``checkpoint`` other than ``last``: RUN/eval-best/, RUN/eval-iterN/). ``overrides``:
+    ``evaluate.key=value`` settings for this evaluation only (the run's config.yaml keeps its
+    own; the JSON records what was used)."""
     config = run_config(run)
+    if overrides:
+        config = replace(config, evaluate=override_section(config.evaluate, "evaluate", overrides))
     if device is not None:  # e.g. a run trained on a GPU, evaluated on a laptop
         config = replace(config, train=replace(config.train, device=device))
     if num_tasks is not None:
@@ -83,7 +88,7 @@ def evaluate_run(
         for split in splits:
             evaluation_tasks(family, split, config.evaluate, 1)  # unknown split: fail up front
         restore_learner(algo, state, str(run.checkpoint_file(checkpoint)))
-        check_eval_actions(algo, config.evaluate)  # before any reference is trained
+        check_eval_config(algo, config.evaluate)  # before any reference is trained
         learners: dict[str, tuple[Learner, str]] = {config.algorithm: (algo, "")}
         lrs = {config.algorithm: config.evaluate.inner_lrs}
         if references:

@@ -80,11 +80,18 @@ class Learner(Protocol):
     def references(cls) -> dict[str, Reference]: ...
 
 
-def check_eval_actions(learner: Any, cfg: EvalConfig) -> None:
-    """``evaluate.actions`` must be one the learner supports (its ``eval_actions``)."""
+def check_eval_config(learner: Any, cfg: EvalConfig) -> None:
+    """The ``evaluate`` settings must suit the learner: ``actions`` among its ``eval_actions``;
+    ``batch_steps`` only where adaptation steps on batches of episodes (a learner that does
+    sets ``adapts_on_batches = True``, as MAML does)."""
     allowed = getattr(learner, "eval_actions", ("sample",))
     if cfg.actions not in allowed:
         raise ConfigError(
             f"evaluate.actions='{cfg.actions}' is not supported by {type(learner).__name__} "
             f"(it supports: {', '.join(allowed)})"
+        )
+    if cfg.batch_steps and not getattr(learner, "adapts_on_batches", False):
+        raise ConfigError(
+            f"evaluate.batch_steps counts adaptation batches in env steps; "
+            f"{type(learner).__name__} does not adapt on batches of episodes: remove it"
         )

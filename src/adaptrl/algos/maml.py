@@ -31,7 +31,7 @@ import torch
 from torch.func import functional_call, grad, vmap
 
 from adaptrl.algos.adaptation_jacobian import AdaptationJacobian
-from adaptrl.algos.base import Adaptation, Reference, TrainContext, check_eval_actions
+from adaptrl.algos.base import Adaptation, Reference, TrainContext, check_eval_config
 from adaptrl.config import EvalConfig
 from adaptrl.envs import Family, Tasks
 from adaptrl.errors import ConfigError
@@ -182,6 +182,7 @@ class MAML:
     x_label = "gradient steps"
     tunes_step_sizes = True  # evaluation may tune a reference's step sizes
     eval_actions = ("sample",)  # the inner loop's policy gradient needs sampled actions
+    adapts_on_batches = True  # evaluate.batch_steps may count its batches in env steps
 
     def __init__(
         self,
@@ -565,7 +566,7 @@ class MAML:
 
     def meta_test(self, tasks: Tasks, cfg: EvalConfig, seed: int = 0) -> Adaptation:
         """The evaluation protocol's entry point: the paper's step-size schedule, K steps."""
-        check_eval_actions(self, cfg)
+        check_eval_config(self, cfg)
         return self.adapt(
             tasks, cfg.num_steps, cfg.inner_lrs, cfg.episodes_per_task, seed, cfg.batch_steps
         )

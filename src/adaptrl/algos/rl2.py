@@ -26,11 +26,12 @@ from __future__ import annotations
 import copy
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
-from adaptrl.algos.base import Adaptation, Reference, TrainContext, check_eval_actions
+from adaptrl.algos.base import Adaptation, Reference, TrainContext, check_eval_config
 from adaptrl.config import EvalConfig
 from adaptrl.envs import Family, Tasks
 from adaptrl.errors import ConfigError
@@ -338,13 +339,13 @@ class RL2:
     def _mean_kl(self, old: tuple, new: tuple, mask: torch.Tensor) -> torch.Tensor:
         return (distribution_kl(old, new) * mask).sum() / mask.sum().clamp_min(1.0)
 
-    def update_trpo(self, trials: Trials) -> dict[str, float]:
-        """One TRPO step of the recurrent policy over whole trials (full BPTT), then the value
-        head's fit. The surrogate, the KL and the line search use every trial; the curvature
-        uses the first ``curvature_fraction`` of them."""
+    def trpo_objective(
+        self, trials: Trials, adv: torch.Tensor
+    ) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor, Callable[[], tuple[float, float]]]:
+        """TRPO's pieces at the current policy: (its parameters, the surrogate loss over every
+        trial, the KL whose Hessian is the curvature (first ``curvature_fraction`` of trials),
+        and the line search's ``evaluate`` -> (loss, KL over every trial))."""
         c = self.config
-        adv, returns = self._advantages(trials)
-        self._track_value_scale(returns, trials.mask)
         h0 = trials.hidden_in[0].unsqueeze(0)
         count = trials.mask.sum().clamp_min(1.0)
         params = [p for n, p in self.policy.named_parameters() if not n.startswith("value_head")]
@@ -369,6 +370,17 @@ class RL2:
                 new = self._distribution(new_out)
                 return float(surrogate(new_out)), float(self._mean_kl(old, new, trials.mask))
 
+        return params, loss, kl, evaluate
+
+    def update_trpo(self, trials: Trials) -> dict[str, float]:
+        """One TRPO step of the recurrent policy over whole trials (full BPTT), then the value
+        head's fit. The surrogate, the KL and the line search use every trial; the curvature
+        uses the first ``curvature_fraction`` of them."""
+        c = self.config
+        adv, returns = self._advantages(trials)
+        self._track_value_scale(returns, trials.mask)
+        h0 = trials.hidden_in[0].unsqueeze(0)
+        params, loss, kl, evaluate = self.trpo_objective(trials, adv)
         stats = trpo_step(params, loss, kl, evaluate, c.max_kl, c.cg_damping, c.cg_iters)
         # The value network: Adam on minibatches of trials (full BPTT), targets scaled.
         value_net, targets = self.value_net, returns / (self.value_scale or 1.0)
@@ -509,12 +521,7 @@ class RL2:
         return RecurrentController(step, self.policy.hidden_size, budget, mode, seed, std)
 
     def meta_test(self, tasks: Tasks, cfg: EvalConfig, seed: int = 0) -> Adaptation:
-        check_eval_actions(self, cfg)
-        if cfg.batch_steps:
-            raise ConfigError(
-                "evaluate.batch_steps counts MAML's adaptation batches in env steps; RL² adapts "
-                "within one trial: remove it"
-            )
+        check_eval_config(self, cfg)
         return self.adapt(tasks, seed=seed, mode=cfg.actions == "mode")
 
     def state_dict(self) -> dict:
