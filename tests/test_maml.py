@@ -11,7 +11,7 @@ from adaptrl import MAML, MAMLConfig, make_family
 from adaptrl.algos.maml import PGBatch
 from adaptrl.errors import ConfigError
 from adaptrl.sampling import InProcessSampler
-from adaptrl.trust_region import fisher_vector_product, flat
+from adaptrl.trust_region import fisher_vector_product, flat, set_flat_
 
 FAMILIES = {  # a continuous (Gaussian policy) and a discrete (softmax policy) family
     "navigation2d": {"horizon": 8},
@@ -185,6 +185,37 @@ def test_max_initial_kl_also_bounds_the_un_adapted_policy():
         assert any(not torch.equal(before[k], after[k]) for k in before)
     assert moved[0.0] > 1e-4  # unbounded, the un-adapted policy moves further than the bound
     assert 0 < moved[1e-4] <= 1e-4
+
+
+@pytest.mark.parametrize("env", list(FAMILIES))
+def test_pre_update_weight_adds_the_un_adapted_surrogate_to_objective_and_gradient(env):
+    """meta-objective(θ) = adapted surrogate + w · the un-adapted policy's own surrogate on its
+    first-step samples: its value and its gradient (against finite differences) include both."""
+    algo, pre, post = _tiny(env=env)
+    w = 0.7
+    plain_loss, plain_grad, old, _ = algo.meta_objective([pre], post)
+    algo.config = dataclasses.replace(algo.config, pre_update_weight=w)
+    loss, grad, _, _ = algo.meta_objective([pre], post)
+    pre_surrogate = algo.pre_update_surrogate(pre)
+    params = list(algo.policy.parameters())
+    theta = flat(params).detach().clone()
+
+    def objective(x):
+        with torch.no_grad():
+            set_flat_(params, x)
+            adapted, per_task = algo._adapt_through([pre])
+            value = algo._surrogate_and_kl(adapted, per_task, post, old)[0] + w * pre_surrogate()
+            set_flat_(params, theta)
+            return value
+
+    assert_close(loss, objective(theta))
+    assert not torch.allclose(grad, plain_grad)  # the term matters
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(3):
+        d = torch.randn(theta.shape, generator=gen, dtype=theta.dtype)
+        eps = 1e-5
+        fd = (objective(theta + eps * d) - objective(theta - eps * d)) / (2 * eps)
+        assert_close(grad @ d, fd, rtol=1e-5, atol=1e-8)
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from adaptrl.algos.base import Learner, check_eval_config
+from adaptrl.algos.base import Learner
 from adaptrl.build import Built, build, restore_learner, run_config
 from adaptrl.config import RunConfig, override_section
 from adaptrl.envs import Family, resolve
@@ -88,7 +88,6 @@ def evaluate_run(
         for split in splits:
             evaluation_tasks(family, split, config.evaluate, 1)  # unknown split: fail up front
         restore_learner(algo, state, str(run.checkpoint_file(checkpoint)))
-        check_eval_config(algo, config.evaluate)  # before any reference is trained
         learners: dict[str, tuple[Learner, str]] = {config.algorithm: (algo, "")}
         lrs = {config.algorithm: config.evaluate.inner_lrs}
         if references:
