@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Everything to check on a machine with a CUDA GPU, in one call (a lent GPU is scarce): the
 # device tests against the CPU, MAML-TRPO speed on the GPU beside the same machine's CPU, the
-# same-maths race with pytorch-maml-rl on the GPU, RL² throughput, then the whole suite
-# (pytest-xdist). At most about 9 minutes.
-# Results (JSON and logs) go to the folder given as $1; a summary is printed last.
+# same-maths race against pytorch-maml-rl (ours on the GPU, theirs on its CPU path), RL²
+# throughput, then the whole suite (pytest-xdist). Each step has a time limit; together they
+# can reach about 11 minutes, so pick steps with ONLY= where a call is limited to 10.
 #
 #   bash benchmarks/cuda_checks.sh OUT [PMRL_CHECKOUT PMRL_DEPS]
 #   ONLY="device_tests suite" bash benchmarks/cuda_checks.sh OUT   # some steps only

@@ -252,3 +252,4 @@ def test_evaluate_set_accepts_only_valid_evaluate_keys(trained, capsys):
     assert "only evaluate.* keys can change here" in refused("algo.inner_lr=1.0")
     assert "did you mean 'evaluate.num_tasks'" in refused("evaluate.num_taks=3")
     assert "evaluate.batch_steps must be >= 0" in refused("evaluate.batch_steps=-1")
+    assert "trained once" in refused("evaluate.pretrained_iterations=5")  # a shared reference

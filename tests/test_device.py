@@ -87,15 +87,19 @@ def _batch_to(batch, device):
 
 
 @pytest.mark.parametrize("env", ["navigation2d", "recommender"])  # Gaussian and softmax heads
-@pytest.mark.parametrize("fisher_product", ["gauss_newton", "double_backprop"])
+@pytest.mark.parametrize(
+    "fisher_product,pre_update_weight",
+    [("gauss_newton", 0.0), ("double_backprop", 0.0), ("gauss_newton", 0.3)],
+)
 def test_maml_meta_gradient_and_fisher_product_on_the_device_match_the_cpu(
-    accelerator, env, fisher_product
+    accelerator, env, fisher_product, pre_update_weight
 ):
     """The device-dependent maths of a meta-iteration, on the same batches: the surrogate, its
     gradient through the inner step, and Fisher-vector products."""
     family = make_family(env, **SMALL[env])
-    cpu = _maml(family, "cpu", fisher_product=fisher_product, curvature_episodes=0)
-    dev = _maml(family, accelerator, fisher_product=fisher_product, curvature_episodes=0)
+    kw = {"fisher_product": fisher_product, "pre_update_weight": pre_update_weight}
+    cpu = _maml(family, "cpu", curvature_episodes=0, **kw)
+    dev = _maml(family, accelerator, curvature_episodes=0, **kw)
     tasks = family.tasks.sample(4, "train", torch.Generator().manual_seed(0))
     params = {k: v.detach() for k, v in cpu.policy.params().items()}
     pre = cpu._pg_batch(cpu._sample(tasks, params, False, 3, seed=1))

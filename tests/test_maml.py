@@ -218,6 +218,23 @@ def test_pre_update_weight_adds_the_un_adapted_surrogate_to_objective_and_gradie
         assert_close(grad @ d, fd, rtol=1e-5, atol=1e-8)
 
 
+def test_pre_update_weight_trains_with_and_without_an_inner_step():
+    """The pretrained reference (no inner step) inherits the run's algo settings: the weight
+    has nothing to add there and must not break it."""
+    family = make_family("navigation2d", **FAMILIES["navigation2d"])
+    tasks = family.tasks.sample(3, "train", torch.Generator().manual_seed(0))
+    for steps in (1, 0):
+        cfg = MAMLConfig(
+            meta_batch_size=3,
+            episodes_per_task=3,
+            hidden_sizes=(6,),
+            num_inner_steps=steps,
+            pre_update_weight=0.3,
+        )
+        m = MAML(cfg, family, InProcessSampler(family)).meta_train_step(tasks, seed=1)
+        assert m["trpo/accepted"] == 1.0 and 0 < m["trpo/kl"] <= cfg.max_kl
+
+
 @pytest.mark.parametrize(
     "bad",
     [

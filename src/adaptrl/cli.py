@@ -285,7 +285,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="evaluate.KEY=VALUE",
         help="an evaluation setting for this evaluation only (e.g. evaluate.batch_steps=4000, "
-        "evaluate.inner_lrs=[0.5,0.25]); repeatable",
+        "evaluate.inner_lrs=[0.5,0.25]); repeatable; its results replace RUN/eval/ as any "
+        "evaluation's do, and record the settings used",
     )
     p.add_argument(
         "--actions",

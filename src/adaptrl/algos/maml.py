@@ -82,7 +82,8 @@ class MAMLConfig:
     weight times the un-adapted policy's own surrogate on its first-step samples, which anchors
     it: without it the un-adapted policy can drift off (2 of 6 seeds of the authors' 2D
     navigation settings), its large observations then blow up the fixed inner step. Not part of
-    MAML as published; the trust region still bounds the adapted policies' KL."""
+    MAML as published; the trust region still bounds the adapted policies' KL. The metrics
+    ``loss/surrogate`` and ``trpo/improvement`` then include the term."""
     cg_iters: int = 10
     """Conjugate-gradient iterations for the natural-gradient direction."""
     cg_damping: float = 1e-5
@@ -475,11 +476,15 @@ class MAML:
             tasks, *jacobian.adapted(), c.episodes_per_task, seed + c.num_inner_steps
         )
         post = self._pg_batch(post_traj)
+        if self.device.type == "cuda":  # GPU work is asynchronous: time the phases apart
+            torch.cuda.synchronize(self.device)
         sampled = time.perf_counter()
 
         loss, grad_flat, old, fvp = self.meta_objective(batches, post, jacobian)
         initial_kl = self._initial_kl(batches[0]) if batches else None
-        pre_surrogate = self.pre_update_surrogate(batches[0]) if c.pre_update_weight else None
+        pre_surrogate = (
+            self.pre_update_surrogate(batches[0]) if c.pre_update_weight and batches else None
+        )  # no inner step (the pretrained reference): the objective is already the policy's own
         adapted_kl = [0.0]  # of the last parameters tried: the accepted ones, if any
 
         def evaluate() -> tuple[float, float]:
