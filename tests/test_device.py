@@ -1,5 +1,7 @@
-"""The same computations on an accelerator as on the CPU: env steps and rollouts of every family,
-a MAML-TRPO meta-iteration, an RL²-TRPO policy step, and train/evaluate/report through the CLI.
+"""The same computations on an accelerator as on the CPU: rollouts of every family; MAML's
+surrogate, meta-gradient and Fisher-vector products (tightly) and a whole MAML-TRPO iteration;
+RL²-TRPO's gradient and Fisher-vector product and a whole step; train, resume, evaluate and
+report through the CLI.
 
 Run on a GPU with ``pytest tests/test_device.py --device cuda``. Without ``--device`` the CLI test
 runs on the CPU and the comparisons are skipped (they would compare the CPU with itself).
