@@ -335,9 +335,12 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
-def override_section(section: Any, name: str, overrides: list[str]) -> Any:
+def override_section(
+    section: Any, name: str, overrides: list[str], fixed: dict[str, str] | None = None
+) -> Any:
     """``section`` (the ``name`` dataclass of a config) with ``name.key=value`` overrides applied
-    and validated; a key of another section is refused (a trained run fixes the rest)."""
+    and validated; a key of another section is refused (a trained run fixes the rest), and so
+    is a key of ``fixed`` (key -> why it cannot change here)."""
     for item in overrides:
         key = item.split("=", 1)[0].strip()
         if not key.startswith(f"{name}."):
@@ -345,6 +348,8 @@ def override_section(section: Any, name: str, overrides: list[str]) -> Any:
                 f"--set {key}: only {name}.* keys can change here (the trained run fixes the "
                 f"others; train a new run to change them)"
             )
+        if key.removeprefix(f"{name}.") in (fixed or {}):
+            raise ConfigError(f"--set {key}: {fixed[key.removeprefix(f'{name}.')]}")
     data = apply_overrides({name: dataclasses.asdict(section)}, overrides)
     return build_dataclass(type(section), data[name], name)
 

@@ -17,11 +17,17 @@ from adaptrl.algos.base import Learner
 from adaptrl.build import Built, build, restore_learner, run_config
 from adaptrl.config import RunConfig, override_section
 from adaptrl.envs import Family, resolve
-from adaptrl.errors import ConfigError, RunError
+from adaptrl.errors import RunError
 from adaptrl.protocol import evaluation_tasks, meta_test, tune_inner_lrs
 from adaptrl.results import curve_record, extra_records, write_json
 from adaptrl.runs import Run
 from adaptrl.trainer import Trainer
+
+ONE_RUN_KEYS = {  # evaluate.* keys that ``evaluate --set`` cannot change for one evaluation
+    "pretrained_iterations": "the pretrained reference is trained once into RUN/baselines/ and "
+    "reused by every evaluation, so it cannot change for one; set it in RUN/config.yaml before "
+    "the first evaluation with references"
+}
 
 
 def reference_learners(
@@ -73,15 +79,9 @@ def evaluate_run(
     ``evaluate.key=value`` settings for this evaluation only (the run's config.yaml keeps its
     own; the JSON records what was used)."""
     config = run_config(run)
-    for item in overrides or []:
-        if item.split("=", 1)[0].strip() == "evaluate.pretrained_iterations":
-            raise ConfigError(
-                "--set evaluate.pretrained_iterations: the pretrained reference is trained once "
-                "into RUN/baselines/ and reused by every evaluation, so it cannot change for one; "
-                "set it in RUN/config.yaml before the first evaluation with references"
-            )
     if overrides:
-        config = replace(config, evaluate=override_section(config.evaluate, "evaluate", overrides))
+        evaluate = override_section(config.evaluate, "evaluate", overrides, ONE_RUN_KEYS)
+        config = replace(config, evaluate=evaluate)
     if device is not None:  # e.g. a run trained on a GPU, evaluated on a laptop
         config = replace(config, train=replace(config.train, device=device))
     if num_tasks is not None:

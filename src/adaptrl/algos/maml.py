@@ -25,6 +25,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -399,11 +400,17 @@ class MAML:
         return jacobian
 
     def meta_objective(
-        self, batches: list[PGBatch], post: PGBatch, jacobian: AdaptationJacobian | None = None
+        self,
+        batches: list[PGBatch],
+        post: PGBatch,
+        jacobian: AdaptationJacobian | None = None,
+        pre_surrogate: Callable[[], torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, tuple, Any]:
         """The TRPO meta-objective at the current parameters θ, differentiated through the
         inner loop on ``batches``: (surrogate loss, its flat gradient, old distribution, FVP).
         ``jacobian``: the inner steps the rollouts already took (built here if not given).
+        ``pre_surrogate``: ``pre_update_surrogate(batches[0])``, when the caller's line search
+        shares it (built here if not given and ``pre_update_weight`` > 0).
 
         Graphs from θ through the inner loop to the post-adaptation distribution are built once
         (``AdaptationJacobian``) and give both the gradient and, with ``gauss_newton``, the
@@ -420,7 +427,7 @@ class MAML:
         loss, _ = self._surrogate_and_kl_of(leaf, post, old)
         grad_flat = jacobian.vjp(torch.autograd.grad(loss, leaf))
         if c.pre_update_weight and batches:
-            pre_loss = self.pre_update_surrogate(batches[0])()
+            pre_loss = (pre_surrogate or self.pre_update_surrogate(batches[0]))()
             params = list(self.policy.parameters())
             grad_flat = grad_flat + c.pre_update_weight * flat(
                 torch.autograd.grad(pre_loss, params)
@@ -480,11 +487,11 @@ class MAML:
             torch.cuda.synchronize(self.device)
         sampled = time.perf_counter()
 
-        loss, grad_flat, old, fvp = self.meta_objective(batches, post, jacobian)
-        initial_kl = self._initial_kl(batches[0]) if batches else None
-        pre_surrogate = (
+        pre_surrogate = (  # one term for the gradient and the line search
             self.pre_update_surrogate(batches[0]) if c.pre_update_weight and batches else None
         )  # no inner step (the pretrained reference): the objective is already the policy's own
+        loss, grad_flat, old, fvp = self.meta_objective(batches, post, jacobian, pre_surrogate)
+        initial_kl = self._initial_kl(batches[0]) if batches else None
         adapted_kl = [0.0]  # of the last parameters tried: the accepted ones, if any
 
         def evaluate() -> tuple[float, float]:
@@ -571,13 +578,18 @@ class MAML:
         ``budget`` (an episode is kept when it starts below the budget), sampled ``episodes``
         at a time, at most ``_MAX_ROUNDS`` times; the rows after are masked out whole, which
         ``Trajectories.task_mean`` leaves out of every per-task mean."""
+
+        def task_steps(t: Trajectories) -> torch.Tensor:
+            return t.mask.sum(0).reshape(t.num_tasks, -1)  # [n, rows]: each episode's steps
+
         rounds = [self._sample(tasks, params, per_task, episodes, seed)]
-        lengths = rounds[0].mask.sum(0).reshape(rounds[0].num_tasks, -1)
-        while bool((lengths.sum(1) < budget).any()) and len(rounds) < _MAX_ROUNDS:
+        steps = task_steps(rounds[0]).sum(1)
+        while bool((steps < budget).any()) and len(rounds) < _MAX_ROUNDS:
             more = self._sample(tasks, params, per_task, episodes, seed + _ROUND_SEED * len(rounds))
             rounds.append(more)
-            lengths = torch.cat([lengths, more.mask.sum(0).reshape(more.num_tasks, -1)], 1)
+            steps = steps + task_steps(more).sum(1)
         traj = Trajectories.cat_per_task(rounds) if len(rounds) > 1 else rounds[0]
+        lengths = task_steps(traj)
         kept = ((lengths.cumsum(1) - lengths) < budget).to(traj.mask.dtype)  # [n, E]
         keep_rows = kept.reshape(1, -1)
         return dataclasses.replace(
