@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from dataclasses import replace
 
@@ -68,7 +69,9 @@ def main() -> None:
                 )
                 if history[-1]["confirm_total_return"] >= args.target:
                     reached = train_s
-                    break
+            print(json.dumps(history[-1]), file=sys.stderr, flush=True)  # progress
+            if reached is not None:
+                break
     print(
         json.dumps(
             {

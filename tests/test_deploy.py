@@ -65,8 +65,10 @@ def test_saved_policy_is_a_plain_module_with_the_same_actions(tmp_path):
         adaptrl.load_policy(tmp_path / "bad.pt2")
 
 
-def test_rl2_controller_takes_the_samplers_actions_step_by_step(tmp_path):
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_rl2_controller_takes_the_samplers_actions_step_by_step(tmp_path, cell):
     overrides = ["algo.hidden_size=16", "algo.meta_batch_size=4", "train.num_iterations=1"]
+    overrides.append(f"algo.cell={cell}")
     with _built("rl2-maze", overrides) as built:
         rl2 = built.learner
         tasks = rl2.family.tasks.sample(1, "test", torch.Generator().manual_seed(0))

@@ -57,16 +57,17 @@ def test_ppo_loss_matches_a_slow_reference():
     assert out["total"].item() == pytest.approx((pol + 0.5 * val - 0.01 * en) / n, rel=1e-5)
 
 
-def _agent(episodes=3):
+def _agent(episodes=3, cell="gru"):
     family = make_family("tabular_mdp", episode_length=4)
     gen = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
-    algo = _rl2(RL2Config(meta_batch_size=4, episodes_per_trial=episodes, hidden_size=16), family)
-    return family, algo, gen
+    cfg = RL2Config(meta_batch_size=4, episodes_per_trial=episodes, hidden_size=16, cell=cell)
+    return family, _rl2(cfg, family), gen
 
 
-def test_hidden_state_carries_across_episodes_and_resets_between_trials():
-    family, algo, gen = _agent()
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_hidden_state_carries_across_episodes_and_resets_between_trials(cell):
+    family, algo, gen = _agent(cell=cell)
     tasks = family.tasks.sample(4, "train", gen)
     traj, trials = _run(algo, tasks)
     assert trials.rewards.shape == (12, 4)  # 3 episodes x 4 steps, one trial per row
@@ -91,12 +92,15 @@ def test_hidden_state_carries_across_episodes_and_resets_between_trials():
     assert_close(episode_returns[1], trials.rewards[4:8].sum(0))  # episode 2 is steps 4..7
 
 
-def test_truncated_bptt_chunks_start_from_the_recorded_states():
-    family, algo, gen = _agent()
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_truncated_bptt_chunks_start_from_the_recorded_states(cell):
+    """The replay records the whole state before every step (an LSTM's cell state too)."""
+    family, algo, gen = _agent(cell=cell)
     _, trials = _run(algo, family.tasks.sample(4, "train", gen))
+    assert trials.hidden_in.shape == (12, 4, 16 if cell == "gru" else 32)
     L = 5
     chunks = algo._chunks(trials.inputs, L)  # [L, C*B, in] with C = 3 (12 steps padded to 15)
-    h0 = trials.hidden_in[::L].reshape(-1, algo.config.hidden_size)
+    h0 = trials.hidden_in[::L].reshape(-1, algo.policy.state_size)
     logits, _, _ = algo.policy(chunks, h0.unsqueeze(0))
     full, _, _ = algo.policy(trials.inputs, algo.policy.initial_state(4, "cpu"))
     # Chunk 1 of trial 2 is steps 5..9 of that trial.
@@ -108,8 +112,8 @@ def test_time_input_switch_changes_the_recurrent_input():
     gen = torch.Generator().manual_seed(0)
     with_time = _rl2(RL2Config(hidden_size=8), family)
     without = _rl2(RL2Config(hidden_size=8, time_input=False), family)
-    assert with_time.policy.gru.input_size == 1 + 3 + 2 + 1
-    assert without.policy.gru.input_size == 1 + 3 + 2
+    assert with_time.policy.rnn.input_size == 1 + 3 + 2 + 1
+    assert without.policy.rnn.input_size == 1 + 3 + 2
     _, trials = _run(without, family.tasks.sample(4, "train", gen))
     assert trials.inputs.shape == (5, 4, 6)
 
@@ -122,6 +126,8 @@ def test_rl2_config_rejects_impossible_values():
         {"bptt_len": -1},
         {"encoder_size": -1},
         {"entropy_decay_iterations": -1},
+        {"lr_decay_iterations": -1},
+        {"cell": "rnn"},
     ):
         with pytest.raises(ConfigError):
             RL2Config(**bad)
@@ -152,6 +158,24 @@ def test_entropy_bonus_decays_linearly_to_zero_and_then_stays_off():
     )
 
 
+def test_step_size_decays_linearly_to_zero_and_then_leaves_the_policy_unchanged():
+    """Adam's step size follows the iteration (so a resumed run continues the schedule); at 0
+    an iteration must not move the policy."""
+    from adaptrl.algos.base import TrainContext
+
+    family = make_family("tabular_mdp", episode_length=4)
+    cfg = RL2Config(meta_batch_size=4, hidden_size=16, lr=2e-3, lr_decay_iterations=4)
+    gen = torch.Generator().manual_seed(0)
+    algo = _rl2(cfg, family)
+    seen = [algo.train_iteration(TrainContext(i, 0, gen))["loss/lr"] for i in range(4)]
+    assert seen == pytest.approx([2e-3, 1.5e-3, 1e-3, 5e-4])
+    before = [p.detach().clone() for p in algo.policy.parameters()]
+    assert algo.train_iteration(TrainContext(4, 0, gen))["loss/lr"] == 0.0
+    assert algo.optimizer.param_groups[0]["lr"] == 0.0
+    for p, q in zip(algo.policy.parameters(), before):
+        torch.testing.assert_close(p.detach(), q, rtol=0, atol=0)
+
+
 def test_previous_observation_input_holds_the_whole_transition():
     family = make_family("tabular_mdp", episode_length=4)
     gen = torch.Generator().manual_seed(0)
@@ -165,7 +189,7 @@ def test_previous_observation_input_holds_the_whole_transition():
     )
     algo = _rl2(cfg, family)
     S, A = 10, 5
-    assert algo.policy.gru.input_size == 16
+    assert algo.policy.rnn.input_size == 16
     _, trials = _run(algo, family.tasks.sample(4, "train", gen))
     obs = trials.inputs[..., :S]
     prev_obs = trials.inputs[..., S + A + 2 : 2 * S + A + 2]
@@ -210,7 +234,7 @@ def test_continuous_actions_get_a_gaussian_head_whose_log_probs_replay():
     algo = _rl2(
         RL2Config(hidden_size=8, episodes_per_trial=2, meta_batch_size=4, init_std=0.3), family
     )
-    assert algo.policy.continuous and algo.policy.gru.input_size == 7 + 2 + 2 + 1
+    assert algo.policy.continuous and algo.policy.rnn.input_size == 7 + 2 + 2 + 1
     tasks = family.tasks.sample(4, "train", torch.Generator().manual_seed(0))
     traj = algo.sample_trials(tasks, seed=3)
     assert traj.actions.shape == (12, 4, 2) and traj.actions.dtype == torch.float32
@@ -237,11 +261,16 @@ def test_continuous_actions_get_a_gaussian_head_whose_log_probs_replay():
         ("bandit", {"num_arms": 3, "num_pulls": 8}),
         ("tabular_mdp", {"num_states": 3, "num_actions": 2, "episode_length": 4}),
         ("navigation2d", {"horizon": 6}),  # Gaussian head
+        ("bandit", {"num_arms": 3, "num_pulls": 8, "cell": "lstm"}),
     ],
 )
 def test_rl2_trpo_step_respects_the_kl_bound_and_adam_fits_only_the_value_network(env, kwargs):
+    """With an LSTM too (the curvature is a double backward through its fused CPU kernel)."""
+    kwargs = dict(kwargs)
+    cell = kwargs.pop("cell", "gru")
     family = make_family(env, **kwargs)
     cfg = RL2Config(
+        cell=cell,
         meta_batch_size=16,
         episodes_per_trial=2,
         hidden_size=8,
@@ -265,7 +294,7 @@ def test_rl2_trpo_step_respects_the_kl_bound_and_adam_fits_only_the_value_networ
         kl = float(algo._mean_kl(old, new, trials.mask))
     assert 0 < kl <= 0.005 and abs(kl - stats["trpo/kl"]) < 1e-6
     changed = {k for k, v in algo.policy.state_dict().items() if not torch.equal(v, before[k])}
-    assert any(k.startswith("gru") for k in changed)
+    assert any(k.startswith("rnn") for k in changed)
     assert not any(k.startswith("value_head") for k in changed)  # unused with TRPO
     fitted = algo.value_net.state_dict()
     assert any(not torch.equal(v, value_before[k]) for k, v in fitted.items())
@@ -280,3 +309,13 @@ def test_rl2_trpo_step_respects_the_kl_bound_and_adam_fits_only_the_value_networ
     other.load_state_dict(state)
     for k, v in other.value_net.state_dict().items():
         assert torch.equal(v, fitted[k])
+
+
+def test_checkpoints_that_name_the_cell_gru_still_load():
+    """Policies saved before the cell became a choice stored the GRU under ``gru.``."""
+    family, algo, _ = _agent()
+    old = {k.replace("rnn.", "gru.", 1): v + 1 for k, v in algo.policy.state_dict().items()}
+    assert any(k.startswith("gru.") for k in old)
+    algo.policy.load_state_dict(old)
+    for k, v in algo.policy.state_dict().items():
+        assert_close(v, old[k.replace("rnn.", "gru.", 1)])

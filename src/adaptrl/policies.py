@@ -179,6 +179,12 @@ class RecurrentCategoricalPolicy(nn.Module):
     input). Why: remembering "reward of action a in state s" needs a conjunction of s and a,
     and reading it back needs one of the memory and the current state; a single GRU layer has
     to learn both inside its gates (measured on tabular MDPs: see the rl2-mdp-n10 preset).
+
+    ``cell="lstm"`` swaps the GRU for an LSTM; its state (h, c) travels as one tensor
+    [1, B, 2H], so samplers, controllers and exports handle either cell alike. Why offer it:
+    on CPUs PyTorch runs the LSTM's forward and backward as fused oneDNN kernels, but the
+    GRU's backward as a dozen small operations per step; measured on 2 cores at 64 trials ×
+    100 steps × 64 units, forward + backward took 23 ms against 50 ms.
     """
 
     def __init__(
@@ -190,9 +196,12 @@ class RecurrentCategoricalPolicy(nn.Module):
         prev_obs_input: bool = False,
         encoder_size: int = 0,
         head_size: int = 0,
+        cell: str = "gru",
     ) -> None:
         super().__init__()
         self.obs_dim, self.num_actions, self.hidden_size = obs_dim, num_actions, hidden_size
+        self.cell = cell
+        self.state_size = hidden_size * (2 if cell == "lstm" else 1)  # width of the carried state
         self.time_input, self.prev_obs_input = time_input, prev_obs_input
         in_dim = obs_dim * (1 + int(prev_obs_input)) + num_actions + 2 + int(time_input)
         self.encoder = (
@@ -201,7 +210,7 @@ class RecurrentCategoricalPolicy(nn.Module):
             else nn.Identity()
         )
         features = encoder_size or in_dim
-        self.gru = nn.GRU(features, hidden_size)
+        self.rnn = (nn.LSTM if cell == "lstm" else nn.GRU)(features, hidden_size)
         self.head = (
             nn.Sequential(nn.Linear(hidden_size + features, head_size), nn.ReLU())
             if head_size
@@ -229,25 +238,54 @@ class RecurrentCategoricalPolicy(nn.Module):
 
     continuous = False
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Checkpoints written before ``cell`` existed name the GRU ``gru``.
+        for key in [k for k in state_dict if k.startswith(prefix + "gru.")]:
+            state_dict[prefix + "rnn." + key[len(prefix) + 4 :]] = state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def initial_state(self, batch: int, device) -> torch.Tensor:
-        return torch.zeros(1, batch, self.hidden_size, device=device)
+        return torch.zeros(1, batch, self.state_size, device=device)
+
+    def recur(self, features: torch.Tensor, state: torch.Tensor):
+        """The cell over a sequence: features [T, B, F], state [1, B, S] -> (outputs
+        [T, B, H], the state after the last step [1, B, S])."""
+        if self.cell == "gru":
+            return self.rnn(features, state)
+        h, c = state.chunk(2, -1)
+        out, (h, c) = self.rnn(features, (h.contiguous(), c.contiguous()))
+        return out, torch.cat([h, c], -1)
+
+    def replay(self, features: torch.Tensor, state: torch.Tensor):
+        """(outputs [T, B, H], the state *before* every step [T, B, S]) from state [1, B, S]:
+        for a GRU one fused pass (its output is its state); an LSTM's cell state is not in
+        its output, so it steps."""
+        if self.cell == "gru":
+            out, _ = self.rnn(features, state)
+            return out, torch.cat([state, out[:-1]])
+        outs, states = [], []
+        for x in features:
+            states.append(state[0])
+            out, state = self.recur(x.unsqueeze(0), state)
+            outs.append(out[0])
+        return torch.stack(outs), torch.stack(states)
 
     def initial_action(self, batch: int, device) -> torch.Tensor:
         """The 'previous action' input at a trial's start."""
         return torch.zeros(batch, dtype=torch.long, device=device)
 
     def forward(self, x: torch.Tensor, hidden: torch.Tensor):
-        """x: [T, B, in], hidden: [1, B, H] -> logits [T, B, A], values [T, B], hidden."""
+        """x: [T, B, in], hidden: [1, B, S] -> logits [T, B, A], values [T, B], hidden."""
         features = self.encoder(x)
-        out, hidden = self.gru(features, hidden)
+        out, hidden = self.recur(features, hidden)
         if self.head is not None:
             out = self.head(torch.cat([out, features], -1))
         return self.policy_head(out), self.value_head(out).squeeze(-1), hidden
 
 
 class RecurrentGaussianPolicy(RecurrentCategoricalPolicy):
-    """RL² for continuous actions: the same GRU, fed the previous action vector, with a Gaussian
-    head (mean from the GRU, state-independent log-std, as the feed-forward policy)."""
+    """RL² for continuous actions: the same recurrent cell, fed the previous action vector, with a
+    Gaussian head (mean from the cell, state-independent log-std, as the feed-forward policy)."""
 
     continuous = True
 
@@ -303,7 +341,7 @@ class RecurrentStep(nn.Module):
 
 class RecurrentController:
     """An RL² agent acting in one plain environment, step by step: it carries its own memory
-    (GRU state, previous action, reward and done flag) across the episodes of a trial.
+    (recurrent state, previous action, reward and done flag) across the episodes of a trial.
 
     ``reset()`` starts a trial (a new task); ``act(obs)`` returns an action (an int, or a numpy
     vector for continuous actions); ``observe(reward, ended)`` reports the step's reward and
