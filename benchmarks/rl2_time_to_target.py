@@ -1,6 +1,9 @@
 """Wall time for RL² to reach a target total reward per trial on held-out tasks, and env steps
 per second (sampling alone and during training). Prints JSON. The target counts as reached
-when two evaluations on independent draws of held-out tasks both reach it.
+when two evaluations on independent draws of held-out tasks both reach it (a strict rule: two
+draws of 2000 bandit tasks differ in difficulty by up to a point of the best arm's mean).
+``--final-trials N`` also scores the policy left when the time runs out, once, on N held-out
+trials: the estimate of what the time budget buys, free of picking one crossing from many.
 
     python benchmarks/rl2_time_to_target.py --preset rl2-bandit-k5-n10 --target 6.5
     python benchmarks/rl2_time_to_target.py --preset rl2-bandit-k5-n100 --target 77.5
@@ -21,6 +24,7 @@ from adaptrl.algos.base import TrainContext
 from adaptrl.build import build, build_run_config
 from adaptrl.config import apply_overrides, load_preset
 from adaptrl.protocol import meta_test
+from adaptrl.stats import mean_ci95
 
 
 def main() -> None:
@@ -30,6 +34,13 @@ def main() -> None:
     parser.add_argument("--time-limit", type=float, default=600.0, help="seconds of training")
     parser.add_argument("--eval-every", type=int, default=50, help="iterations between evals")
     parser.add_argument("--eval-trials", type=int, default=2000)
+    parser.add_argument(
+        "--final-trials",
+        type=int,
+        default=0,
+        help="after the time limit, score the final policy once on this many held-out trials "
+        "(mean ± 95%% CI): one evaluation, so no crossing is picked from many noisy ones",
+    )
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     args = parser.parse_args()
     config = build_run_config(apply_overrides(load_preset(args.preset), args.overrides))
@@ -72,10 +83,21 @@ def main() -> None:
             print(json.dumps(history[-1]), file=sys.stderr, flush=True)  # progress
             if reached is not None:
                 break
+    final = {}
+    if args.final_trials:
+        totals = meta_test(algo, family, "test", replace(eval_cfg, num_tasks=args.final_trials))
+        mean, half = mean_ci95(totals["total_return"])
+        final = {
+            "final_train_s": round(train_s, 1),
+            "final_trials": args.final_trials,
+            "final_total_return": round(float(mean), 3),
+            "final_ci95": round(float(half), 3),
+        }
     print(
         json.dumps(
             {
                 "benchmark": "rl2_time_to_target",
+                **final,
                 "preset": args.preset,
                 "target": args.target,
                 "reached": reached is not None,

@@ -319,3 +319,22 @@ def test_checkpoints_that_name_the_cell_gru_still_load():
     algo.policy.load_state_dict(old)
     for k, v in algo.policy.state_dict().items():
         assert_close(v, old[k.replace("rnn.", "gru.", 1)])
+
+
+def test_the_fused_lstm_gives_the_curvature_of_the_unfused_one():
+    """RL²-TRPO's Fisher-vector product is a double backward through the cell; on CPUs the LSTM
+    runs as a fused oneDNN kernel, which must give the same second derivatives."""
+    torch.manual_seed(0)
+    lstm = torch.nn.LSTM(4, 8)
+    x = torch.randn(6, 3, 4)
+    params = list(lstm.parameters())
+    v = [torch.randn_like(p) for p in params]
+
+    def hessian_vector_product(fused):
+        with torch.backends.mkldnn.flags(enabled=fused):
+            out, _ = lstm(x)
+            grads = torch.autograd.grad(out.pow(2).sum(), params, create_graph=True)
+            return torch.autograd.grad(sum((g * u).sum() for g, u in zip(grads, v)), params)
+
+    for fused, plain in zip(hessian_vector_product(True), hessian_vector_product(False)):
+        assert_close(fused, plain, rtol=1e-4, atol=1e-5)

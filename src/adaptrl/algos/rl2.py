@@ -18,7 +18,8 @@ equal (measured). The value head predicts value / (running spread of returns), Î
 as one tensor op. Optional ReLU layers before and after the GRU and a previous-observation input
 (``encoder_size``, ``head_size``, ``prev_obs_input``; see RecurrentCategoricalPolicy) are off by
 default and on in the bandit n = 100 and MDP presets, where they needed 3-6x fewer iterations
-to reach the old presets' level (numbers in those presets).
+to reach the old presets' level (numbers in those presets). ``cell: lstm`` swaps the GRU for an
+LSTM, whose fused CPU kernels make PPO's update about 2x faster on CPUs.
 """
 
 from __future__ import annotations
