@@ -50,7 +50,9 @@ def main() -> None:
     eval_cfg = replace(config.evaluate, num_tasks=args.eval_trials)
 
     # Sampling throughput alone (no learning): one batch of trials.
-    tasks = family.tasks.sample(algo.config.meta_batch_size, "train", gen)
+    # Its own task draw, so training below draws the same tasks as `adaptrl train`.
+    probe = torch.Generator().manual_seed(config.train.seed + 1)
+    tasks = family.tasks.sample(algo.config.meta_batch_size, "train", probe)
     start = time.perf_counter()
     trials = algo.sample_trials(tasks, seed=0)
     sampling_rate = float(trials.mask.sum()) / (time.perf_counter() - start)

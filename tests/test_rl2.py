@@ -169,6 +169,12 @@ def test_step_size_decays_linearly_to_zero_and_then_leaves_the_policy_unchanged(
     algo = _rl2(cfg, family)
     seen = [algo.train_iteration(TrainContext(i, 0, gen))["loss/lr"] for i in range(4)]
     assert seen == pytest.approx([2e-3, 1.5e-3, 1e-3, 5e-4])
+    # A learner resumed from a checkpoint saved at another step size follows the schedule.
+    resumed = _rl2(cfg, family)
+    resumed.load_state_dict(algo.state_dict())
+    assert resumed.optimizer.param_groups[0]["lr"] == pytest.approx(5e-4)  # as saved
+    assert resumed.train_iteration(TrainContext(2, 0, gen))["loss/lr"] == pytest.approx(1e-3)
+    assert resumed.optimizer.param_groups[0]["lr"] == pytest.approx(1e-3)
     before = [p.detach().clone() for p in algo.policy.parameters()]
     assert algo.train_iteration(TrainContext(4, 0, gen))["loss/lr"] == 0.0
     assert algo.optimizer.param_groups[0]["lr"] == 0.0
@@ -338,3 +344,10 @@ def test_the_fused_lstm_gives_the_curvature_of_the_unfused_one():
 
     for fused, plain in zip(hessian_vector_product(True), hessian_vector_product(False)):
         assert_close(fused, plain, rtol=1e-4, atol=1e-5)
+
+
+def test_recurrent_policy_refuses_an_unknown_cell():
+    from adaptrl.policies import RecurrentCategoricalPolicy
+
+    with pytest.raises(ValueError, match="gru or lstm"):
+        RecurrentCategoricalPolicy(1, 2, 8, cell="rnn")

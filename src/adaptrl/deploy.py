@@ -101,9 +101,9 @@ def save_policy(policy: nn.Module | RecurrentController, path: str | Path) -> Pa
             torch.zeros(1),
             torch.zeros(1),
             torch.zeros(1, step.policy.obs_dim),
-            torch.zeros(1, 1, policy.hidden_size),
+            torch.zeros(1, 1, policy.state_size),
         )
-        meta = {"kind": "recurrent", "hidden_size": policy.hidden_size, "budget": policy.budget}
+        meta = {"kind": "recurrent", "state_size": policy.state_size, "budget": policy.budget}
         if policy.continuous:
             meta["action_std"] = policy.action_std.tolist()
         module, dynamic = step, None
@@ -143,7 +143,14 @@ def load_policy(path: str | Path, mode: bool = False, seed: int = 0):
     module = program.module()
     if meta["kind"] == "recurrent":
         return RecurrentController(
-            module, meta["hidden_size"], meta["budget"], mode, seed, meta.get("action_std")
+            module,
+            meta.get(
+                "state_size", meta.get("hidden_size")
+            ),  # files saved before the LSTM say hidden_size
+            meta["budget"],
+            mode,
+            seed,
+            meta.get("action_std"),
         )
     return module
 

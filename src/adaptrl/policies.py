@@ -199,6 +199,8 @@ class RecurrentCategoricalPolicy(nn.Module):
         cell: str = "gru",
     ) -> None:
         super().__init__()
+        if cell not in ("gru", "lstm"):
+            raise ValueError(f"cell must be gru or lstm, got {cell!r}")
         self.obs_dim, self.num_actions, self.hidden_size = obs_dim, num_actions, hidden_size
         self.cell = cell
         self.state_size = hidden_size * (2 if cell == "lstm" else 1)  # width of the carried state
@@ -257,18 +259,31 @@ class RecurrentCategoricalPolicy(nn.Module):
         return out, torch.cat([h, c], -1)
 
     def replay(self, features: torch.Tensor, state: torch.Tensor):
-        """(outputs [T, B, H], the state *before* every step [T, B, S]) from state [1, B, S]:
-        for a GRU one fused pass (its output is its state); an LSTM's cell state is not in
-        its output, so it steps."""
+        """(outputs [T, B, H], the state *before* every step [T, B, S]) from state [1, B, S],
+        in one fused pass. A GRU's output is its state. An LSTM's cell state c is not in its
+        output, but every gate depends only on the step's input and the previous output h, so
+        all gates come from one batched product and c from its linear recurrence
+        c_t = f_t ⊙ c_{t−1} + i_t ⊙ g_t: two cheap operations per step instead of a cell call."""
+        out, _ = self.recur(features, state)
         if self.cell == "gru":
-            out, _ = self.rnn(features, state)
             return out, torch.cat([state, out[:-1]])
-        outs, states = [], []
-        for x in features:
-            states.append(state[0])
-            out, state = self.recur(x.unsqueeze(0), state)
-            outs.append(out[0])
-        return torch.stack(outs), torch.stack(states)
+        h0, c0 = state.chunk(2, -1)
+        h_before = torch.cat([h0, out[:-1]])
+        rnn, H = self.rnn, self.hidden_size
+        bias = rnn.bias_ih_l0 + rnn.bias_hh_l0
+
+        def gate(k: int) -> torch.Tensor:  # PyTorch's gate order: input, forget, cell, output
+            rows = slice(k * H, (k + 1) * H)  # one gate at a time: contiguous, so fast
+            pre = torch.addmm(bias[rows], features.flatten(0, 1), rnn.weight_ih_l0[rows].t())
+            pre.addmm_(h_before.flatten(0, 1), rnn.weight_hh_l0[rows].t())
+            return pre.view_as(h_before)
+
+        update = gate(0).sigmoid_().mul_(gate(2).tanh_())
+        forget = gate(1).sigmoid_()
+        c_before = [c0[0]]
+        for t in range(features.shape[0] - 1):
+            c_before.append(torch.addcmul(update[t], forget[t], c_before[-1]))
+        return out, torch.cat([h_before, torch.stack(c_before)], -1)
 
     def initial_action(self, batch: int, device) -> torch.Tensor:
         """The 'previous action' input at a trial's start."""
@@ -326,7 +341,8 @@ class RecurrentStep(nn.Module):
     be exported (``torch.export``) and run without adaptrl.
 
     obs [B, d], prev_action [B] int64 (or [B, A] for continuous actions), prev_reward/prev_done/
-    progress [B], prev_obs [B, d], hidden [1, B, H] -> (logits or mean [B, A], hidden [1, B, H]).
+    progress [B], prev_obs [B, d], hidden [1, B, S] -> (logits or mean [B, A], hidden [1, B, S]);
+    S is the policy's ``state_size`` (H for a GRU, 2H for an LSTM's (h, c)).
     """
 
     def __init__(self, policy: RecurrentCategoricalPolicy) -> None:
@@ -353,13 +369,13 @@ class RecurrentController:
     def __init__(
         self,
         step: nn.Module,
-        hidden_size: int,
+        state_size: int,
         budget: int,
         mode: bool = False,
         seed: int = 0,
         action_std: list[float] | None = None,
     ) -> None:
-        self.step, self.hidden_size, self.budget, self.mode = step, hidden_size, budget, mode
+        self.step, self.state_size, self.budget, self.mode = step, state_size, budget, mode
         self.action_std = None if action_std is None else torch.tensor(action_std)
         self.generator = torch.Generator().manual_seed(seed)
         self.reset()
@@ -370,7 +386,7 @@ class RecurrentController:
 
     def reset(self) -> None:
         self.t = 0
-        self.hidden = torch.zeros(1, 1, self.hidden_size)
+        self.hidden = torch.zeros(1, 1, self.state_size)
         if self.continuous:
             self.prev_action = torch.zeros(1, self.action_std.shape[0])
         else:

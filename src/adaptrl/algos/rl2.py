@@ -275,8 +275,8 @@ class RL2:
 
     @torch.no_grad()
     def trials(self, traj: Trajectories) -> Trials:
-        """Rebuild the GRU's inputs from the trajectories and replay the GRU over whole trials
-        (one fused pass) for the values and the hidden state before every step."""
+        """Rebuild the cell's inputs from the trajectories and replay it over whole trials for the
+        values and the recurrent state before every step."""
         T, B = traj.rewards.shape
         progress = torch.arange(T, device=self.device, dtype=torch.float32) / traj.budget
         x = self.policy.inputs(

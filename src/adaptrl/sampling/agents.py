@@ -101,7 +101,8 @@ class CategoricalAgent(GaussianAgent):
 
 
 class RecurrentAgent:
-    """The RL² agent: a GRU over (obs, previous action, reward, done, progress[, previous obs]).
+    """The RL² agent: a recurrent cell over (obs, previous action, reward, done, progress[,
+    previous obs]).
 
     Its state carries the hidden vector across the episodes of a trial; ``mode`` takes the most
     likely action instead of sampling (evaluation only).
