@@ -138,13 +138,16 @@ def test_maml_trpo_meta_iteration_runs_on_the_device_like_the_cpu(accelerator, e
         assert m_dev[key] == pytest.approx(m_cpu[key], rel=1e-3, abs=1e-5), key
 
 
-def test_rl2_trpo_maths_on_the_device_match_the_cpu(accelerator):
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_rl2_trpo_maths_on_the_device_match_the_cpu(accelerator, cell):
     """RL²-TRPO on the same trials: the surrogate, its gradient and the Fisher-vector product
-    (a double backward through the GRU, which cuDNN cannot do); then a whole step on each
+    (a double backward through the cell, which cuDNN cannot do); then a whole step on each
     device stays within the KL bound (the CG solve amplifies rounding, so steps agree loosely)."""
     family = make_family("tabular_mdp", **SMALL["tabular_mdp"])
     tasks = family.tasks.sample(8, "train", torch.Generator().manual_seed(0))
-    cfg = RL2Config(meta_batch_size=8, episodes_per_trial=2, hidden_size=16, optimizer="trpo")
+    cfg = RL2Config(
+        meta_batch_size=8, episodes_per_trial=2, hidden_size=16, optimizer="trpo", cell=cell
+    )
     out = []
     for device in ("cpu", accelerator):
         torch.manual_seed(0)
@@ -171,6 +174,7 @@ def test_rl2_trpo_maths_on_the_device_match_the_cpu(accelerator):
     [
         ("maml-navigation2d", ["algo.meta_batch_size=2", "algo.episodes_per_task=2"]),
         ("rl2-bandit-k5-n10", ["algo.meta_batch_size=4", "algo.hidden_size=8"]),
+        ("rl2-bandit-k5-n100", ["algo.meta_batch_size=4", "algo.hidden_size=8"]),  # LSTM
     ],
 )
 def test_train_evaluate_report_and_resume_on_the_device(tmp_path, device, preset, extra):
