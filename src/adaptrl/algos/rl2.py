@@ -91,8 +91,8 @@ class RL2Config:
     policy stochastic late in a trial, where sampling then pulls a worse arm now and then."""
     lr_decay_iterations: int = 0
     """Decay Adam's step size linearly from ``lr`` to 0 over this many iterations (0: constant),
-    as CleanRL's PPO anneals it over a run: set it to the run's length. Late, small steps let
-    the policy settle instead of jittering around the optimum it has found."""
+    as CleanRL's PPO anneals it over a run: set it to the run's length. On the bandit preset it
+    did not help (measured: README, RL² section)."""
     value_coef: float = 0.5
     time_input: bool = True
     """Feed the fraction of the trial's step budget used (see RecurrentCategoricalPolicy)."""
@@ -191,8 +191,8 @@ def ppo_loss(
 class Trials:
     """RL²'s view of a batch of trials (one row per task), rebuilt from ``Trajectories``.
 
-    Time-major [T, B]: inputs [T, B, in] (what the GRU saw at each step), actions, log_probs
-    (behaviour), values (recomputed by one pass of the GRU over the whole trial), rewards, mask,
+    Time-major [T, B]: inputs [T, B, in] (what the cell saw at each step), actions, log_probs
+    (behaviour), values (recomputed by one pass of the cell over the whole trial), rewards, mask,
     trial_end; hidden_in [T, B, S]: the recurrent state before each step (for truncated
     BPTT)."""
 
