@@ -2,7 +2,7 @@
 per second (sampling alone and during training). Prints JSON. The target counts as reached
 when two evaluations on independent draws of held-out tasks both reach it (a strict rule: two
 draws of 2000 bandit tasks differ in difficulty by up to a point of the best arm's mean).
-``--final-trials N`` also scores the policy left when the time runs out, once, on N held-out
+``--final-trials N`` also scores the policy left when training stops, once, on N held-out
 trials: the estimate of what the time budget buys, free of picking one crossing from many.
 
     python benchmarks/rl2_time_to_target.py --preset rl2-bandit-k5-n10 --target 6.5
@@ -38,8 +38,9 @@ def main() -> None:
         "--final-trials",
         type=int,
         default=0,
-        help="after the time limit, score the final policy once on this many held-out trials "
-        "(mean ± 95%% CI): one evaluation, so no crossing is picked from many noisy ones",
+        help="when training stops (time limit, or target reached), score the policy once on "
+        "this many held-out trials (mean ± 95%% CI): one evaluation, so no crossing is picked "
+        "from many noisy ones",
     )
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     args = parser.parse_args()

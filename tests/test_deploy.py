@@ -67,12 +67,15 @@ def test_saved_policy_is_a_plain_module_with_the_same_actions(tmp_path):
 
 @pytest.mark.parametrize("cell", ["gru", "lstm"])
 def test_rl2_controller_takes_the_samplers_actions_step_by_step(tmp_path, cell):
+    """Same actions, and the same carried state after every step (an LSTM's cell state too)
+    as the learner's replay of the trial, live and after export."""
     overrides = ["algo.hidden_size=16", "algo.meta_batch_size=4", "train.num_iterations=1"]
     overrides.append(f"algo.cell={cell}")
     with _built("rl2-maze", overrides) as built:
         rl2 = built.learner
         tasks = rl2.family.tasks.sample(1, "test", torch.Generator().manual_seed(0))
         traj = rl2.sample_trials(tasks, seed=5, mode=True)
+        states = rl2.trials(traj).hidden_in[:, 0]  # [T, S]: before each step
         controller = rl2.controller(mode=True)
         saved = adaptrl.load_policy(adaptrl.save_policy(controller, tmp_path / "rl2.pt2"), True)
         for ctrl in (controller, saved):
@@ -81,7 +84,10 @@ def test_rl2_controller_takes_the_samplers_actions_step_by_step(tmp_path, cell):
             for t in range(int(traj.mask[:, 0].sum())):
                 actions.append(ctrl.act(traj.obs[t, 0].numpy()))
                 ctrl.observe(float(traj.rewards[t, 0]), bool(traj.ends[t, 0]))
+                if t + 1 < states.shape[0]:
+                    assert_close(ctrl.hidden[0, 0], states[t + 1], atol=1e-5, rtol=1e-5)
             assert actions == traj.actions[: len(actions), 0].tolist()
+            assert ctrl.hidden.shape[-1] == (16 if cell == "gru" else 32)
 
 
 def test_a_trained_run_is_loaded_adapted_saved_and_run_in_a_gymnasium_loop(tmp_path):

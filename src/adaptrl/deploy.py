@@ -142,15 +142,9 @@ def load_policy(path: str | Path, mode: bool = False, seed: int = 0):
         ) from None
     module = program.module()
     if meta["kind"] == "recurrent":
+        state_size = meta.get("state_size", meta.get("hidden_size"))  # older files: hidden_size
         return RecurrentController(
-            module,
-            meta.get(
-                "state_size", meta.get("hidden_size")
-            ),  # files saved before the LSTM say hidden_size
-            meta["budget"],
-            mode,
-            seed,
-            meta.get("action_std"),
+            module, state_size, meta["budget"], mode, seed, meta.get("action_std")
         )
     return module
 
