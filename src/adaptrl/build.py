@@ -13,8 +13,8 @@ from typing import Any
 import torch
 
 from adaptrl.algos import algo_config, make_algorithm
-from adaptrl.algos.base import Learner, check_eval_config
-from adaptrl.config import RunConfig, TrainConfig, parse_run_config
+from adaptrl.algos.base import Learner, check_eval_config, chosen_references
+from adaptrl.config import EvalConfig, RunConfig, TrainConfig, parse_run_config
 from adaptrl.envs import Family, env_config
 from adaptrl.errors import ConfigError, RunError
 from adaptrl.runs import Run
@@ -51,7 +51,13 @@ def run_config(run: Run) -> RunConfig:
     spec, _ = env_config(config.env)
     env = _legacy_values(spec.config_cls, run.written_keys("env"))
     train = _legacy_values(TrainConfig, run.written_keys("train"))
-    return replace(config, env={**config.env, **env}, train=replace(config.train, **train))
+    evaluate = _legacy_values(EvalConfig, run.written_keys("evaluate"))
+    return replace(
+        config,
+        env={**config.env, **env},
+        train=replace(config.train, **train),
+        evaluate=replace(config.evaluate, **evaluate),
+    )
 
 
 def _legacy_values(config_cls: type, written: set[str]) -> dict[str, Any]:
@@ -121,7 +127,7 @@ def resolve_device(name: str) -> torch.device:
 
 def build_family(config: RunConfig) -> Family:
     spec, env_cfg = env_config(config.env)
-    return Family(spec, env_cfg, spec.tasks_cls(env_cfg))
+    return Family(spec, env_cfg, spec.tasks_cls(env_cfg), bool(config.env.get("task_in_obs")))
 
 
 @dataclass
@@ -158,6 +164,7 @@ def build(config: RunConfig, seed: int | None = None, sampler: Sampler | None = 
     try:
         learner = make_algorithm(config.algorithm, algo_cfg, family, sampler, device)
         check_eval_config(learner, config.evaluate)  # fail before training, not at evaluation
+        chosen_references(learner, family, config.evaluate.references)
     except BaseException:
         sampler.close()
         raise

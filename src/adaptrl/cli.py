@@ -121,7 +121,7 @@ def _evaluate(args: argparse.Namespace) -> None:
         checkpoint=args.checkpoint,
         overrides=args.overrides,
     )
-    print(format_table(results))
+    print(format_table(results, run.config().algorithm))
     from adaptrl.baselines.table import duan_table
     from adaptrl.results import load_classical
 

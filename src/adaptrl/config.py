@@ -48,6 +48,10 @@ class TrainConfig:
     split that ``adaptrl evaluate`` reports; any other split the family lists is accepted."""
     keep_every: int = 0
     """Also keep checkpoints/iter_N.pt every this many iterations (0 = keep only last and best)."""
+    max_seconds: float = 0.0
+    """Stop after the iteration that brings the training wall time (all sessions) to this many
+    seconds, checkpointed; 0: no limit. A budget a user has (e.g. 3600 for one hour), and how a
+    reference gets the same wall-clock time as the learner."""
 
     LEGACY_VALUES: ClassVar[dict[str, Any]] = {"validation_split": "test"}
     """Runs made before ``validation_split`` validated on held-out tasks (``build.run_config``)."""
@@ -60,6 +64,8 @@ class TrainConfig:
             raise ConfigError("train.keep_every must be >= 0 (0 = keep only last and best)")
         if self.num_threads < 0:
             raise ConfigError("train.num_threads must be >= 0 (0 = torch default)")
+        if not self.max_seconds >= 0:
+            raise ConfigError("train.max_seconds must be >= 0 (0 = no limit)")
 
 
 @dataclass(frozen=True)
@@ -81,7 +87,14 @@ class EvalConfig:
     memory). Episodes that end early (a goal reached) then make the batch hold more of them.
     0: ``episodes_per_task`` episodes."""
     pretrained_iterations: int = 0
-    """Iterations of the multi-task 'pretrained' reference (0 = the run's num_iterations)."""
+    """Iterations of the trained references (> 0: this many, whatever ``reference_budget``)."""
+    references: tuple[str, ...] = ()
+    """References to evaluate beside the learner (empty: every one it names that the family
+    can provide: domain_randomised, oracle where the task can be shown, pretrained, ...)."""
+    reference_budget: str = "time"
+    """How long trained references (domain-randomised, pretrained) train: "time", for the
+    learner's own training wall time (a fair opponent: the same budget, however cheap its
+    iterations; at most 20x the learner's iterations), or "iterations", as many iterations."""
     tune_reference_lrs: bool = True
     """Scale the references' step-size schedule for their best return on training tasks (so a
     reference is not handicapped by the meta-learner's schedule); false gives them exactly
@@ -91,6 +104,9 @@ class EvalConfig:
     actions: str = "sample"
     """RL²: 'sample' from the policy (as trained) or take its 'mode' (most likely action).
     MAML adapts from sampled actions, so it accepts only 'sample'."""
+
+    LEGACY_VALUES: ClassVar[dict[str, Any]] = {"reference_budget": "iterations"}
+    """Runs made before ``reference_budget`` trained references for the learner's iterations."""
 
     def __post_init__(self) -> None:
         _positive(self, "num_tasks", "episodes_per_task")
@@ -102,6 +118,11 @@ class EvalConfig:
             raise ConfigError("evaluate.pretrained_iterations must be >= 0")
         if self.batch_steps < 0:
             raise ConfigError("evaluate.batch_steps must be >= 0 (0: episodes_per_task)")
+        if self.reference_budget not in ("time", "iterations"):
+            raise ConfigError(
+                f"evaluate.reference_budget must be 'time' or 'iterations', got "
+                f"'{self.reference_budget}'"
+            )
         if self.actions not in ("sample", "mode"):
             raise ConfigError(f"evaluate.actions must be 'sample' or 'mode', got '{self.actions}'")
 

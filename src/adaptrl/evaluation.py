@@ -8,12 +8,13 @@ Knows learners only through the protocol (``references()``, ``tunes_step_sizes``
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from adaptrl.algos.base import Learner
+from adaptrl.algos.base import Learner, Reference, chosen_references
 from adaptrl.build import Built, build, restore_learner, run_config
 from adaptrl.config import RunConfig, override_section
 from adaptrl.envs import Family, resolve
@@ -30,37 +31,95 @@ ONE_RUN_KEYS = {  # evaluate.* keys that ``evaluate --set`` cannot change for on
 }
 
 
+REFERENCE_ITERATION_CAP = 20
+"""A reference trained for the learner's wall time stops at this many times its iterations."""
+
+
+@dataclass
+class ReferenceLearner:
+    """A reference ready to evaluate: its learner, what it is, and how it was trained."""
+
+    learner: Learner
+    reference: Reference
+    trained: dict[str, Any] = field(default_factory=dict)
+    """Iterations and seconds of its training (empty: untrained)."""
+    trainer: Trainer | None = None
+    """Owns a sampler of its own (an oracle's family differs): closed after evaluation."""
+
+
 def reference_learners(
     run: Run, config: RunConfig, built: Built, progress: bool
-) -> dict[str, tuple[Learner, str]]:
+) -> dict[str, ReferenceLearner]:
     """The references the run's learner names (``references()``): untrained ones are built
-    fresh; trained ones (e.g. MAML's multi-task 'pretrained') are trained once into
-    RUN/baselines/<name>, a run of its own, so they resume and are reused."""
-    refs: dict[str, tuple[Learner, str]] = {}
-    for name, ref in type(built.learner).references().items():
-        if ref.algo_overrides is None:
-            refs[name] = (build(config, sampler=built.sampler).learner, ref.description)
-            continue
-        iters = config.evaluate.pretrained_iterations or config.train.num_iterations
-        ref_cfg = replace(
-            config,
-            algo={**config.algo, **ref.algo_overrides},
-            train=replace(config.train, num_iterations=iters, eval_every=0),
-            preset=f"{config.preset} ({name} reference)",
-        )
-        path = run.path / "baselines" / name
-        ref_run = Run.open(path) if (path / "config.yaml").exists() else Run.create(path, ref_cfg)
-        trainer = Trainer(ref_run, ref_cfg, resume=True, sampler=built.sampler)
-        if trainer.iteration < iters:
+    fresh; trained ones (the domain-randomised policy, the oracle) are trained once into
+    RUN/baselines/<name>, a run of its own, so they resume and are reused. Their budget is the
+    learner's training wall time (``evaluate.reference_budget``), so a reference with cheaper
+    iterations is not starved, or the learner's iterations."""
+    refs: dict[str, ReferenceLearner] = {}
+    trained: dict[str, ReferenceLearner] = {}
+    chosen = chosen_references(built.learner, built.family, config.evaluate.references)
+    try:
+        for name, ref in chosen.items():
+            if ref.algo_overrides is None:
+                refs[name] = ReferenceLearner(build(config, sampler=built.sampler).learner, ref)
+                continue
+            folder = ref.trained_as or name
+            if folder not in trained:
+                trained[folder] = _trained_reference(run, config, built, folder, ref, progress)
+            refs[name] = replace(trained[folder], reference=ref)
+    except BaseException:
+        close_references(refs.values())
+        close_references(trained.values())
+        raise
+    return refs
+
+
+def close_references(refs) -> None:
+    for ref in refs:
+        if ref.trainer is not None:
+            ref.trainer.close()
+
+
+def _trained_reference(
+    run: Run, config: RunConfig, built: Built, folder: str, ref: Reference, progress: bool
+) -> ReferenceLearner:
+    ev = config.evaluate
+    iters, seconds = ev.pretrained_iterations or config.train.num_iterations, 0.0
+    if not ev.pretrained_iterations and ev.reference_budget == "time":
+        last = run.load_checkpoint(required=False) or {}
+        seconds = float(last.get("elapsed_s", 0.0))
+        if seconds > 0:  # checkpoints before elapsed_s existed: fall back to iterations
+            iters = REFERENCE_ITERATION_CAP * int(last.get("iteration", iters))
+    ref_cfg = replace(
+        config,
+        env={**config.env, **(ref.env_overrides or {})},
+        algo={**config.algo, **ref.algo_overrides},
+        train=replace(config.train, num_iterations=iters, eval_every=0, max_seconds=seconds),
+        preset=f"{config.preset} ({folder} reference)",
+    )
+    path = run.path / "baselines" / folder
+    ref_run = Run.open(path) if (path / "config.yaml").exists() else Run.create(path, ref_cfg)
+    own_sampler = bool(ref.env_overrides)  # another family: its own envs
+    trainer = Trainer(ref_run, ref_cfg, resume=True, sampler=None if own_sampler else built.sampler)
+    try:
+        if trainer.iteration < iters and not trainer.out_of_time():
             # Say why evaluation trains: it must not look as if training restarted.
+            budget = (
+                f"{seconds:.0f} s, the learner's training time"
+                if seconds
+                else f"{iters} iterations"
+            )
             print(
-                f"training the '{name}' reference once ({iters} iterations, kept in "
-                f"{path}; --no-references skips it)",
+                f"training the '{folder}' reference once ({budget}; kept in {path}; "
+                "--no-references skips it)",
                 flush=True,
             )
-            trainer.train(progress=progress, label=f"{name} reference")
-        refs[name] = (trainer.learner, ref.description)
-    return refs
+            trainer.train(progress=progress, label=f"{folder} reference")
+    except BaseException:
+        trainer.close()
+        raise
+    trained = {"iterations": trainer.iteration, "seconds": round(trainer.elapsed_s, 1)}
+    return ReferenceLearner(trainer.learner, ref, trained, trainer if own_sampler else None)
 
 
 def evaluate_run(
@@ -95,17 +154,19 @@ def evaluate_run(
         for split in splits:
             evaluation_tasks(family, split, config.evaluate, 1)  # unknown split: fail up front
         restore_learner(algo, state, str(run.checkpoint_file(checkpoint)))
-        learners: dict[str, tuple[Learner, str]] = {config.algorithm: (algo, "")}
-        lrs = {config.algorithm: config.evaluate.inner_lrs}
-        if references:
-            for name, (learner, text) in reference_learners(run, config, built, progress).items():
-                learners[name] = (learner, text)
-                if learner.tunes_step_sizes and config.evaluate.tune_reference_lrs:
-                    lrs[name] = tune_inner_lrs(learner, family, config.evaluate)
-        with _memory_guard(config.evaluate.num_tasks):
-            results = _evaluate_splits(
-                config, family, splits, learners, lrs, state, eval_dir, checkpoint, references
-            )
+        refs = reference_learners(run, config, built, progress) if references else {}
+        try:
+            lrs = {config.algorithm: config.evaluate.inner_lrs}
+            for name, ref in refs.items():
+                tune = ref.learner.tunes_step_sizes and config.evaluate.tune_reference_lrs
+                if tune and ref.reference.adapts:
+                    lrs[name] = tune_inner_lrs(ref.learner, family, config.evaluate)
+            with _memory_guard(config.evaluate.num_tasks):
+                results = _evaluate_splits(
+                    config, family, splits, algo, refs, lrs, state, eval_dir, checkpoint
+                )
+        finally:
+            close_references(refs.values())
     if checkpoint == "last":
         log_to_tensorboard(run, config, results)
     return results
@@ -147,18 +208,35 @@ def _memory_guard(num_tasks: int):
 
 
 def _evaluate_splits(
-    config, family, splits, learners, lrs, state, eval_dir, checkpoint, references
+    config: RunConfig,
+    family: Family,
+    splits: list[str],
+    algo: Learner,
+    refs: dict[str, ReferenceLearner],
+    lrs: dict[str, tuple[float, ...]],
+    state: dict[str, Any],
+    eval_dir: Path,
+    checkpoint: str,
 ) -> dict[str, dict[str, dict[str, Any]]]:
     results: dict[str, dict[str, dict[str, Any]]] = {}
+    learners = {config.algorithm: ReferenceLearner(algo, Reference("")), **refs}
     for split in splits:
         results[split] = {}
-        for name, (learner, text) in learners.items():
+        points = None  # the learner's adaptation points: a non-adapting reference is held flat
+        for name, entry in learners.items():
+            learner, ref = entry.learner, entry.reference
             cfg = replace(config.evaluate, inner_lrs=lrs.get(name, config.evaluate.inner_lrs))
+            if not ref.adapts:
+                cfg = replace(cfg, num_steps=0)
             out = meta_test(learner, family, split, cfg)
             trace = out.pop("trace", None)
             if trace and name == config.algorithm:
                 write_json(eval_dir / "traces" / f"{split}.json", trace)
-            record = curve_record(name, family.name, split, out.pop("returns"), learner.x_label)
+            returns = out.pop("returns")
+            points = returns.shape[0] if points is None else points
+            if not ref.adapts:
+                returns, out = _held(returns, points), {k: _held(v, points) for k, v in out.items()}
+            record = curve_record(name, family.name, split, returns, learner.x_label)
             record.update(extra_records(out))
             record["iteration"] = int(state["iteration"])
             record["checkpoint"] = checkpoint
@@ -169,18 +247,30 @@ def _evaluate_splits(
             record["episodes_per_step"] = cfg.episodes_per_task
             if cfg.batch_steps:  # episodes drawn until this many steps per task and step
                 record["batch_steps"] = cfg.batch_steps
-            if text:
-                record["description"] = text
-            if learner.tunes_step_sizes:
+            if ref.description:
+                record["description"] = ref.description
+                record["adapts"] = ref.adapts
+            if entry.trained:
+                record["trained"] = entry.trained
+            if learner.tunes_step_sizes and ref.adapts:
                 record["inner_lrs"] = list(cfg.inner_lrs)
+                if name in lrs and name != config.algorithm:
+                    record["inner_lrs_tuned"] = "scaled for the best return on training tasks"
             results[split][name] = record
             suffix = "" if name == config.algorithm else f".{name}"
             write_json(eval_dir / f"{split}{suffix}.json", record)
-        if family.spec.classical and references:
+        if family.spec.classical and refs:
             write_json(
                 eval_dir / "classical" / f"{split}.json", classical_record(family, config, split)
             )
     return results
+
+
+def _held(value: torch.Tensor, points: int) -> torch.Tensor:
+    """A non-adapting policy's [1, n] result at every one of the learner's ``points``."""
+    if value.dim() == 2 and value.shape[0] == 1:
+        return value.expand(points, -1)
+    return value
 
 
 def classical_record(family: Family, config: RunConfig, split: str) -> dict[str, Any]:

@@ -180,6 +180,11 @@ class RecurrentCategoricalPolicy(nn.Module):
     and reading it back needs one of the memory and the current state; a single GRU layer has
     to learn both inside its gates (measured on tabular MDPs: see the rl2-mdp-n10 preset).
 
+    ``memory=False`` makes the same network memoryless, the domain-randomised reference of RL²
+    (the policy a practitioner would train on all tasks instead): the carried state is reset to
+    zero before every step and the previous action, reward, done flag and observation inputs are
+    zeroed, so the action depends on the current observation (and the trial's progress) only.
+
     ``cell="lstm"`` swaps the GRU for an LSTM; its state (h, c) travels as one tensor
     [1, B, 2H], so samplers, controllers and exports handle either cell alike. Why offer it:
     on CPUs PyTorch runs the LSTM's forward and backward as fused oneDNN kernels, but the
@@ -197,12 +202,13 @@ class RecurrentCategoricalPolicy(nn.Module):
         encoder_size: int = 0,
         head_size: int = 0,
         cell: str = "gru",
+        memory: bool = True,
     ) -> None:
         super().__init__()
         if cell not in ("gru", "lstm"):
             raise ValueError(f"cell must be gru or lstm, got {cell!r}")
         self.obs_dim, self.num_actions, self.hidden_size = obs_dim, num_actions, hidden_size
-        self.cell = cell
+        self.cell, self.memory = cell, memory
         self.state_size = hidden_size * (2 if cell == "lstm" else 1)  # width of the carried state
         self.time_input, self.prev_obs_input = time_input, prev_obs_input
         in_dim = obs_dim * (1 + int(prev_obs_input)) + num_actions + 2 + int(time_input)
@@ -231,9 +237,15 @@ class RecurrentCategoricalPolicy(nn.Module):
         ``prev_obs`` (zeros at a trial's start) is used when ``prev_obs_input``.
         """
         one_hot = nn.functional.one_hot(prev_action, self.num_actions).to(obs.dtype)
-        parts = [obs, one_hot, prev_reward.unsqueeze(-1), prev_done.unsqueeze(-1)]
+        return self._join(obs, one_hot, prev_reward, prev_done, progress, prev_obs)
+
+    def _join(self, obs, prev_action, prev_reward, prev_done, progress, prev_obs) -> torch.Tensor:
+        past = [prev_action, prev_reward.unsqueeze(-1), prev_done.unsqueeze(-1)]
         if self.prev_obs_input:
-            parts.append(prev_obs)
+            past.append(prev_obs)
+        if not self.memory:  # nothing of the past reaches a memoryless policy
+            past = [torch.zeros_like(x) for x in past]
+        parts = [obs, *past]
         if self.time_input:
             parts.append(progress.unsqueeze(-1))
         return torch.cat(parts, -1)
@@ -252,6 +264,14 @@ class RecurrentCategoricalPolicy(nn.Module):
     def recur(self, features: torch.Tensor, state: torch.Tensor):
         """The cell over a sequence: features [T, B, F], state [1, B, S] -> (outputs
         [T, B, H], the state after the last step [1, B, S])."""
+        if not self.memory:  # every step from the zero state: all steps as one batch
+            T, B = features.shape[:2]
+            zero = state.new_zeros(1, T * B, self.state_size)
+            out, _ = self._recur(features.reshape(1, T * B, -1), zero)
+            return out.reshape(T, B, -1), torch.zeros_like(state)
+        return self._recur(features, state)
+
+    def _recur(self, features: torch.Tensor, state: torch.Tensor):
         if self.cell == "gru":
             return self.rnn(features, state)
         h, c = state.chunk(2, -1)
@@ -265,6 +285,8 @@ class RecurrentCategoricalPolicy(nn.Module):
         all gates come from one batched product and c from its linear recurrence
         c_t = f_t ⊙ c_{t−1} + i_t ⊙ g_t: two cheap operations per step instead of a cell call."""
         out, _ = self.recur(features, state)
+        if not self.memory:
+            return out, state.new_zeros(*out.shape[:2], self.state_size)
         if self.cell == "gru":
             return out, torch.cat([state, out[:-1]])
         h0, c0 = state.chunk(2, -1)
@@ -311,12 +333,8 @@ class RecurrentGaussianPolicy(RecurrentCategoricalPolicy):
         self.log_std = nn.Parameter(torch.full((act_dim,), math.log(init_std)))
 
     def inputs(self, obs, prev_action, prev_reward, prev_done, progress=None, prev_obs=None):
-        parts = [obs, prev_action.to(obs.dtype), prev_reward.unsqueeze(-1), prev_done.unsqueeze(-1)]
-        if self.prev_obs_input:
-            parts.append(prev_obs)
-        if self.time_input:
-            parts.append(progress.unsqueeze(-1))
-        return torch.cat(parts, -1)
+        prev_action = prev_action.to(obs.dtype)
+        return self._join(obs, prev_action, prev_reward, prev_done, progress, prev_obs)
 
     def initial_action(self, batch: int, device) -> torch.Tensor:
         return torch.zeros(batch, self.num_actions, device=device)

@@ -37,6 +37,7 @@ from adaptrl.results import (
     mixed_sizes_warning,
     size_labels,
     sizes_differ,
+    verdict_rows,
 )
 from adaptrl.runs import Run, atomic_write_text, read_metrics
 
@@ -221,7 +222,28 @@ def _adaptation_lines(
     lines = ["## Adaptation curves", "", _intro_sentence(results), ""]
     for split in ordered_splits(results):
         lines += _split_lines(split, results[split], saved, run_path)
+        lines += _verdict_lines(split, results[split], algorithm)
     return lines + _gap_lines(results, algorithm)
+
+
+def _verdict_lines(split: str, learners: Records, algorithm: str) -> list[str]:
+    """Does the learner beat each reference, point by point? The paired difference of returns
+    (same tasks, same seed) with its 95% interval: "better" or "worse" only when the interval
+    excludes 0, so a reader never has to judge overlapping bands by eye."""
+    rows = verdict_rows(learners, algorithm)
+    if not rows:
+        return []
+    header, *body = rows
+    lines = [
+        f"**{algorithm} against each reference ({split})**: return of {algorithm} minus the "
+        "reference's, paired by task, ± 95% interval; *better* / *worse* when the interval "
+        "excludes 0, else *level*.",
+        "",
+        f"| {learners[algorithm]['x_label']} | " + " | ".join(header[1:]) + " |",
+        "|---" * len(header) + "|",
+    ]
+    lines += ["| " + " | ".join(cells) + " |" for cells in body]
+    return lines + [""]
 
 
 def _best_lines(best: dict[str, Records], state: dict | None, run_path: Path) -> list[str]:

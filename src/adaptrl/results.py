@@ -204,10 +204,77 @@ def _split_table(split: str, learners: dict[str, dict[str, Any]]) -> list[str]:
     return lines + [""]
 
 
-def format_table(results: dict[str, dict[str, dict[str, Any]]]) -> str:
+def paired_difference(a: dict[str, Any], b: dict[str, Any], x: int) -> tuple[float, float] | None:
+    """Mean and 95% half-width over tasks of ``a``'s return minus ``b``'s at adaptation point
+    ``x``, paired task by task: both adapted to the same tasks with the same seed, so the
+    task-to-task spread (some goals are far, some winds strong) cancels. None when the records
+    are not paired (other tasks, seeds or task counts) or lack point ``x``."""
+    if any(a.get(k) != b.get(k) for k in ("num_tasks", "seed", "split")):
+        return None
+    if (
+        x not in a["x"]
+        or x not in b["x"]
+        or "per_task_return" not in a
+        or "per_task_return" not in b
+    ):
+        return None
+    i, j = a["x"].index(x), b["x"].index(x)
+    diff = [ra[i] - rb[j] for ra, rb in zip(a["per_task_return"], b["per_task_return"])]
+    mean, ci = mean_ci95(torch.tensor(diff))
+    return float(mean), float(ci)
+
+
+def verdict(diff: tuple[float, float] | None) -> str:
+    """'better' or 'worse' when the paired 95% interval excludes 0, else 'level'."""
+    if diff is None or not math.isfinite(diff[1]) or diff[1] == 0 and diff[0] == 0:
+        return "n/a"
+    mean, ci = diff
+    return "better" if mean - ci > 0 else "worse" if mean + ci < 0 else "level"
+
+
+def verdict_rows(learners: dict[str, dict[str, Any]], algorithm: str) -> list[list[str]]:
+    """Per adaptation point, the learner against each reference: "+3.10 ± 0.80 better"."""
+    ours = learners.get(algorithm)
+    refs = [n for n, r in learners.items() if n != algorithm and r.get("description")]
+    if ours is None or not refs:
+        return []
+    rows = []
+    for x in ours["x"]:
+        cells = [str(x)]
+        for name in refs:
+            diff = paired_difference(ours, learners[name], x)
+            text = "n/a" if diff is None else f"{diff[0]:+.2f} ± {diff[1]:.2f} {verdict(diff)}"
+            cells.append(text)
+        rows.append(cells)
+    return [["", *refs], *rows]
+
+
+def _verdict_table(split: str, learners: dict[str, dict[str, Any]], algorithm: str) -> list[str]:
+    rows = verdict_rows(learners, algorithm)
+    if not rows:
+        return []
+    lines = [
+        f"{algorithm} minus each reference on {split} (return, paired by task, ± 95%; "
+        "better/worse: the interval excludes 0)"
+    ]
+    header, *body = rows
+    lines.append(
+        f"{learners[algorithm]['x_label']:>16} " + " ".join(f"{h:>24}" for h in header[1:])
+    )
+    for cells in body:
+        lines.append(f"{cells[0]:>16} " + " ".join(f"{c:>24}" for c in cells[1:]))
+    return lines + [""]
+
+
+def format_table(
+    results: dict[str, dict[str, dict[str, Any]]], algorithm: str | None = None
+) -> str:
     """Plain-text table: one row per adaptation point, one column per learner and split
-    (plus the mean episode length of the run's learner where it is recorded)."""
+    (plus the mean episode length of the run's learner where it is recorded); with
+    ``algorithm``, the verdict against each reference below each split."""
     lines: list[str] = []
     for split, learners in results.items():
         lines += _split_table(split, learners)
+        if algorithm:
+            lines += _verdict_table(split, learners, algorithm)
     return "\n".join(lines)

@@ -100,7 +100,7 @@ class Trainer:
         )
         start = time.perf_counter() - self.elapsed_s
         try:
-            while self.iteration < cfg.num_iterations:
+            while self.iteration < cfg.num_iterations and not self.out_of_time():
                 ctx = TrainContext(self.iteration, cfg.seed, self.generator)
                 metrics = self.learner.train_iteration(ctx)
                 self.iteration += 1
@@ -114,6 +114,7 @@ class Trainer:
                 if (
                     self.iteration % cfg.checkpoint_every == 0
                     or self.iteration == cfg.num_iterations
+                    or self.out_of_time()
                 ):
                     self.checkpoint()
                 bar.update(1)
@@ -128,6 +129,11 @@ class Trainer:
             bar.close()
             log.close()
         return metrics
+
+    def out_of_time(self) -> bool:
+        """``train.max_seconds`` of training wall time spent (all sessions together)."""
+        limit = self.config.train.max_seconds
+        return bool(limit) and self.elapsed_s >= limit
 
     def _validation_metrics(self) -> dict[str, float]:
         """Adaptation on the validation tasks: a fixed draw of ``train.validation_split`` with its

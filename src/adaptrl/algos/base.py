@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 import torch
 
 from adaptrl.config import EvalConfig
-from adaptrl.envs import Tasks
+from adaptrl.envs import Family, Tasks
 from adaptrl.errors import ConfigError
 from adaptrl.rng import derive_seed
 
@@ -57,6 +57,16 @@ class Reference:
     description: str
     algo_overrides: dict[str, Any] | None = None
     """Train a variant of the run's config with these ``algo`` values (None: leave untrained)."""
+    adapts: bool = True
+    """False: evaluated at the un-adapted point only and held flat across the learner's
+    adaptation points (a policy deployed without adaptation). A learner that adapts in memory
+    makes its non-adapting reference memoryless instead (``algo_overrides``)."""
+    env_overrides: dict[str, Any] | None = None
+    """``env`` values of its variant, e.g. ``{"task_in_obs": True}`` for an oracle (offered
+    only where the family names ``task_features``)."""
+    trained_as: str | None = None
+    """Share another reference's training (its RUN/baselines/ folder), e.g. MAML's
+    domain-randomised policy is the 'pretrained' one before fine-tuning."""
 
 
 @runtime_checkable
@@ -95,3 +105,31 @@ def check_eval_config(learner: Any, cfg: EvalConfig) -> None:
             f"evaluate.batch_steps counts adaptation batches in env steps; "
             f"{type(learner).__name__} does not adapt on batches of episodes: remove it"
         )
+
+
+def available_references(learner: Learner, family: Family) -> dict[str, Reference]:
+    """The references the learner names that the family can provide (an oracle needs
+    ``EnvSpec.task_features``)."""
+    return {
+        name: ref
+        for name, ref in type(learner).references().items()
+        if not (ref.env_overrides or {}).get("task_in_obs") or family.spec.task_features
+    }
+
+
+def chosen_references(learner: Learner, family: Family, names: tuple[str, ...]):
+    """``evaluate.references`` (empty: all available), or one line naming what is not."""
+    available = available_references(learner, family)
+    for name in names:
+        if name not in available:
+            named = type(learner).references()
+            why = (
+                f"env '{family.name}' cannot hand its task to a policy (no task_features)"
+                if name in named
+                else f"{type(learner).__name__} names no such reference"
+            )
+            raise ConfigError(
+                f"evaluate.references: '{name}' is not available: {why}; available: "
+                f"{', '.join(available)}"
+            )
+    return {n: r for n, r in available.items() if not names or n in names}

@@ -235,9 +235,22 @@ class MAML:
     @classmethod
     def references(cls) -> dict[str, Reference]:
         return {
-            "pretrained": Reference(
-                "multi-task policy (no inner step in training), then the same inner loop",
+            "domain_randomised": Reference(
+                "one policy trained on all training tasks (no inner step) for the same wall-clock "
+                "time, acting without adaptation: what one would deploy instead",
                 {"num_inner_steps": 0},
+                adapts=False,
+                trained_as="pretrained",
+            ),
+            "pretrained": Reference(
+                "the domain-randomised policy, then the same inner loop (step sizes tuned)",
+                {"num_inner_steps": 0},
+            ),
+            "oracle": Reference(
+                "the domain-randomised policy with the task in its observation: an upper bound",
+                {"num_inner_steps": 0},
+                adapts=False,
+                env_overrides={"task_in_obs": True},
             ),
             "random_init": Reference("untrained policy, then the same inner loop"),
         }

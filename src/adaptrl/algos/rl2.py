@@ -121,6 +121,9 @@ class RL2Config:
     iteration."""
     init_std: float = 0.5
     """Initial action noise (std) of the Gaussian head, for continuous action spaces."""
+    memory: bool = True
+    """False: the same network without memory (state reset every step, no past inputs), trained
+    by the same updates: the domain-randomised reference, which cannot adapt within a trial."""
 
     def __post_init__(self) -> None:
         for name in (
@@ -235,6 +238,7 @@ class RL2:
             config.encoder_size,
             config.head_size,
             config.cell,
+            config.memory,
         )
         if hasattr(act_space, "n"):
             self.policy = RecurrentCategoricalPolicy(obs_space.shape[0], int(act_space.n), *layers)
@@ -263,7 +267,19 @@ class RL2:
 
     @classmethod
     def references(cls) -> dict[str, Reference]:
-        return {"random_init": Reference("untrained recurrent policy (same architecture)")}
+        return {
+            "domain_randomised": Reference(
+                "the same network without memory, trained on all training tasks by the same "
+                "updates for the same wall-clock time: what one would deploy instead",
+                {"memory": False},
+            ),
+            "oracle": Reference(
+                "the memoryless network with the task in its observation: an upper bound",
+                {"memory": False},
+                env_overrides={"task_in_obs": True},
+            ),
+            "random_init": Reference("untrained recurrent policy (same architecture)"),
+        }
 
     def sample_trials(
         self, tasks: Tasks, seed: int, episodes: int | None = None, mode: bool = False

@@ -26,6 +26,7 @@ from adaptrl.envs.base import (
     Tasks,
     repeat_tasks,
 )
+from adaptrl.envs.oracle import TaskInObservation, task_feature_size, with_task_features
 from adaptrl.errors import ConfigError
 
 __all__ = [
@@ -89,6 +90,9 @@ class EnvSpec:
     trace_labels: tuple[str, str] | None = None
     """Names of observation dims 0 and 1 when they are a position worth drawing: evaluation then
     saves the path before and after adapting to the hardest task (largest first parameter)."""
+    task_features: tuple[str, ...] = ()
+    """Task keys an oracle may see (appended to its observations, ``env.task_in_obs``); empty:
+    the family cannot hand its task to a policy, so it has no oracle reference."""
 
     def resolved(self) -> EnvSpec:
         return EnvSpec(
@@ -101,6 +105,7 @@ class EnvSpec:
             self.metrics,
             self.classical_unit,
             self.trace_labels,
+            self.task_features,
         )
 
 
@@ -157,12 +162,18 @@ def env_config(section: dict[str, Any]) -> tuple[EnvSpec, Any]:
     """Validate an ``env:`` config section (``name`` plus the family's own keys)."""
     values = dict(section)
     name = values.pop("name", None)
+    task_in_obs = values.pop("task_in_obs", False)  # any family's key: see ``Family``
     if name not in _REGISTRY:
         raise ConfigError(
             f"unknown env '{name}'; registered envs: {', '.join(sorted(_REGISTRY))} (a family "
             "of your own: adaptrl --import MODULE ...)"
         )
     spec = _REGISTRY[name].resolved()
+    if task_in_obs is not False and (task_in_obs is not True or not spec.task_features):
+        raise ConfigError(
+            f"env.task_in_obs must be true or false, and env '{name}' must name task features "
+            f"to show (it names: {', '.join(spec.task_features) or 'none'})"
+        )
     if "name" in {f.name for f in dataclasses.fields(spec.config_cls)}:
         values["name"] = name  # configs that look themselves up by name (gym_family)
     return spec, build_dataclass(spec.config_cls, values, "env")
@@ -178,6 +189,8 @@ class Family:
     spec: EnvSpec
     config: Any
     tasks: TaskDistribution
+    task_in_obs: bool = False
+    """The oracle's view: every observation carries the task's ``spec.task_features``."""
 
     _spaces: tuple[gym.Space, gym.Space] | None = field(default=None, repr=False)
 
@@ -193,8 +206,15 @@ class Family:
     def spaces(self) -> tuple[gym.Space, gym.Space]:
         """(single observation space, single action space), without stepping anything."""
         if self._spaces is None:
-            self._spaces = self.spec.env_cls.spaces(self.config)
+            obs_space, act_space = self.spec.env_cls.spaces(self.config)
+            if self.task_in_obs:
+                obs_space = with_task_features(obs_space, self._task_feature_size())
+            self._spaces = obs_space, act_space
         return self._spaces
+
+    def _task_feature_size(self) -> int:
+        sample = self.tasks.sample(1, "train", torch.Generator().manual_seed(0))
+        return task_feature_size(sample, self.spec.task_features)
 
     @property
     def observation_space(self) -> gym.Space:
@@ -205,7 +225,11 @@ class Family:
         return self.spaces()[1]
 
     def make_env(self, num_envs: int, device: torch.device | str = "cpu") -> BatchedMetaEnv:
-        return self.spec.env_cls(num_envs, self.config, device=device)
+        env = self.spec.env_cls(num_envs, self.config, device=device)
+        if self.task_in_obs:
+            size = self._task_feature_size()
+            return TaskInObservation(env, self.spec.task_features, size)
+        return env
 
     def make_single_task_env(
         self, task: Tasks, device: torch.device | str = "cpu"
@@ -217,7 +241,7 @@ class Family:
 def make_family(name: str, **config: Any) -> Family:
     """``make_family("navigation2d", horizon=50)`` -> tasks + env factory."""
     spec, cfg = env_config({"name": name, **config})
-    return Family(spec, cfg, spec.tasks_cls(cfg))
+    return Family(spec, cfg, spec.tasks_cls(cfg), bool(config.get("task_in_obs")))
 
 
 def _builtin(
@@ -241,6 +265,7 @@ _builtin(
     "navigation",
     "Navigation2D",
     "Point robot reaching a goal in [-0.5, 0.5]^2 (Finn et al. 2017, sec. 5.3)",
+    task_features=("goal",),
 )
 _builtin(
     "bandit",
@@ -248,6 +273,7 @@ _builtin(
     "Bandit",
     "Bernoulli k-armed bandit, probabilities ~ U[0, 1], n pulls per trial (Duan et al. 2016)",
     "adaptrl.baselines.table:classical_baselines",
+    task_features=("probs",),
 )
 _builtin(
     "tabular_mdp",
@@ -271,6 +297,7 @@ _builtin(
     metrics="adaptrl.envs.drone:drone_metrics",
     classical_unit="episode",
     trace_labels=("x error (m)", "y error (m)"),
+    task_features=("wind", "gust_amp", "gust_freq", "mass", "drag"),
 )
 _builtin(
     "recommender",
@@ -280,11 +307,26 @@ _builtin(
     "adaptrl.baselines.recommender:recommender_strategies",
     metrics="adaptrl.envs.recommender:recommender_metrics",
 )
-for _name, _stem, _text in (
-    ("halfcheetah_vel", "HalfCheetahVel", "HalfCheetah running at a goal velocity U[0, 2] (MAML)"),
-    ("halfcheetah_dir", "HalfCheetahDir", "HalfCheetah running forward or backward (MAML)"),
-    ("ant_vel", "AntVel", "Ant running at a goal velocity U[0, 3] (MAML)"),
-    ("ant_dir", "AntDir", "Ant running forward or backward (MAML)"),
-    ("walker_params", "WalkerParams", "Walker2d with per-task masses, damping, friction (PEARL)"),
+for _name, _stem, _text, _features in (
+    (
+        "halfcheetah_vel",
+        "HalfCheetahVel",
+        "HalfCheetah running at a goal velocity U[0, 2] (MAML)",
+        ("velocity",),
+    ),
+    (
+        "halfcheetah_dir",
+        "HalfCheetahDir",
+        "HalfCheetah running forward or backward (MAML)",
+        ("direction",),
+    ),
+    ("ant_vel", "AntVel", "Ant running at a goal velocity U[0, 3] (MAML)", ("velocity",)),
+    ("ant_dir", "AntDir", "Ant running forward or backward (MAML)", ("direction",)),
+    (
+        "walker_params",
+        "WalkerParams",
+        "Walker2d with per-task masses, damping, friction (PEARL)",
+        (),
+    ),
 ):
-    _builtin(_name, "locomotion", _stem, _text + "; needs adaptrl[mujoco]")
+    _builtin(_name, "locomotion", _stem, _text + "; needs adaptrl[mujoco]", task_features=_features)

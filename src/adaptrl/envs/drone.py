@@ -64,13 +64,26 @@ class DroneWindConfig:
     drag: tuple[float, float] = (0.1, 1.0)
     """Quadratic drag coefficients β along the body's x and y axes."""
     wind_max: float = 6.0
-    """Training winds: w = wind_max · Beta(5, 9) m/s."""
+    """Largest training wind in m/s (see ``wind_prior``)."""
+    wind_prior: str = "beta"
+    """Training winds: beta (w = wind_max · Beta(5, 9), Richards et al.'s shape) or uniform
+    (w ~ U[0, wind_max]: strong winds as often as weak ones)."""
+    gust_max: float = 0.0
+    """Wind that changes during a flight: each training task adds a sinusoid of amplitude
+    U[0, gust_max] m/s and frequency U[0.05, 0.3] Hz to its steady wind (0: steady winds)."""
     mass_range: float = 0.0
     """Per-task mass scaling in [1 - r, 1 + r] (0: nominal mass for every task)."""
     drag_range: float = 0.0
     """Per-task drag scaling in [1 - r, 1 + r]."""
     task_kind: str = "hover"
-    """hover (hold the origin) or track (follow a 1 m circle, one lap per 2π/0.5 s)."""
+    """hover (hold the origin), track (follow a circle) or figure8 (a lemniscate of Gerono,
+    x = A sin ωt, y = A sin ωt cos ωt, as Neural-Fly's figure-8)."""
+    path_size: float = 1.0
+    """Circle radius, or the figure-8's half-width A, in m."""
+    path_period: float = 4 * math.pi
+    """Seconds per lap of the circle or figure-8 (4π: ω = 0.5 rad/s)."""
+    pd_max_tilt: float = 0.6
+    """Largest tilt in rad the still-air PD commands (the base of residual actions)."""
     start_offset: float = 0.5
     """Episodes start at rest at a position offset U[-s, s]² from the target."""
     box: float = 3.0
@@ -92,13 +105,27 @@ class DroneWindConfig:
             )
         if len(self.drag) != 2 or any(b < 0 for b in self.drag):
             raise ConfigError(f"env.drag must be two coefficients >= 0, got {list(self.drag)}")
-        if self.wind_max < 0:
-            raise ConfigError(f"env.wind_max must be >= 0, got {self.wind_max}")
+        if self.wind_max < 0 or self.gust_max < 0:
+            raise ConfigError(
+                f"env.wind_max and env.gust_max are wind speeds in m/s and must be >= 0, got "
+                f"{self.wind_max} and {self.gust_max}"
+            )
+        if self.wind_prior not in ("beta", "uniform"):
+            raise ConfigError(f"env.wind_prior must be beta or uniform, got '{self.wind_prior}'")
+        if not self.path_period > 0 or not self.path_size > 0:
+            raise ConfigError(
+                f"env.path_period (s per lap) and env.path_size (m) must be > 0, got "
+                f"{self.path_period} and {self.path_size}"
+            )
+        if not 0 < self.pd_max_tilt < MAX_TILT:
+            raise ConfigError(f"env.pd_max_tilt must lie in (0, {MAX_TILT:.2f}) rad")
         for name in ("mass_range", "drag_range"):
             if not 0 <= getattr(self, name) < 1:
                 raise ConfigError(f"env.{name} must lie in [0, 1), got {getattr(self, name)}")
-        if self.task_kind not in ("hover", "track"):
-            raise ConfigError(f"env.task_kind must be hover or track, got '{self.task_kind}'")
+        if self.task_kind not in ("hover", "track", "figure8"):
+            raise ConfigError(
+                f"env.task_kind must be hover, track or figure8, got '{self.task_kind}'"
+            )
         if not 0 <= self.start_offset < self.box:
             raise ConfigError("env.start_offset must lie in [0, box)")
         if self.control_cost < 0:
@@ -115,6 +142,8 @@ class DroneWindTasks(TaskDistribution):
         self.hash = HashSplit(dim=1, cell_width=0.25, test_fraction=0.2)
 
     def _prior(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        if self.config.wind_prior == "uniform":
+            return torch.rand(n, 1, generator=generator) * self.config.wind_max
         beta = torch.distributions.Beta(torch.tensor(5.0), torch.tensor(9.0))
         u = torch.rand(n, generator=generator)
         # Beta by inverse CDF on a grid: torch's Beta sampler takes no generator.
@@ -126,6 +155,8 @@ class DroneWindTasks(TaskDistribution):
 
     def sample(self, n: int, split: Split, generator: torch.Generator) -> Tasks:
         c = self.config
+        if c.gust_max > 0:
+            return self._sample_changing(n, split, generator)
         if split == "ood":
             steady = torch.rand(n, 1, generator=generator) < 0.5
             strong = c.wind_max + torch.rand(n, 1, generator=generator) * 3.0
@@ -141,8 +172,22 @@ class DroneWindTasks(TaskDistribution):
         drag = 1.0 + c.drag_range * (2 * torch.rand(n, 1, generator=generator) - 1)
         return {"wind": wind, "gust_amp": amp, "gust_freq": freq, "mass": mass, "drag": drag}
 
+    def _sample_changing(self, n: int, split: Split, generator: torch.Generator) -> Tasks:
+        """Winds that change during a flight: steady part from the prior's held-out cells, or
+        beyond ``wind_max`` for ``ood`` (up to 3 m/s more), plus a slow sinusoid."""
+        c = self.config
+        if split == "ood":
+            wind = c.wind_max + 1e-3 + 3.0 * torch.rand(n, 1, generator=generator)
+        else:
+            wind = self.hash.sample(n, split, self._prior, generator)
+        amp = c.gust_max * torch.rand(n, 1, generator=generator)
+        freq = 0.05 + 0.25 * torch.rand(n, 1, generator=generator)
+        mass = 1.0 + c.mass_range * (2 * torch.rand(n, 1, generator=generator) - 1)
+        drag = 1.0 + c.drag_range * (2 * torch.rand(n, 1, generator=generator) - 1)
+        return {"wind": wind, "gust_amp": amp, "gust_freq": freq, "mass": mass, "drag": drag}
+
     def split_of(self, tasks: Tasks) -> list[str]:
-        gusty = tasks["gust_amp"][:, 0] > 0
+        gusty = tasks["gust_amp"][:, 0] > self.config.gust_max
         strong = tasks["wind"][:, 0] > self.config.wind_max
         labels = self.hash.split_of(tasks["wind"])
         return ["ood" if g or s else lab for g, s, lab in zip(gusty, strong, labels)]
@@ -164,6 +209,7 @@ class HoverController:
         k_rate: float = 12.0,
     ) -> None:
         self.config = config
+        self.max_tilt = config.pd_max_tilt
         self.kp, self.kd, self.ki, self.k_tilt, self.k_rate = kp, kd, ki, k_tilt, k_rate
 
     def thrusts(
@@ -188,10 +234,31 @@ class HoverController:
         if feedforward is not None:
             force = force - feedforward
         total = force.norm(dim=-1).clamp_max(2 * c.thrust_max)
-        tilt_des = torch.atan2(-force[:, 0], force[:, 1]).clamp(-0.6, 0.6)
+        tilt_des = torch.atan2(-force[:, 0], force[:, 1]).clamp(-self.max_tilt, self.max_tilt)
         torque = c.inertia * (self.k_tilt * (tilt_des - tilt) - self.k_rate * rate)
         spread = torque / (2 * c.arm)
         return torch.stack([total / 2 - spread, total / 2 + spread], -1)
+
+
+def reference_path(config: DroneWindConfig, time_s: torch.Tensor):
+    """Target position, velocity and acceleration at ``time_s`` [B]: [B, 2] each, starting at
+    the origin. Circle: radius r around (−r, 0); figure-8: (A sin s, A sin s cos s), s = ωt."""
+    zeros = torch.zeros(time_s.shape[0], 2, device=time_s.device)
+    if config.task_kind == "hover":
+        return zeros, zeros, zeros
+    omega, a = 2 * math.pi / config.path_period, config.path_size
+    s = omega * time_s
+    sin, cos = torch.sin(s), torch.cos(s)
+    if config.task_kind == "track":
+        pos = a * torch.stack([cos - 1.0, sin], -1)
+        vel = a * omega * torch.stack([-sin, cos], -1)
+        acc = a * omega**2 * torch.stack([-cos, -sin], -1)
+        return pos, vel, acc
+    sin2, cos2 = torch.sin(2 * s), torch.cos(2 * s)
+    pos = a * torch.stack([sin, 0.5 * sin2], -1)
+    vel = a * omega * torch.stack([cos, cos2], -1)
+    acc = a * omega**2 * torch.stack([-sin, -2.0 * sin2], -1)
+    return pos, vel, acc
 
 
 class DroneWindEnv(BatchedMetaEnv):
@@ -215,15 +282,7 @@ class DroneWindEnv(BatchedMetaEnv):
     # ----------------------------------------------------------------------------- physics
     def reference(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Target position, velocity and acceleration at step t: [B, 2] each."""
-        zeros = torch.zeros(t.shape[0], 2, device=self.device)
-        if self.config.task_kind == "hover":
-            return zeros, zeros, zeros
-        omega = 0.5
-        s = omega * t.to(torch.float32) * self.config.dt
-        pos = torch.stack([torch.cos(s) - 1.0, torch.sin(s)], -1)
-        vel = omega * torch.stack([-torch.sin(s), torch.cos(s)], -1)
-        acc = omega**2 * torch.stack([-torch.cos(s), -torch.sin(s)], -1)
-        return pos, vel, acc
+        return reference_path(self.config, t.to(torch.float32) * self.config.dt)
 
     def wind(self, time_s: torch.Tensor) -> torch.Tensor:
         """Wind speed along x at time ``time_s`` [B]: steady plus a sinusoidal gust."""
@@ -330,12 +389,27 @@ class DroneWindEnv(BatchedMetaEnv):
 
 
 def drone_metrics(traj, family, tasks: Tasks | None = None) -> dict[str, torch.Tensor]:
-    """RMS position error in cm of every episode: [episodes_per_trial, B]. Steps after a crash
-    count as the box's half-width, so that crashing never lowers the error."""
+    """RMS position error in cm of every episode, and of each quarter of it (``_q1``..``_q4``:
+    adaptation within a flight shows as a falling error): [episodes_per_trial, B] each. Steps
+    after a crash count as the box's half-width, so that crashing never lowers the error."""
     c = family.config
     error2 = traj.obs[..., :2].pow(2).sum(-1).clamp_max(c.box**2)  # [T, B], before each action
+    out = {"rms_error_cm": _rms_cm(traj, error2, c.box, c.horizon)}
+    quarter = (
+        traj.step_in_episode() * 4
+    ) // c.horizon  # which quarter of the horizon each step lies in
+    for q in range(4):
+        steps_in_q = min(c.horizon, (q + 1) * c.horizon // 4) - q * c.horizon // 4
+        keep = (quarter == q).to(error2.dtype)
+        sum_sq = traj.per_episode(error2 * keep)
+        present = traj.per_episode(keep * traj.mask)
+        missing = (steps_in_q - present).clamp_min(0)  # after a crash: the box
+        out[f"rms_error_cm_q{q + 1}"] = 100.0 * ((sum_sq + missing * c.box**2) / steps_in_q).sqrt()
+    return out
+
+
+def _rms_cm(traj, error2: torch.Tensor, box: float, horizon: int) -> torch.Tensor:
     sum_sq = traj.per_episode(error2)
     steps = traj.per_episode(torch.ones_like(error2))
-    missing = (c.horizon - steps).clamp_min(0)
-    rms = ((sum_sq + missing * c.box**2) / c.horizon).sqrt()
-    return {"rms_error_cm": 100.0 * rms}
+    missing = (horizon - steps).clamp_min(0)
+    return 100.0 * ((sum_sq + missing * box**2) / horizon).sqrt()

@@ -99,6 +99,13 @@ class Trajectories:
         ends = self.ends.long()
         return (ends.cumsum(0) - ends).clamp_max(self.episodes_per_trial - 1)
 
+    def step_in_episode(self) -> torch.Tensor:
+        """Steps since the current episode of each row began: [T, B] int64 (0 at a start)."""
+        T = self.ends.shape[0]
+        t = torch.arange(T, device=self.ends.device).unsqueeze(1).expand_as(self.ends)
+        starts = torch.cat([torch.ones_like(self.ends[:1]), self.ends[:-1]]).bool()
+        return t - torch.where(starts, t, 0).cummax(0).values
+
     def per_episode(self, x: torch.Tensor) -> torch.Tensor:
         """Sum of a [T, B] quantity over each episode of each row: [episodes_per_trial, B]."""
         out = torch.zeros(self.episodes_per_trial, x.shape[1], dtype=x.dtype, device=x.device)
