@@ -16,8 +16,11 @@ import statistics
 import sys
 import time
 
+# isort: off
+import adaptrl  # noqa: F401  (first: its thread-waiting default must precede torch's loading)
 import torch
 
+# isort: on
 from adaptrl.algos.base import TrainContext
 from adaptrl.build import build, build_run_config
 from adaptrl.config import apply_overrides, load_preset

@@ -178,13 +178,26 @@ def _metric_lines(learners: Records, names: list[str]) -> list[str]:
 
 
 def _references(results: dict[str, Records]) -> dict[str, str]:
-    """Reference descriptions as recorded by evaluation (each learner names its own)."""
+    """Reference descriptions as recorded by evaluation (each learner names its own), with how
+    each was trained and the step sizes it adapted with, so a reader can judge its fairness."""
     return {
-        name: rec["description"]
+        name: rec["description"] + _reference_budget(rec)
         for learners in results.values()
         for name, rec in learners.items()
         if rec.get("description")
     }
+
+
+def _reference_budget(rec: dict[str, Any]) -> str:
+    parts = []
+    if rec.get("trained"):
+        t = rec["trained"]
+        parts.append(f"trained {t['iterations']} iterations in {t['seconds']:.0f} s")
+    if rec.get("inner_lrs"):
+        lrs = ", ".join(f"{lr:g}" for lr in rec["inner_lrs"])
+        why = rec.get("inner_lrs_tuned")
+        parts.append(f"step sizes {lrs}" + (f" ({why})" if why else ""))
+    return f" ({'; '.join(parts)})" if parts else ""
 
 
 def _intro_sentence(results: dict[str, Records]) -> str:

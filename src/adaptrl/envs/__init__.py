@@ -300,6 +300,14 @@ _builtin(
     task_features=("wind", "gust_amp", "gust_freq", "mass", "drag"),
 )
 _builtin(
+    "terrain",
+    "terrain",
+    "Terrain",
+    "HalfCheetah on procedurally generated ground (bumps, hills, stairs, friction); needs "
+    "adaptrl[mujoco]",
+    task_features=("roughness", "slope", "step", "friction"),
+)
+_builtin(
     "recommender",
     "recommender",
     "Recommender",
