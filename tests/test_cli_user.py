@@ -101,6 +101,26 @@ def test_resume_keeps_the_seed_but_may_change_device_and_extend(run, capsys, mon
     )
 
 
+def test_resuming_a_run_without_a_checkpoint_never_overwrites_its_metrics(run, capsys):
+    """A run killed before its first checkpoint once restarted from iteration 0 and rewrote
+    metrics.csv (issue 26: 25 rows lost); it is refused in one line and left as it was."""
+    from adaptrl.build import run_config
+    from adaptrl.errors import RunError
+    from adaptrl.runs import Run
+    from adaptrl.trainer import Trainer
+
+    (run / "checkpoints" / "last.pt").unlink()
+    metrics, config = (run / "metrics.csv").read_text(), (run / "config.yaml").read_text()
+    for extra in ([], ["--iterations", "5"]):
+        err = _error(capsys, ["train", "--resume", str(run), "--quiet", *extra])
+        assert "no checkpoint to resume from" in err and "3 logged iteration(s)" in err
+    assert (run / "metrics.csv").read_text() == metrics
+    assert (run / "config.yaml").read_text() == config
+    with pytest.raises(RunError, match="no checkpoint to resume from"):  # the Python API too
+        Trainer(Run.open(run), run_config(Run.open(run)), resume=True)
+    assert (run / "metrics.csv").read_text() == metrics
+
+
 def test_a_checkpoint_that_does_not_fit_an_edited_config_is_one_line(run, capsys):
     config = yaml.safe_load((run / "config.yaml").read_text())
     config["algo"]["hidden_sizes"] = [16]

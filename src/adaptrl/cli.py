@@ -81,8 +81,8 @@ def _resumed(args: argparse.Namespace):
             f"--seed {args.seed} with --resume: the run was trained with seed "
             f"{config.train.seed}; start a new run (--out) for another seed"
         )
+    state = run.resume_state()  # refuses a run it cannot continue before anything is written
     if args.iterations:  # extending a finished run is part of its record
-        state = run.load_checkpoint(required=False)
         done = int(state["iteration"]) if state else 0
         if args.iterations < done:
             raise ConfigError(

@@ -150,6 +150,19 @@ class Run:
             return None
         return load_checkpoint_file(path)
 
+    def resume_state(self) -> dict[str, Any] | None:
+        """The last checkpoint to continue from, or None for a run that has logged nothing. A
+        run that logged iterations but kept no checkpoint (killed before its first one) is
+        refused: starting it again from iteration 0 would overwrite metrics.csv (issue 26)."""
+        state = self.load_checkpoint(required=False)
+        if state is None and (logged := read_metrics(self)):
+            raise RunError(
+                f"run '{self.path}' has no checkpoint to resume from, but its metrics.csv holds "
+                f"{len(logged)} logged iteration(s); train a new run (another --out) rather "
+                "than overwrite them"
+            )
+        return state
+
     def record_session(self, command: list[str], iteration: int, device: str) -> None:
         """Append this session's versions and command to sessions.json: a resumed run shows
         whether it changed torch or adaptrl half-way."""

@@ -45,7 +45,7 @@ class Trainer:
                 raise
 
     def _resume(self) -> None:
-        state = self.run.load_checkpoint(required=False)
+        state = self.run.resume_state()
         if state is not None:
             restore_learner(self.learner, state, str(self.run.checkpoint_path))
             self.generator.set_state(state["generator"])
