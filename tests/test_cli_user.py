@@ -3,7 +3,9 @@ families from the CLI, kept checkpoints, complete run records. Every error is on
 code 2, and leaves the run as it was."""
 
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -289,6 +291,50 @@ def test_rl2_resume_is_identical_to_an_uninterrupted_run(tmp_path):
         return [[r.split(",")[i] for i in keep] for r in rows]
 
     assert losses(whole) == losses(split)
+
+
+def test_ctrl_c_or_sigterm_saves_the_last_completed_iteration_and_names_the_run(
+    tmp_path, capsys, monkeypatch
+):
+    """A stop mid-iteration once kept only the last periodic checkpoint and said 'resume with
+    adaptrl train --resume RUN' (issue 26); now the iteration in flight is abandoned, the last
+    completed one is saved atomically, and resuming from it equals an uninterrupted run."""
+    from adaptrl.algos.maml import MAML
+
+    tiny = [*BASE[:-3], "--iterations", "5", "--quiet", "--set", "train.checkpoint_every=100"]
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    assert main(["train", "maml-navigation2d", "--out", str(whole), *tiny]) == 0
+    original, calls = MAML.train_iteration, []
+
+    def stopped_during_the_fourth(self, ctx):
+        calls.append(ctx.iteration)
+        if len(calls) == 4:
+            os.kill(os.getpid(), signal.SIGTERM)  # a scheduler's stop (main() handles SIGTERM)
+        return original(self, ctx)
+
+    monkeypatch.setattr(MAML, "train_iteration", stopped_during_the_fourth)
+    capsys.readouterr()
+    assert main(["train", "maml-navigation2d", "--out", str(cut), *tiny]) == 130
+    last = cut / "checkpoints" / "last.pt"
+    assert capsys.readouterr().err.strip() == (
+        f"adaptrl: interrupted; {last} holds iteration 3; resume with "
+        f"'adaptrl train --resume {cut}'"
+    )
+    assert load_checkpoint_file(last)["iteration"] == 3
+    assert len((cut / "metrics.csv").read_text().splitlines()) == 1 + 3
+    monkeypatch.undo()
+    assert main(["train", "--resume", str(cut), "--quiet"]) == 0
+    a = load_checkpoint_file(whole / "checkpoints" / "last.pt")["algorithm"]["policy"]
+    b = load_checkpoint_file(last)["algorithm"]["policy"]
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+    def losses(run):
+        rows = (run / "metrics.csv").read_text().splitlines()
+        keep = [i for i, h in enumerate(rows[0].split(",")) if h.startswith(("loss/", "adapt/"))]
+        return [[r.split(",")[i] for i in keep] for r in rows]
+
+    assert len(losses(whole)) == 6 and losses(whole) == losses(cut)
 
 
 def test_evaluating_without_references_never_leaves_a_stale_classical_table(tmp_path, capsys):

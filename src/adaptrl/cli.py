@@ -384,7 +384,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded in RUN/sessions.json
     # SIGTERM (a scheduler's stop, `kill`) stops a run like Ctrl-C does: workers are shut down
-    # and the last checkpoint stays valid. Background jobs may ignore SIGINT; SIGTERM still works.
+    # and training saves its last completed iteration. Background jobs may ignore SIGINT;
+    # SIGTERM still works.
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         load_plugins(args.imports)
@@ -392,8 +393,8 @@ def main(argv: list[str] | None = None) -> int:
     except AdaptrlError as exc:
         print(f"adaptrl: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("adaptrl: interrupted; resume with 'adaptrl train --resume RUN'", file=sys.stderr)
+    except KeyboardInterrupt as exc:  # training's Interrupted names the run and its iteration
+        print(f"adaptrl: {exc or 'interrupted'}", file=sys.stderr)
         return 130
     return 0
 
