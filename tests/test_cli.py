@@ -125,6 +125,8 @@ def test_list(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
     assert "maml-navigation2d" in out and "navigation2d" in out and "maml" in out
+    rl2 = next(line for line in out.splitlines() if line.split()[0] == "rl2")
+    assert "GRU or LSTM" in rl2 and "a GRU" not in rl2  # the cell is algo.cell (issue 26)
 
 
 @pytest.mark.parametrize(
@@ -142,6 +144,9 @@ def test_list(capsys):
         ("sampler.workers=0", "sampler.workers must be > 0"),
         ("sampler.workers=-2", "sampler.workers must be > 0"),
         ("train.validation_split=val", "'val' is not a split of env 'navigation2d'"),
+        # a number for a list once became [100] silently (issue 26): one layer, not two
+        ("algo.hidden_sizes=100", "algo.hidden_sizes must be a list, e.g. [100], got 100"),
+        ("evaluate.inner_lrs=0.1", "evaluate.inner_lrs must be a list, e.g. [0.1], got 0.1"),
     ],
 )
 def test_bad_config_values_fail_before_anything_is_written(tmp_path, capsys, override, message):

@@ -123,6 +123,18 @@ def test_resuming_a_run_without_a_checkpoint_never_overwrites_its_metrics(run, c
     assert (run / "metrics.csv").read_text() == metrics
 
 
+def test_a_corrupted_last_checkpoint_points_to_the_kept_ones_first(run, capsys):
+    """'delete it to restart the run from scratch' was the only advice, with best.pt and
+    iter_*.pt beside it (issue 26)."""
+    last = run / "checkpoints" / "last.pt"
+    last.write_bytes(last.read_bytes()[:100])
+    err = _error(capsys, ["evaluate", str(run), "--quiet"])
+    assert f"{run / 'checkpoints'} also holds best.pt, iter_000002.pt: evaluate one with " in err
+    assert "--checkpoint best or N (iter_N.pt), or copy one over last.pt to resume" in err
+    assert "restart the run from scratch" not in err
+    assert main(["evaluate", str(run), "--checkpoint", "2", "--quiet"]) == 0  # the advice works
+
+
 def test_a_checkpoint_that_does_not_fit_an_edited_config_is_one_line(run, capsys):
     config = yaml.safe_load((run / "config.yaml").read_text())
     config["algo"]["hidden_sizes"] = [16]

@@ -169,11 +169,15 @@ def _baselines(args: argparse.Namespace) -> None:
 
 
 def _report(args: argparse.Namespace) -> None:
-    from adaptrl.report import write_report
+    from adaptrl.report import not_evaluated_hint, write_report
+    from adaptrl.results import load_results
     from adaptrl.runs import Run
 
-    paths = write_report(Run.open(args.run))
+    run = Run.open(args.run)
+    paths = write_report(run)
     print(f"wrote {paths['md']} and {paths['html']}")
+    if not load_results(run):
+        print(f"no adaptation curves: {not_evaluated_hint(run.path)}".replace("`", "'"))
 
 
 def _list(args: argparse.Namespace) -> None:

@@ -232,8 +232,8 @@ def _coerce(value: Any, hint: Any, name: str) -> Any:
                 continue
         raise ConfigError(f"{name} must be {_type_name(hint)}, got {value!r}")
     if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            value = [value]
+        if not isinstance(value, (list, tuple)):  # 100 for [100, 100] once became [100] silently
+            raise ConfigError(f"{name} must be a list, e.g. [{value}], got {value!r}")
         item = args[0] if args else Any
         return tuple(_coerce(v, item, name) for v in value)
     if origin is list:

@@ -226,7 +226,7 @@ def load_checkpoint_file(path: Path) -> dict[str, Any]:
     except Exception as exc:  # torch raises many types for truncated/garbled files
         raise RunError(
             f"checkpoint '{path}' is corrupted or not an adaptrl checkpoint "
-            f"({type(exc).__name__}); delete it to restart the run from scratch"
+            f"({type(exc).__name__}); {_other_checkpoints(path)}"
         ) from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise RunError(
@@ -234,6 +234,23 @@ def load_checkpoint_file(path: Path) -> dict[str, Any]:
             f"{CHECKPOINT_FORMAT} expected)"
         )
     return state
+
+
+def _other_checkpoints(path: Path) -> str:
+    """What to do about a damaged checkpoint: use a kept one before losing the run (issue 26)."""
+    kept = sorted(
+        p.name
+        for p in path.parent.glob("*.pt")
+        if p != path and (p.name == "best.pt" or p.name.startswith("iter_"))
+    )
+    if not kept:
+        return "delete it to restart the run from scratch"
+    flags = ["best"] if "best.pt" in kept else []
+    flags += ["N (iter_N.pt)"] if kept[-1].startswith("iter_") else []
+    return (
+        f"{path.parent} also holds {', '.join(kept)}: evaluate one with --checkpoint "
+        f"{' or '.join(flags)}, or copy one over {path.name} to resume from it"
+    )
 
 
 class MetricsLog:
