@@ -1,12 +1,15 @@
 """CLI commands and bad inputs: one-line error, exit code 2, nothing written is damaged."""
 
 import json
+import re
 import shutil
 
 import pytest
 import yaml
 
+from adaptrl.build import build_run_config
 from adaptrl.cli import main
+from adaptrl.config import apply_overrides, list_presets, load_preset
 
 TINY = [
     "--set",
@@ -127,6 +130,38 @@ def test_list(capsys):
     assert "maml-navigation2d" in out and "navigation2d" in out and "maml" in out
     rl2 = next(line for line in out.splitlines() if line.split()[0] == "rl2")
     assert "GRU or LSTM" in rl2 and "a GRU" not in rl2  # the cell is algo.cell (issue 26)
+
+
+@pytest.mark.parametrize("preset", list_presets())
+def test_config_shows_every_key_with_its_meaning_and_loads_back(capsys, preset):
+    """Nothing listed the keys --set accepts, their defaults and meanings (issue 26)."""
+    override = "train.seed=7"
+    assert main(["config", preset, "--set", override]) == 0
+    out = capsys.readouterr().out
+    expected = build_run_config(apply_overrides(load_preset(preset), [override]))
+    assert build_run_config(yaml.safe_load(out)) == expected  # the same config, as a preset
+    lines = out.splitlines()
+    for section in ("env", "algo", "train", "evaluate", "sampler"):
+        start = lines.index(f"{section}:")
+        keys = [i for i, line in enumerate(lines[start:], start) if re.match(r"  \w+:", line)]
+        keys = keys[: len(expected.to_dict()[section])]
+        assert all(lines[i - 1].startswith("  # ") for i in keys), (section, lines[start:])
+    assert "  # Seeds the single torch.Generator that drives tasks, environments and action " in out
+    assert "(default: 0)\n  seed: 7\n" in out
+
+
+def test_config_of_a_run_and_bad_inputs(trained, capsys):
+    assert main(["config", str(trained)]) == 0
+    out = capsys.readouterr().out
+    assert "  # Meta-iterations (outer updates). (default: 500)\n  num_iterations: 3\n" in out
+    assert "  # Step size of the inner policy-gradient step.\n  inner_lr: 0.1\n" in out
+    assert "unknown preset 'nope'" in _error(capsys, ["config", "nope"])
+    assert "did you mean 'algo.inner_lr'" in _error(
+        capsys, ["config", "maml-navigation2d", "--set", "algo.inner_lrr=1"]
+    )
+    assert "a run's config is fixed" in _error(
+        capsys, ["config", str(trained), "--set", "algo.inner_lr=1"]
+    )
 
 
 @pytest.mark.parametrize(

@@ -180,6 +180,20 @@ def _report(args: argparse.Namespace) -> None:
         print(f"no adaptation curves: {not_evaluated_hint(run.path)}".replace("`", "'"))
 
 
+def _config(args: argparse.Namespace) -> None:
+    from adaptrl.build import annotated_config, build_run_config, run_config
+    from adaptrl.config import apply_overrides, load_preset
+    from adaptrl.runs import Run
+
+    if Path(args.preset).is_dir():  # a run: the config it trains and evaluates with
+        if args.overrides:
+            raise ConfigError("--set applies to a preset; a run's config is fixed")
+        config = run_config(Run.open(args.preset))
+    else:
+        config = build_run_config(apply_overrides(load_preset(args.preset), args.overrides))
+    print(annotated_config(config))
+
+
 def _list(args: argparse.Namespace) -> None:
     from adaptrl.algos import DESCRIPTIONS
     from adaptrl.config import list_presets, load_preset
@@ -250,7 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="SECTION.KEY=VALUE",
-        help="override a config value, e.g. algo.inner_lr=0.5 (repeatable)",
+        help="override a config value, e.g. algo.inner_lr=0.5 (repeatable; every key, its "
+        "meaning and default: adaptrl config PRESET)",
     )
     p.add_argument("--seed", type=int, help="run seed (tasks, rollouts, initialisation)")
     p.add_argument("--device", help="cpu (default), cuda, cuda:N or mps")
@@ -332,6 +347,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", choices=["train", "test"], default="test", help="task split")
     p.add_argument("--seed", type=int, default=0, help="seed of tasks and strategies")
     p.set_defaults(func=_baselines)
+
+    p = sub.add_parser(
+        "config",
+        help="a preset's resolved config: every key --set accepts, its meaning and default",
+        description="Print a preset's config with every key resolved, each under its meaning "
+        "(and its default where the preset changes it), as YAML: save it, edit it and pass the "
+        "file to 'adaptrl train'.",
+    )
+    p.add_argument("preset", help="preset name ('adaptrl list'), a YAML file or a run directory")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="show the config with these overrides applied (as 'adaptrl train --set')",
+    )
+    p.set_defaults(func=_config)
 
     p = sub.add_parser("list", help="presets, environments and algorithms")
     p.set_defaults(func=_list)

@@ -8,8 +8,11 @@ invariants in ``__post_init__``.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import difflib
+import inspect
+import textwrap
 import types
 import typing
 from dataclasses import dataclass, field
@@ -270,6 +273,28 @@ def _coerce(value: Any, hint: Any, name: str) -> Any:
 
 def _type_name(hint: Any) -> str:
     return getattr(hint, "__name__", str(hint).replace("typing.", ""))
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """Each field's docstring (the string under it in the class body), base classes' included:
+    the meaning ``adaptrl config`` prints beside each key."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        try:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
+        except (OSError, TypeError, SyntaxError):  # builtins, classes made at run time
+            continue
+        body = tree.body[0].body if isinstance(tree.body[0], ast.ClassDef) else []
+        for node, after in zip(body, body[1:]):
+            if (
+                isinstance(node, ast.AnnAssign)
+                and isinstance(node.target, ast.Name)
+                and isinstance(after, ast.Expr)
+                and isinstance(after.value, ast.Constant)
+                and isinstance(after.value.value, str)
+            ):
+                docs[node.target.id] = inspect.cleandoc(after.value.value)
+    return docs
 
 
 def list_presets() -> list[str]:
