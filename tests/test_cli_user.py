@@ -279,6 +279,47 @@ def test_a_users_family_works_from_the_cli_with_import(tmp_path, capsys):
     assert "no module named 'nope_family'" in _error(capsys, ["--import", "nope_family", "list"])
 
 
+def test_a_users_module_reaches_ray_actors_from_another_directory(tmp_path):
+    """Ray actors failed to unpickle the family (ModuleNotFoundError) unless started from the
+    module's own folder, and left R/config.yaml behind (issue 26)."""
+    pytest.importorskip("ray")
+    (tmp_path / "own").mkdir()
+    (tmp_path / "own" / "gravity_line.py").write_text(textwrap.dedent(USER_FAMILY))
+    (tmp_path / "elsewhere").mkdir()
+    argv = ["--import", "../own/gravity_line.py", "train", "maml-navigation2d", "--out", "R"]
+    argv += ["--sampler", "ray", "--set", "env={name: point_line}", "--set", "sampler.workers=2"]
+    done = subprocess.run(
+        [sys.executable, "-m", "adaptrl", *argv, *BASE[:-3], "--iterations", "1", "--quiet"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path / "elsewhere",
+    )
+    assert done.returncode == 0, done.stderr
+    run = tmp_path / "elsewhere" / "R"
+    assert load_checkpoint_file(run / "checkpoints" / "last.pt")["iteration"] == 1
+    assert yaml.safe_load((run / "config.yaml").read_text())["env"]["name"] == "point_line"
+
+
+def test_a_run_that_fails_in_its_first_iteration_leaves_nothing_to_trap_a_rerun(tmp_path, capsys):
+    """A failure before the first iteration was saved left config.yaml and checkpoints/, so
+    the same command was then refused: 'already holds a run' (issue 26)."""
+    module = tmp_path / "broken_family.py"
+    broken = textwrap.dedent(USER_FAMILY).replace("point_line", "broken_line")
+    broken += "\n\ndef _step(self, action):\n    raise RuntimeError('the env broke')\n"
+    module.write_text(broken + "\n\nPointLine.step = _step\n")
+    out, mine = tmp_path / "new", tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("the user's own file")
+    for run in (out, out, mine):  # the second try fails the same way, not 'already holds'
+        argv = ["--import", str(module), "train", "maml-navigation2d", "--out", str(run)]
+        argv += ["--set", "env={name: broken_line}", "--set", "sampler.workers=1", *BASE]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "RuntimeError: the env broke" in err and "already holds" not in err
+    assert not out.exists()
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
+
+
 def test_rl2_resume_is_identical_to_an_uninterrupted_run(tmp_path):
     tiny = ["--set", "algo.meta_batch_size=16", "--set", "algo.hidden_size=16", "--quiet"]
     tiny += ["--set", "train.checkpoint_every=1", "--set", "env.num_pulls=20"]

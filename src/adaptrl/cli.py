@@ -25,6 +25,7 @@ def _train(args: argparse.Namespace) -> None:
     from adaptrl.trainer import Trainer
 
     existed: bool | None = None  # whether --out existed before this fresh run (None: resume)
+    before: set[Path] = set()  # and what it held
     if args.resume:
         run, config = _resumed(args)
     else:
@@ -43,27 +44,37 @@ def _train(args: argparse.Namespace) -> None:
         config = build_run_config(apply_overrides(load_preset(args.preset), overrides))
         out = Path(args.out or f"runs/{config.preset or config.algorithm}")
         existed = out.exists()
+        before = set(out.iterdir()) if out.is_dir() else set()
         run = Run.create(out, config)
     try:
-        trainer = Trainer(run, config, resume=bool(args.resume))
-    except AdaptrlError:
-        # A run refused before its first iteration (no CUDA, an unreachable Ray cluster, a
-        # learner that cannot use the family) must not leave a folder that traps a re-run.
-        if existed is False:
-            shutil.rmtree(run.path, ignore_errors=True)
-        elif existed:  # the user's own folder: take back only what this run put there
-            run.config_path.unlink(missing_ok=True)
-            with contextlib.suppress(OSError):
-                (run.path / "checkpoints").rmdir()
+        with Trainer(run, config, resume=bool(args.resume)) as trainer:
+            if trainer.iteration >= config.train.num_iterations:
+                print(f"{run.path}: already trained for {trainer.iteration} iterations")
+                return
+            device = str(trainer.built.device)
+            run.record_session(["adaptrl", *args.argv], trainer.iteration, device)
+            metrics = trainer.train(progress=not args.quiet)
+    except BaseException:
+        # A new run that fails or stops before its first iteration is saved (no CUDA, Ray
+        # actors that cannot import the user's module, Ctrl-C) must not leave a folder that
+        # traps a re-run ("already holds a run", issue 26): take back what it wrote.
+        if existed is not None and not run.checkpoint_path.exists():
+            _take_back(run, before, existed)
         raise
-    with trainer:
-        if trainer.iteration >= config.train.num_iterations:
-            print(f"{run.path}: already trained for {trainer.iteration} iterations")
-            return
-        run.record_session(["adaptrl", *args.argv], trainer.iteration, str(trainer.built.device))
-        metrics = trainer.train(progress=not args.quiet)
     shown = {k: round(v, 3) for k, v in metrics.items() if k.startswith(("adapt/", "time/"))}
     print(f"trained {run.path} to iteration {trainer.iteration}: {shown}")
+
+
+def _take_back(run, before: set[Path], existed: bool) -> None:
+    """Remove what a new run wrote into its folder; the folder too when it did not exist."""
+    for path in set(run.path.iterdir()) - before:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    if not existed:
+        with contextlib.suppress(OSError):
+            run.path.rmdir()
 
 
 def _resumed(args: argparse.Namespace):
@@ -399,7 +410,7 @@ def load_plugins(imports: list[str]) -> None:
             sys.path.insert(0, str(path.parent))
             name = path.stem
         try:
-            importlib.import_module(name)
+            module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
             if exc.name != name:
                 raise ConfigError(f"--import {item} failed: {exc}") from None
@@ -411,6 +422,16 @@ def load_plugins(imports: list[str]) -> None:
             raise
         except Exception as exc:
             raise ConfigError(f"--import {item} failed: {type(exc).__name__}: {exc}") from None
+        if not _installed(module):
+            from adaptrl.envs import add_plugin_module
+
+            add_plugin_module(module)
+
+
+def _installed(module) -> bool:
+    """Whether ``module`` comes from an installed distribution (every Ray worker has those)."""
+    path = Path(getattr(module, "__file__", None) or "")
+    return any(part in ("site-packages", "dist-packages") for part in path.parts)
 
 
 def _interrupt(signum, frame):

@@ -132,6 +132,10 @@ class Trainer:
                 )
         except KeyboardInterrupt:  # Ctrl-C, or SIGTERM through the CLI's handler
             raise self._interrupted(unsaved) from None
+        except BaseException:  # e.g. a user's env that raises: keep what was completed
+            if unsaved is not None:
+                self.run.save_checkpoint(unsaved)
+            raise
         finally:
             bar.close()
             log.close()
