@@ -390,6 +390,29 @@ def test_ctrl_c_or_sigterm_saves_the_last_completed_iteration_and_names_the_run(
     assert len(losses(whole)) == 6 and losses(whole) == losses(cut)
 
 
+def test_a_failing_iteration_keeps_the_completed_ones(tmp_path, monkeypatch):
+    """An error in iteration 4 (a user's env, say) keeps iterations 1-3: with no checkpoint yet
+    the run could be neither resumed (metrics would be lost) nor re-created."""
+    from adaptrl.algos.maml import MAML
+
+    original = MAML.train_iteration
+
+    def fails_in_the_fourth(self, ctx):
+        if ctx.iteration == 3:
+            raise RuntimeError("the env broke")
+        return original(self, ctx)
+
+    monkeypatch.setattr(MAML, "train_iteration", fails_in_the_fourth)
+    run = tmp_path / "run"
+    argv = ["train", "maml-navigation2d", "--out", str(run), *BASE[:-3], "--iterations", "5"]
+    with pytest.raises(RuntimeError, match="the env broke"):  # a bug still shows its traceback
+        main([*argv, "--quiet", "--set", "train.checkpoint_every=100"])
+    assert load_checkpoint_file(run / "checkpoints" / "last.pt")["iteration"] == 3
+    monkeypatch.undo()
+    assert main(["train", "--resume", str(run), "--quiet"]) == 0
+    assert load_checkpoint_file(run / "checkpoints" / "last.pt")["iteration"] == 5
+
+
 def test_evaluating_without_references_never_leaves_a_stale_classical_table(tmp_path, capsys):
     """The classical table on disk holds only the baselines; the learner's row is added from its
     latest evaluation when read, and only when that evaluation used the table's tasks."""
