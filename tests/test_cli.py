@@ -3,6 +3,8 @@
 import json
 import re
 import shutil
+import subprocess
+import sys
 
 import pytest
 import yaml
@@ -148,6 +150,19 @@ def test_config_shows_every_key_with_its_meaning_and_loads_back(capsys, preset):
         assert all(lines[i - 1].startswith("  # ") for i in keys), (section, lines[start:])
     assert "  # Seeds the single torch.Generator that drives tasks, environments and action " in out
     assert "(default: 0)\n  seed: 7\n" in out
+
+
+def test_a_reader_that_stops_early_gets_no_traceback():
+    """``adaptrl config PRESET | head`` once ended in a BrokenPipeError traceback."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "adaptrl", "config", "maml-navigation2d"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    proc.stdout.close()  # the reader is gone before anything is written
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 1 and err == ""
 
 
 def test_config_of_a_run_and_bad_inputs(trained, capsys):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import os
 import shutil
 import signal
 import sys
@@ -454,6 +455,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as exc:  # training's Interrupted names the run and its iteration
         print(f"adaptrl: {exc or 'interrupted'}", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `adaptrl config PRESET | head` stopped reading: no traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     return 0
 
 
