@@ -1,12 +1,17 @@
 """CLI commands and bad inputs: one-line error, exit code 2, nothing written is damaged."""
 
 import json
+import re
 import shutil
+import subprocess
+import sys
 
 import pytest
 import yaml
 
+from adaptrl.build import build_run_config
 from adaptrl.cli import main
+from adaptrl.config import apply_overrides, list_presets, load_preset
 
 TINY = [
     "--set",
@@ -125,6 +130,53 @@ def test_list(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
     assert "maml-navigation2d" in out and "navigation2d" in out and "maml" in out
+    rl2 = next(line for line in out.splitlines() if line.split()[0] == "rl2")
+    assert "GRU or LSTM" in rl2 and "a GRU" not in rl2  # the cell is algo.cell (issue 26)
+
+
+@pytest.mark.parametrize("preset", list_presets())
+def test_config_shows_every_key_with_its_meaning_and_loads_back(capsys, preset):
+    """Nothing listed the keys --set accepts, their defaults and meanings (issue 26)."""
+    override = "train.seed=7"
+    assert main(["config", preset, "--set", override]) == 0
+    out = capsys.readouterr().out
+    expected = build_run_config(apply_overrides(load_preset(preset), [override]))
+    assert build_run_config(yaml.safe_load(out)) == expected  # the same config, as a preset
+    lines = out.splitlines()
+    for section in ("env", "algo", "train", "evaluate", "sampler"):
+        start = lines.index(f"{section}:")
+        keys = [i for i, line in enumerate(lines[start:], start) if re.match(r"  \w+:", line)]
+        keys = keys[: len(expected.to_dict()[section])]
+        assert all(lines[i - 1].startswith("  # ") for i in keys), (section, lines[start:])
+    assert "  # Seeds the single torch.Generator that drives tasks, environments and action " in out
+    assert "(default: 0)\n  seed: 7\n" in out
+
+
+def test_a_reader_that_stops_early_gets_no_traceback():
+    """``adaptrl config PRESET | head`` once ended in a BrokenPipeError traceback."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "adaptrl", "config", "maml-navigation2d"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    proc.stdout.close()  # the reader is gone before anything is written
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 1 and err == ""
+
+
+def test_config_of_a_run_and_bad_inputs(trained, capsys):
+    assert main(["config", str(trained)]) == 0
+    out = capsys.readouterr().out
+    assert "  # Meta-iterations (outer updates). (default: 500)\n  num_iterations: 3\n" in out
+    assert "  # Step size of the inner policy-gradient step.\n  inner_lr: 0.1\n" in out
+    assert "unknown preset 'nope'" in _error(capsys, ["config", "nope"])
+    assert "did you mean 'algo.inner_lr'" in _error(
+        capsys, ["config", "maml-navigation2d", "--set", "algo.inner_lrr=1"]
+    )
+    assert "a run's config is fixed" in _error(
+        capsys, ["config", str(trained), "--set", "algo.inner_lr=1"]
+    )
 
 
 @pytest.mark.parametrize(
@@ -142,6 +194,9 @@ def test_list(capsys):
         ("sampler.workers=0", "sampler.workers must be > 0"),
         ("sampler.workers=-2", "sampler.workers must be > 0"),
         ("train.validation_split=val", "'val' is not a split of env 'navigation2d'"),
+        # a number for a list once became [100] silently (issue 26): one layer, not two
+        ("algo.hidden_sizes=100", "algo.hidden_sizes must be a list, e.g. [100], got 100"),
+        ("evaluate.inner_lrs=0.1", "evaluate.inner_lrs must be a list, e.g. [0.1], got 0.1"),
     ],
 )
 def test_bad_config_values_fail_before_anything_is_written(tmp_path, capsys, override, message):

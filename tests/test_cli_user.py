@@ -3,7 +3,9 @@ families from the CLI, kept checkpoints, complete run records. Every error is on
 code 2, and leaves the run as it was."""
 
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -99,6 +101,38 @@ def test_resume_keeps_the_seed_but_may_change_device_and_extend(run, capsys, mon
     assert "already at iteration 4" in _error(
         capsys, ["train", "--resume", str(run), "--iterations", "2"]
     )
+
+
+def test_resuming_a_run_without_a_checkpoint_never_overwrites_its_metrics(run, capsys):
+    """A run killed before its first checkpoint once restarted from iteration 0 and rewrote
+    metrics.csv (issue 26: 25 rows lost); it is refused in one line and left as it was."""
+    from adaptrl.build import run_config
+    from adaptrl.errors import RunError
+    from adaptrl.runs import Run
+    from adaptrl.trainer import Trainer
+
+    (run / "checkpoints" / "last.pt").unlink()
+    metrics, config = (run / "metrics.csv").read_text(), (run / "config.yaml").read_text()
+    for extra in ([], ["--iterations", "5"]):
+        err = _error(capsys, ["train", "--resume", str(run), "--quiet", *extra])
+        assert "no checkpoint to resume from" in err and "3 logged iteration(s)" in err
+    assert (run / "metrics.csv").read_text() == metrics
+    assert (run / "config.yaml").read_text() == config
+    with pytest.raises(RunError, match="no checkpoint to resume from"):  # the Python API too
+        Trainer(Run.open(run), run_config(Run.open(run)), resume=True)
+    assert (run / "metrics.csv").read_text() == metrics
+
+
+def test_a_corrupted_last_checkpoint_points_to_the_kept_ones_first(run, capsys):
+    """'delete it to restart the run from scratch' was the only advice, with best.pt and
+    iter_*.pt beside it (issue 26)."""
+    last = run / "checkpoints" / "last.pt"
+    last.write_bytes(last.read_bytes()[:100])
+    err = _error(capsys, ["evaluate", str(run), "--quiet"])
+    assert f"{run / 'checkpoints'} also holds best.pt, iter_000002.pt: evaluate one with " in err
+    assert "--checkpoint best or N (iter_N.pt), or copy one over last.pt to resume" in err
+    assert "restart the run from scratch" not in err
+    assert main(["evaluate", str(run), "--checkpoint", "2", "--quiet"]) == 0  # the advice works
 
 
 def test_a_checkpoint_that_does_not_fit_an_edited_config_is_one_line(run, capsys):
@@ -245,6 +279,47 @@ def test_a_users_family_works_from_the_cli_with_import(tmp_path, capsys):
     assert "no module named 'nope_family'" in _error(capsys, ["--import", "nope_family", "list"])
 
 
+def test_a_users_module_reaches_ray_actors_from_another_directory(tmp_path):
+    """Ray actors failed to unpickle the family (ModuleNotFoundError) unless started from the
+    module's own folder, and left R/config.yaml behind (issue 26)."""
+    pytest.importorskip("ray")
+    (tmp_path / "own").mkdir()
+    (tmp_path / "own" / "gravity_line.py").write_text(textwrap.dedent(USER_FAMILY))
+    (tmp_path / "elsewhere").mkdir()
+    argv = ["--import", "../own/gravity_line.py", "train", "maml-navigation2d", "--out", "R"]
+    argv += ["--sampler", "ray", "--set", "env={name: point_line}", "--set", "sampler.workers=2"]
+    done = subprocess.run(
+        [sys.executable, "-m", "adaptrl", *argv, *BASE[:-3], "--iterations", "1", "--quiet"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path / "elsewhere",
+    )
+    assert done.returncode == 0, done.stderr
+    run = tmp_path / "elsewhere" / "R"
+    assert load_checkpoint_file(run / "checkpoints" / "last.pt")["iteration"] == 1
+    assert yaml.safe_load((run / "config.yaml").read_text())["env"]["name"] == "point_line"
+
+
+def test_a_run_that_fails_in_its_first_iteration_leaves_nothing_to_trap_a_rerun(tmp_path, capsys):
+    """A failure before the first iteration was saved left config.yaml and checkpoints/, so
+    the same command was then refused: 'already holds a run' (issue 26)."""
+    module = tmp_path / "broken_family.py"
+    broken = textwrap.dedent(USER_FAMILY).replace("point_line", "broken_line")
+    broken += "\n\ndef _step(self, action):\n    raise RuntimeError('the env broke')\n"
+    module.write_text(broken + "\n\nPointLine.step = _step\n")
+    out, mine = tmp_path / "new", tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("the user's own file")
+    for run in (out, out, mine):  # the second try fails the same way, not 'already holds'
+        argv = ["--import", str(module), "train", "maml-navigation2d", "--out", str(run)]
+        argv += ["--set", "env={name: broken_line}", "--set", "sampler.workers=1", *BASE]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "RuntimeError: the env broke" in err and "already holds" not in err
+    assert not out.exists()
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
+
+
 def test_rl2_resume_is_identical_to_an_uninterrupted_run(tmp_path):
     tiny = ["--set", "algo.meta_batch_size=16", "--set", "algo.hidden_size=16", "--quiet"]
     tiny += ["--set", "train.checkpoint_every=1", "--set", "env.num_pulls=20"]
@@ -269,6 +344,73 @@ def test_rl2_resume_is_identical_to_an_uninterrupted_run(tmp_path):
         return [[r.split(",")[i] for i in keep] for r in rows]
 
     assert losses(whole) == losses(split)
+
+
+def test_ctrl_c_or_sigterm_saves_the_last_completed_iteration_and_names_the_run(
+    tmp_path, capsys, monkeypatch
+):
+    """A stop mid-iteration once kept only the last periodic checkpoint and said 'resume with
+    adaptrl train --resume RUN' (issue 26); now the iteration in flight is abandoned, the last
+    completed one is saved atomically, and resuming from it equals an uninterrupted run."""
+    from adaptrl.algos.maml import MAML
+
+    tiny = [*BASE[:-3], "--iterations", "5", "--quiet", "--set", "train.checkpoint_every=100"]
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    assert main(["train", "maml-navigation2d", "--out", str(whole), *tiny]) == 0
+    original, calls = MAML.train_iteration, []
+
+    def stopped_during_the_fourth(self, ctx):
+        calls.append(ctx.iteration)
+        if len(calls) == 4:
+            os.kill(os.getpid(), signal.SIGTERM)  # a scheduler's stop (main() handles SIGTERM)
+        return original(self, ctx)
+
+    monkeypatch.setattr(MAML, "train_iteration", stopped_during_the_fourth)
+    capsys.readouterr()
+    assert main(["train", "maml-navigation2d", "--out", str(cut), *tiny]) == 130
+    last = cut / "checkpoints" / "last.pt"
+    assert capsys.readouterr().err.strip() == (
+        f"adaptrl: interrupted; {last} holds iteration 3; resume with "
+        f"'adaptrl train --resume {cut}'"
+    )
+    assert load_checkpoint_file(last)["iteration"] == 3
+    assert len((cut / "metrics.csv").read_text().splitlines()) == 1 + 3
+    monkeypatch.undo()
+    assert main(["train", "--resume", str(cut), "--quiet"]) == 0
+    a = load_checkpoint_file(whole / "checkpoints" / "last.pt")["algorithm"]["policy"]
+    b = load_checkpoint_file(last)["algorithm"]["policy"]
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+    def losses(run):
+        rows = (run / "metrics.csv").read_text().splitlines()
+        keep = [i for i, h in enumerate(rows[0].split(",")) if h.startswith(("loss/", "adapt/"))]
+        return [[r.split(",")[i] for i in keep] for r in rows]
+
+    assert len(losses(whole)) == 6 and losses(whole) == losses(cut)
+
+
+def test_a_failing_iteration_keeps_the_completed_ones(tmp_path, monkeypatch):
+    """An error in iteration 4 (a user's env, say) keeps iterations 1-3: with no checkpoint yet
+    the run could be neither resumed (metrics would be lost) nor re-created."""
+    from adaptrl.algos.maml import MAML
+
+    original = MAML.train_iteration
+
+    def fails_in_the_fourth(self, ctx):
+        if ctx.iteration == 3:
+            raise RuntimeError("the env broke")
+        return original(self, ctx)
+
+    monkeypatch.setattr(MAML, "train_iteration", fails_in_the_fourth)
+    run = tmp_path / "run"
+    argv = ["train", "maml-navigation2d", "--out", str(run), *BASE[:-3], "--iterations", "5"]
+    with pytest.raises(RuntimeError, match="the env broke"):  # a bug still shows its traceback
+        main([*argv, "--quiet", "--set", "train.checkpoint_every=100"])
+    assert load_checkpoint_file(run / "checkpoints" / "last.pt")["iteration"] == 3
+    monkeypatch.undo()
+    assert main(["train", "--resume", str(run), "--quiet"]) == 0
+    assert load_checkpoint_file(run / "checkpoints" / "last.pt")["iteration"] == 5
 
 
 def test_evaluating_without_references_never_leaves_a_stale_classical_table(tmp_path, capsys):

@@ -1,6 +1,11 @@
 """Using a trained run outside the tools: load it, adapt from one's own episodes, save the
 adapted policy, run it in a plain gymnasium loop (MAML) or step by step (RL²)."""
 
+import fnmatch
+import logging
+import re
+from pathlib import Path
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -52,10 +57,14 @@ def test_maml_adapts_from_user_episodes_exactly_like_its_inner_loop():
         assert any(moved)  # a step was taken, and the learner's own policy is untouched
 
 
-def test_saved_policy_is_a_plain_module_with_the_same_actions(tmp_path):
+def test_saved_policy_is_a_plain_module_with_the_same_actions(tmp_path, caplog):
     with _built("maml-navigation2d", TINY_MAML) as built:
         policy = built.learner.policy
-        path = adaptrl.save_policy(policy, tmp_path / "policy.pt2")
+        with caplog.at_level(logging.WARNING):
+            path = adaptrl.save_policy(policy, tmp_path / "policy.pt2")
+        # the temporary file once ended in .pt2.tmp and torch warned about it (issue 26)
+        assert [r.getMessage() for r in caplog.records] == []
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["policy.pt2"]
         obs = torch.randn(5, 2)
         plain = torch.export.load(str(path)).module()  # no adaptrl needed to run it
         assert_close(plain(obs), policy(obs)[0])
@@ -117,6 +126,15 @@ def test_a_trained_run_is_loaded_adapted_saved_and_run_in_a_gymnasium_loop(tmp_p
     assert 1 <= steps <= 12 and np.isfinite(total)
     with adaptrl.load_run(run, checkpoint="best") as best:
         assert 1 <= best.iteration <= 2
+
+
+def test_files_the_readme_deploy_example_saves_are_ignored_by_git():
+    """Run from a checkout, the README's example left adapted.pt2 untracked (issue 26)."""
+    root = Path(__file__).resolve().parents[1]
+    saved = re.findall(r'save_policy\(\w+, "([^"]+)"\)', (root / "README.md").read_text())
+    ignored = (root / ".gitignore").read_text().splitlines()
+    assert "adapted.pt2" in saved and "rl2.pt2" in saved
+    assert all(any(fnmatch.fnmatch(name, p) for p in ignored) for name in saved), saved
 
 
 def test_gymnasium_ids_give_a_task_by_parameters_or_by_split():

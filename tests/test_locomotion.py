@@ -137,6 +137,54 @@ def test_static_spaces_equal_the_real_envs(name):
     env.close()
 
 
+QUIET_BUILD = """
+import torch
+from adaptrl.envs import make_family
+for name in ("halfcheetah_vel", "halfcheetah_dir", "ant_vel", "walker_params"):
+    family = make_family(name)
+    env = family.make_env(2)
+    env.reset(tasks=family.tasks.sample(2, "train", torch.Generator().manual_seed(0)), seed=0)
+    for _ in range(3):
+        env.step(torch.zeros(2, family.action_space.shape[0]))
+    env.close()
+print("built")
+"""
+
+
+def test_building_and_stepping_prints_no_mujoco_warning_and_writes_no_log(tmp_path):
+    """HalfCheetah's deprecated ``settotalmass`` printed a warning per env build (800 lines
+    before a training's first iteration) and wrote MUJOCO_LOG.TXT into the working directory
+    (issue 26)."""
+    out = subprocess.run(
+        [sys.executable, "-c", QUIET_BUILD], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "built\n" and "settotalmass" not in out.stderr
+    assert "WARNING" not in out.stderr, out.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_halfcheetah_compiled_without_settotalmass_is_the_compilers_model(tmp_path, monkeypatch):
+    """Masses scaled after compiling (as mujoco 3 asks) give the deprecated attribute's model,
+    every array and the statistics the solver reads bit for bit, so results are unchanged."""
+    import mujoco
+
+    monkeypatch.chdir(tmp_path)  # the deprecated build below writes its log file here
+    family = make_family("halfcheetah_vel")
+    env = family.make_env(1)
+    ours = env.envs[0].unwrapped.model
+    with pytest.warns(RuntimeWarning, match="settotalmass"):  # routed from MuJoCo's C code
+        theirs = mujoco.MjModel.from_xml_path(env.envs[0].unwrapped.fullpath)
+    assert ours.body_mass.sum() == pytest.approx(14.0)
+    for name in dir(theirs):
+        value = getattr(theirs, name)
+        if isinstance(value, np.ndarray):
+            np.testing.assert_array_equal(getattr(ours, name), value, err_msg=name)
+    for name in ("meanmass", "meaninertia", "meansize", "extent"):
+        assert getattr(ours.stat, name) == getattr(theirs.stat, name), name
+    env.close()
+
+
 def test_walker_task_changes_the_model():
     family = make_family("walker_params")
     env = family.make_env(2)

@@ -12,7 +12,7 @@ from matplotlib.collections import PolyCollection
 from adaptrl.aggregate import aggregate_runs, format_aggregate
 from adaptrl.config import parse_run_config
 from adaptrl.errors import RunError
-from adaptrl.plots import adaptation_figure, classical_figure, pyplot
+from adaptrl.plots import adaptation_figure, classical_figure, pyplot, training_figure
 from adaptrl.report import _html, adaptation_title, write_report
 from adaptrl.results import extra_records, format_table, load_results, summarize, write_json
 from adaptrl.runs import Run, load_checkpoint_file
@@ -336,6 +336,51 @@ def test_rl2_report_names_only_its_own_references_and_x_label(tmp_path):
         "tasks. References: **random_init**: untrained recurrent policy." in md
     )
     assert "pretrained" not in md and "gradient steps" not in md
+
+
+# ------------------------------------------------------------------------------ 12. words
+def test_training_legends_are_words_and_the_best_iteration_is_marked():
+    """Legends showed raw keys (eval/train_return_2) and the best iteration was not marked
+    (issue 26)."""
+    metrics = [
+        {"iteration": i, "adapt/return_pre": -5.0 + i, "adapt/return_post": -4.0 + i}
+        | ({"eval/train_return_0": -5.0, "eval/train_return_2": -3.0 + i} if i % 2 == 0 else {})
+        for i in range(1, 5)
+    ]
+    fig = training_figure(metrics, "gradient steps", best=2)
+    ax = fig.axes[0]
+    assert ax.get_legend_handles_labels()[1] == [
+        "sampled tasks, after adapting",
+        "sampled tasks, before adapting",
+        "validation (train tasks), gradient steps = 0",
+        "validation (train tasks), gradient steps = 2",
+        "best iteration (2, best.pt)",
+    ]
+    assert list(ax.lines[-1].get_xdata()) == [2, 2]
+    pyplot().close(fig)
+
+
+def test_a_never_evaluated_run_says_how_to_evaluate_it(tmp_path, capsys):
+    """The report of a trained, never evaluated run once held dashes and no hint (issue 26)."""
+    from adaptrl.cli import main
+
+    run = make_run(tmp_path / "run")
+    (run.path / "metrics.csv").write_text("iteration,adapt/return_pre\n1,-3.0\n")
+    assert main(["report", str(run.path)]) == 0
+    out = capsys.readouterr().out
+    assert f"no adaptation curves: run 'adaptrl evaluate {run.path}', then " in out
+    md = (run.path / "report.md").read_text()
+    assert f"Not evaluated yet: run `adaptrl evaluate {run.path}`, then `adaptrl report" in md
+
+
+def test_the_generalisation_gap_says_what_its_sign_means(tmp_path):
+    run = make_run(tmp_path / "run")
+    write(run, record("maml", "train", [1.0, 2.0]))
+    write(run, record("maml", "test", [1.5, 2.5]))
+    md = report_md(run)
+    assert "| 1 | 2.00 | 2.50 | -0.50 |" in md
+    assert "gap = mean return on training tasks minus on held-out test tasks. Positive:" in md
+    assert "Negative: the held-out tasks came out easier for it" in md
 
 
 # ------------------------------------------------------------------------------ aggregate

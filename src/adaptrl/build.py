@@ -7,14 +7,24 @@ stays a leaf of dataclasses and parsing, and nothing below knows how a run is as
 from __future__ import annotations
 
 import dataclasses
+import inspect
+import textwrap
 from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
+import yaml
 
-from adaptrl.algos import algo_config, make_algorithm
+from adaptrl.algos import ALGORITHMS, algo_config, make_algorithm
 from adaptrl.algos.base import Learner, check_eval_config, chosen_references
-from adaptrl.config import EvalConfig, RunConfig, TrainConfig, parse_run_config
+from adaptrl.config import (
+    EvalConfig,
+    RunConfig,
+    SamplerConfig,
+    TrainConfig,
+    field_docs,
+    parse_run_config,
+)
 from adaptrl.envs import Family, env_config
 from adaptrl.errors import ConfigError, RunError
 from adaptrl.runs import Run
@@ -40,6 +50,63 @@ def build_run_config(data: dict[str, Any]) -> RunConfig:
             f"{', '.join(splits)}"
         )
     return replace(config, env=env, algo=_plain_fields(algo_cfg))
+
+
+def annotated_config(config: RunConfig) -> str:
+    """The resolved config as YAML with each key's meaning, and its default where the config
+    differs: what ``--set SECTION.KEY=VALUE`` accepts (``adaptrl config``, issue 26). The text
+    loads back as the same config, so it can be saved and edited as a preset."""
+    spec, _ = env_config(config.env)
+    classes = {
+        "env": spec.config_cls,
+        "algo": ALGORITHMS[config.algorithm][0],
+        "train": TrainConfig,
+        "evaluate": EvalConfig,
+        "sampler": SamplerConfig,
+    }
+    data = config.to_dict()
+    lines = [
+        f"# {config.preset or config.algorithm}: {config.algorithm} on {spec.name}, every key "
+        "resolved; change one with --set SECTION.KEY=VALUE",
+        f"preset: {_yaml_value(config.preset)}",
+        f"algorithm: {config.algorithm}",
+    ]
+    for section, cls in classes.items():
+        docs = field_docs(cls)
+        defaults = {f.name: _default(f) for f in dataclasses.fields(cls)}
+        about = " ".join(inspect.cleandoc(cls.__doc__ or section).split("\n\n")[0].split())
+        lines += ["", *(f"# {text}" for text in textwrap.wrap(about, 98)), f"{section}:"]
+        for key, value in data[section].items():
+            doc = docs.get(key, "the family's name (adaptrl list)" if key == "name" else "")
+            text = textwrap.wrap(" ".join(doc.split()), 94, break_on_hyphens=False) or [""]
+            default = defaults.get(key, dataclasses.MISSING)
+            if default is not dataclasses.MISSING and _plain_value(default) != value:
+                note = f"(default: {_yaml_value(_plain_value(default))})"
+                fits = len(text[-1]) + len(note) < 94
+                text = [*text[:-1], f"{text[-1]} {note}".strip()] if fits else [*text, note]
+            lines += [f"  # {line}".rstrip() for line in text]
+            lines.append(f"  {key}: {_yaml_value(value)}")
+    if "published" in data:
+        lines += ["", "# numbers from the paper, drawn beside the run's in its report"]
+        lines += yaml.safe_dump({"published": data["published"]}, sort_keys=False).splitlines()
+    return "\n".join(lines)
+
+
+def _default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return dataclasses.MISSING
+
+
+def _plain_value(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _yaml_value(value: Any) -> str:
+    """One value as inline YAML (``[100, 100]``, ``''``, ``null``)."""
+    return yaml.safe_dump([value], default_flow_style=True, width=10**6).strip()[1:-1]
 
 
 def run_config(run: Run) -> RunConfig:

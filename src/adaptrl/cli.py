@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import os
 import shutil
 import signal
 import sys
@@ -25,6 +26,7 @@ def _train(args: argparse.Namespace) -> None:
     from adaptrl.trainer import Trainer
 
     existed: bool | None = None  # whether --out existed before this fresh run (None: resume)
+    before: set[Path] = set()  # and what it held
     if args.resume:
         run, config = _resumed(args)
     else:
@@ -43,27 +45,37 @@ def _train(args: argparse.Namespace) -> None:
         config = build_run_config(apply_overrides(load_preset(args.preset), overrides))
         out = Path(args.out or f"runs/{config.preset or config.algorithm}")
         existed = out.exists()
+        before = set(out.iterdir()) if out.is_dir() else set()
         run = Run.create(out, config)
     try:
-        trainer = Trainer(run, config, resume=bool(args.resume))
-    except AdaptrlError:
-        # A run refused before its first iteration (no CUDA, an unreachable Ray cluster, a
-        # learner that cannot use the family) must not leave a folder that traps a re-run.
-        if existed is False:
-            shutil.rmtree(run.path, ignore_errors=True)
-        elif existed:  # the user's own folder: take back only what this run put there
-            run.config_path.unlink(missing_ok=True)
-            with contextlib.suppress(OSError):
-                (run.path / "checkpoints").rmdir()
+        with Trainer(run, config, resume=bool(args.resume)) as trainer:
+            if trainer.iteration >= config.train.num_iterations:
+                print(f"{run.path}: already trained for {trainer.iteration} iterations")
+                return
+            device = str(trainer.built.device)
+            run.record_session(["adaptrl", *args.argv], trainer.iteration, device)
+            metrics = trainer.train(progress=not args.quiet)
+    except BaseException:
+        # A new run that fails or stops before its first iteration is saved (no CUDA, Ray
+        # actors that cannot import the user's module, Ctrl-C) must not leave a folder that
+        # traps a re-run ("already holds a run", issue 26): take back what it wrote.
+        if existed is not None and not run.checkpoint_path.exists():
+            _take_back(run, before, existed)
         raise
-    with trainer:
-        if trainer.iteration >= config.train.num_iterations:
-            print(f"{run.path}: already trained for {trainer.iteration} iterations")
-            return
-        run.record_session(["adaptrl", *args.argv], trainer.iteration, str(trainer.built.device))
-        metrics = trainer.train(progress=not args.quiet)
     shown = {k: round(v, 3) for k, v in metrics.items() if k.startswith(("adapt/", "time/"))}
     print(f"trained {run.path} to iteration {trainer.iteration}: {shown}")
+
+
+def _take_back(run, before: set[Path], existed: bool) -> None:
+    """Remove what a new run wrote into its folder; the folder too when it did not exist."""
+    for path in set(run.path.iterdir()) - before:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    if not existed:
+        with contextlib.suppress(OSError):
+            run.path.rmdir()
 
 
 def _resumed(args: argparse.Namespace):
@@ -81,8 +93,8 @@ def _resumed(args: argparse.Namespace):
             f"--seed {args.seed} with --resume: the run was trained with seed "
             f"{config.train.seed}; start a new run (--out) for another seed"
         )
+    state = run.resume_state()  # refuses a run it cannot continue before anything is written
     if args.iterations:  # extending a finished run is part of its record
-        state = run.load_checkpoint(required=False)
         done = int(state["iteration"]) if state else 0
         if args.iterations < done:
             raise ConfigError(
@@ -169,11 +181,29 @@ def _baselines(args: argparse.Namespace) -> None:
 
 
 def _report(args: argparse.Namespace) -> None:
-    from adaptrl.report import write_report
+    from adaptrl.report import not_evaluated_hint, write_report
+    from adaptrl.results import load_results
     from adaptrl.runs import Run
 
-    paths = write_report(Run.open(args.run))
+    run = Run.open(args.run)
+    paths = write_report(run)
     print(f"wrote {paths['md']} and {paths['html']}")
+    if not load_results(run):
+        print(f"no adaptation curves: {not_evaluated_hint(run.path)}".replace("`", "'"))
+
+
+def _config(args: argparse.Namespace) -> None:
+    from adaptrl.build import annotated_config, build_run_config, run_config
+    from adaptrl.config import apply_overrides, load_preset
+    from adaptrl.runs import Run
+
+    if Path(args.preset).is_dir():  # a run: the config it trains and evaluates with
+        if args.overrides:
+            raise ConfigError("--set applies to a preset; a run's config is fixed")
+        config = run_config(Run.open(args.preset))
+    else:
+        config = build_run_config(apply_overrides(load_preset(args.preset), args.overrides))
+    print(annotated_config(config))
 
 
 def _list(args: argparse.Namespace) -> None:
@@ -246,7 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="SECTION.KEY=VALUE",
-        help="override a config value, e.g. algo.inner_lr=0.5 (repeatable)",
+        help="override a config value, e.g. algo.inner_lr=0.5 (repeatable; every key, its "
+        "meaning and default: adaptrl config PRESET)",
     )
     p.add_argument("--seed", type=int, help="run seed (tasks, rollouts, initialisation)")
     p.add_argument("--device", help="cpu (default), cuda, cuda:N or mps")
@@ -329,6 +360,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of tasks and strategies")
     p.set_defaults(func=_baselines)
 
+    p = sub.add_parser(
+        "config",
+        help="a preset's resolved config: every key --set accepts, its meaning and default",
+        description="Print a preset's config with every key resolved, each under its meaning "
+        "(and its default where the preset changes it), as YAML: save it, edit it and pass the "
+        "file to 'adaptrl train'.",
+    )
+    p.add_argument("preset", help="preset name ('adaptrl list'), a YAML file or a run directory")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="show the config with these overrides applied (as 'adaptrl train --set')",
+    )
+    p.set_defaults(func=_config)
+
     p = sub.add_parser("list", help="presets, environments and algorithms")
     p.set_defaults(func=_list)
     return parser
@@ -362,7 +411,7 @@ def load_plugins(imports: list[str]) -> None:
             sys.path.insert(0, str(path.parent))
             name = path.stem
         try:
-            importlib.import_module(name)
+            module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
             if exc.name != name:
                 raise ConfigError(f"--import {item} failed: {exc}") from None
@@ -374,6 +423,16 @@ def load_plugins(imports: list[str]) -> None:
             raise
         except Exception as exc:
             raise ConfigError(f"--import {item} failed: {type(exc).__name__}: {exc}") from None
+        if not _installed(module):
+            from adaptrl.envs import add_plugin_module
+
+            add_plugin_module(module)
+
+
+def _installed(module) -> bool:
+    """Whether ``module`` comes from an installed distribution (every Ray worker has those)."""
+    path = Path(getattr(module, "__file__", None) or "")
+    return any(part in ("site-packages", "dist-packages") for part in path.parts)
 
 
 def _interrupt(signum, frame):
@@ -384,7 +443,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded in RUN/sessions.json
     # SIGTERM (a scheduler's stop, `kill`) stops a run like Ctrl-C does: workers are shut down
-    # and the last checkpoint stays valid. Background jobs may ignore SIGINT; SIGTERM still works.
+    # and training saves its last completed iteration. Background jobs may ignore SIGINT;
+    # SIGTERM still works.
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         load_plugins(args.imports)
@@ -392,9 +452,12 @@ def main(argv: list[str] | None = None) -> int:
     except AdaptrlError as exc:
         print(f"adaptrl: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("adaptrl: interrupted; resume with 'adaptrl train --resume RUN'", file=sys.stderr)
+    except KeyboardInterrupt as exc:  # training's Interrupted names the run and its iteration
+        print(f"adaptrl: {exc or 'interrupted'}", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `adaptrl config PRESET | head` stopped reading: no traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     return 0
 
 

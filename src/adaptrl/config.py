@@ -8,8 +8,11 @@ invariants in ``__post_init__``.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import difflib
+import inspect
+import textwrap
 import types
 import typing
 from dataclasses import dataclass, field
@@ -253,8 +256,8 @@ def _coerce(value: Any, hint: Any, name: str) -> Any:
                 continue
         raise ConfigError(f"{name} must be {_type_name(hint)}, got {value!r}")
     if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            value = [value]
+        if not isinstance(value, (list, tuple)):  # 100 for [100, 100] once became [100] silently
+            raise ConfigError(f"{name} must be a list, e.g. [{value}], got {value!r}")
         item = args[0] if args else Any
         return tuple(_coerce(v, item, name) for v in value)
     if origin is list:
@@ -291,6 +294,28 @@ def _coerce(value: Any, hint: Any, name: str) -> Any:
 
 def _type_name(hint: Any) -> str:
     return getattr(hint, "__name__", str(hint).replace("typing.", ""))
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """Each field's docstring (the string under it in the class body), base classes' included:
+    the meaning ``adaptrl config`` prints beside each key."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        try:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
+        except (OSError, TypeError, SyntaxError):  # builtins, classes made at run time
+            continue
+        body = tree.body[0].body if isinstance(tree.body[0], ast.ClassDef) else []
+        for node, after in zip(body, body[1:]):
+            if (
+                isinstance(node, ast.AnnAssign)
+                and isinstance(node.target, ast.Name)
+                and isinstance(after, ast.Expr)
+                and isinstance(after.value, ast.Constant)
+                and isinstance(after.value.value, str)
+            ):
+                docs[node.target.id] = inspect.cleandoc(after.value.value)
+    return docs
 
 
 def list_presets() -> list[str]:

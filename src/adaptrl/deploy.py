@@ -117,7 +117,8 @@ def save_policy(policy: nn.Module | RecurrentController, path: str | Path) -> Pa
         warnings.simplefilter("ignore", UserWarning)
         program = torch.export.export(module.eval(), example, dynamic_shapes=dynamic)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")  # written whole, then renamed: never half a file
+    # written whole, then renamed: never half a file; torch warns about names not ending in .pt2
+    tmp = path.with_name(f".{path.stem}.tmp.pt2")
     try:
         torch.export.save(program, str(tmp), extra_files={_META: json.dumps(meta)})
         os.replace(tmp, path)

@@ -11,3 +11,7 @@ class ConfigError(AdaptrlError):
 
 class RunError(AdaptrlError):
     """A run directory or checkpoint is missing, incomplete or corrupted."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM stopped training; the message says what was saved and how to resume."""

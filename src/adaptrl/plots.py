@@ -39,7 +39,29 @@ def save_figure(fig: Figure, path: Path) -> Path:
     return path
 
 
-def plot_training(metrics: list[dict[str, float]], path: Path) -> Path | None:
+TRAINING_NAMES = {
+    "adapt/return_pre": "sampled tasks, before adapting",
+    "adapt/return_post": "sampled tasks, after adapting",
+    "adapt/return_trial": "sampled tasks, whole trial",
+    "adapt/return_first_episode": "sampled tasks, first episode",
+    "adapt/return_last_episode": "sampled tasks, last episode",
+}
+"""Legends in words: the raw keys (``eval/train_return_2``) meant nothing to a reader (issue 26)."""
+
+
+def training_name(key: str, x_label: str = "x") -> str:
+    """A metric's legend: ``eval/<split>_return_<k>`` is the validation return at point k."""
+    if key.startswith("eval/") and "_return_" in key:
+        split, _, k = key.removeprefix("eval/").rpartition("_return_")
+        return f"validation ({split} tasks), {x_label} = {k}"
+    return TRAINING_NAMES.get(key, key)
+
+
+def training_figure(
+    metrics: list[dict[str, float]], x_label: str = "x", best: int | None = None
+) -> Figure | None:
+    """Training returns and validation points per meta-iteration; ``best`` (the iteration
+    kept in checkpoints/best.pt) is marked."""
     keys = sorted({k for m in metrics for k in m if k.startswith("adapt/")})
     keys += sorted(
         {k for m in metrics for k in m if k.startswith("eval/") and "_return_" in k}
@@ -50,15 +72,23 @@ def plot_training(metrics: list[dict[str, float]], path: Path) -> Path | None:
     for key in keys:
         rows = [m for m in metrics if key in m]
         style = "o-" if key.startswith("eval/") else "-"
-        ax.plot(
-            [m["iteration"] for m in rows], [m[key] for m in rows], style, label=key, markersize=3
-        )
+        label = training_name(key, x_label)
+        ax.plot([m["iteration"] for m in rows], [m[key] for m in rows], style, label=label, ms=3)
+    if best is not None:
+        ax.axvline(best, color="grey", linestyle=":", label=f"best iteration ({best}, best.pt)")
     ax.set_xlabel("meta-iteration")
     ax.set_ylabel("mean episode return")
     ax.set_title("Meta-training")
     ax.grid(alpha=0.3)
-    ax.legend()
-    return save_figure(fig, path)
+    ax.legend(fontsize="small")
+    return fig
+
+
+def plot_training(
+    metrics: list[dict[str, float]], path: Path, x_label: str = "x", best: int | None = None
+) -> Path | None:
+    fig = training_figure(metrics, x_label, best)
+    return save_figure(fig, path) if fig is not None else None
 
 
 # ------------------------------------------------------------------------------ adaptation

@@ -219,6 +219,11 @@ def _gap_lines(results: dict[str, Records], algorithm: str) -> list[str]:
     lines = [
         "### Generalisation gap (train − test, same learner)",
         "",
+        "gap = mean return on training tasks minus on held-out test tasks. Positive: the "
+        "learner does worse on tasks it was not trained on. Negative: the held-out tasks came "
+        "out easier for it (a different draw, or a split that holds easier tasks), not a sign "
+        "that it generalises beyond training; a gap within the ± 95% intervals above is noise.",
+        "",
         f"| {tr['x_label']} | train | test | gap |",
         "|---|---|---|---|",
     ]
@@ -231,7 +236,12 @@ def _adaptation_lines(
     results: dict[str, Records], algorithm: str, saved: int | None, run_path: Path
 ) -> list[str]:
     if not results:
-        return []
+        return [
+            "## Adaptation curves",
+            "",
+            f"Not evaluated yet: {not_evaluated_hint(run_path)}.",
+            "",
+        ]
     lines = ["## Adaptation curves", "", _intro_sentence(results), ""]
     for split in ordered_splits(results):
         lines += _split_lines(split, results[split], saved, run_path)
@@ -257,6 +267,11 @@ def _verdict_lines(split: str, learners: Records, algorithm: str) -> list[str]:
     ]
     lines += ["| " + " | ".join(cells) + " |" for cells in body]
     return lines + [""]
+
+
+def not_evaluated_hint(run_path: Path) -> str:
+    """What to run when a report has no adaptation curves (it once showed only dashes)."""
+    return f"run `adaptrl evaluate {run_path}`, then `adaptrl report {run_path}` again"
 
 
 def _best_lines(best: dict[str, Records], state: dict | None, run_path: Path) -> list[str]:
@@ -367,9 +382,20 @@ def _intro_lines(config: RunConfig, metrics: list, state: dict | None) -> list[s
     return md + [""]
 
 
-def _figures(run: Run, config: RunConfig, metrics, results, classical) -> dict[str, Path]:
+def _figures(
+    run: Run, config: RunConfig, metrics, results, classical, state: dict | None
+) -> dict[str, Path]:
+    from adaptrl.algos import ALGORITHMS
+
     figures = {}
-    training = plot_training(metrics, run.path / "training.png")
+    learner = ALGORITHMS.get(config.algorithm)
+    best = ((state or {}).get("best") or {}).get("iteration")
+    training = plot_training(
+        metrics,
+        run.path / "training.png",
+        learner[1].x_label if learner else "x",
+        None if best is None else int(best),
+    )
     if training:
         figures["Meta-training curves"] = training
     if results:
@@ -401,7 +427,7 @@ def write_report(run: Run) -> dict[str, Path]:
         )
     state = run.load_checkpoint(required=False)
     saved = int(state["iteration"]) if state else None
-    figures = _figures(run, config, metrics, results, classical)
+    figures = _figures(run, config, metrics, results, classical, state)
     md = _intro_lines(config, metrics, state)
     md += _adaptation_lines(results, config.algorithm, saved, run.path)
     best_dir = run.eval_dir_for("best")

@@ -150,6 +150,19 @@ class Run:
             return None
         return load_checkpoint_file(path)
 
+    def resume_state(self) -> dict[str, Any] | None:
+        """The last checkpoint to continue from, or None for a run that has logged nothing. A
+        run that logged iterations but kept no checkpoint (killed before its first one) is
+        refused: starting it again from iteration 0 would overwrite metrics.csv (issue 26)."""
+        state = self.load_checkpoint(required=False)
+        if state is None and (logged := read_metrics(self)):
+            raise RunError(
+                f"run '{self.path}' has no checkpoint to resume from, but its metrics.csv holds "
+                f"{len(logged)} logged iteration(s); train a new run (another --out) rather "
+                "than overwrite them"
+            )
+        return state
+
     def record_session(self, command: list[str], iteration: int, device: str) -> None:
         """Append this session's versions and command to sessions.json: a resumed run shows
         whether it changed torch or adaptrl half-way."""
@@ -213,7 +226,7 @@ def load_checkpoint_file(path: Path) -> dict[str, Any]:
     except Exception as exc:  # torch raises many types for truncated/garbled files
         raise RunError(
             f"checkpoint '{path}' is corrupted or not an adaptrl checkpoint "
-            f"({type(exc).__name__}); delete it to restart the run from scratch"
+            f"({type(exc).__name__}); {_other_checkpoints(path)}"
         ) from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise RunError(
@@ -221,6 +234,23 @@ def load_checkpoint_file(path: Path) -> dict[str, Any]:
             f"{CHECKPOINT_FORMAT} expected)"
         )
     return state
+
+
+def _other_checkpoints(path: Path) -> str:
+    """What to do about a damaged checkpoint: use a kept one before losing the run (issue 26)."""
+    kept = sorted(
+        p.name
+        for p in path.parent.glob("*.pt")
+        if p != path and (p.name == "best.pt" or p.name.startswith("iter_"))
+    )
+    if not kept:
+        return "delete it to restart the run from scratch"
+    flags = ["best"] if "best.pt" in kept else []
+    flags += ["N (iter_N.pt)"] if kept[-1].startswith("iter_") else []
+    return (
+        f"{path.parent} also holds {', '.join(kept)}: evaluate one with --checkpoint "
+        f"{' or '.join(flags)}, or copy one over {path.name} to resume from it"
+    )
 
 
 class MetricsLog:

@@ -5,6 +5,7 @@ and state dicts.
 
 from __future__ import annotations
 
+import copy
 import time
 
 import torch
@@ -13,6 +14,7 @@ from tqdm import tqdm
 from adaptrl.algos.base import TrainContext
 from adaptrl.build import Built, build, resolve_device, restore_learner
 from adaptrl.config import RunConfig
+from adaptrl.errors import Interrupted
 from adaptrl.protocol import VALIDATION_OFFSET, meta_test
 from adaptrl.runs import MetricsLog, Run
 from adaptrl.sampling import Sampler
@@ -45,7 +47,7 @@ class Trainer:
                 raise
 
     def _resume(self) -> None:
-        state = self.run.load_checkpoint(required=False)
+        state = self.run.resume_state()
         if state is not None:
             restore_learner(self.learner, state, str(self.run.checkpoint_path))
             self.generator.set_state(state["generator"])
@@ -99,6 +101,7 @@ class Trainer:
             unit="it",
         )
         start = time.perf_counter() - self.elapsed_s
+        unsaved: dict | None = None  # the last completed iteration's state, when not on disk
         try:
             while self.iteration < cfg.num_iterations and not self.out_of_time():
                 ctx = TrainContext(self.iteration, cfg.seed, self.generator)
@@ -117,6 +120,9 @@ class Trainer:
                     or self.out_of_time()
                 ):
                     self.checkpoint()
+                    unsaved = None
+                else:  # a copy: the learner's tensors change in place during the next iteration
+                    unsaved = copy.deepcopy(self._state())
                 bar.update(1)
                 bar.set_postfix(
                     {
@@ -125,6 +131,12 @@ class Trainer:
                         if k.startswith("adapt/")
                     }
                 )
+        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM through the CLI's handler
+            raise self._interrupted(unsaved) from None
+        except BaseException:  # e.g. a user's env that raises: keep what was completed
+            if unsaved is not None:
+                self.run.save_checkpoint(unsaved)
+            raise
         finally:
             bar.close()
             log.close()
@@ -134,6 +146,20 @@ class Trainer:
         """``train.max_seconds`` of training wall time spent (all sessions together)."""
         limit = self.config.train.max_seconds
         return bool(limit) and self.elapsed_s >= limit
+
+    def _interrupted(self, unsaved: dict | None) -> Interrupted:
+        """Abandon the iteration in flight and save the last completed one atomically: Ctrl-C
+        once fell back to the last periodic checkpoint, up to checkpoint_every - 1 iterations
+        behind (issue 26)."""
+        if unsaved is not None:
+            self.run.save_checkpoint(unsaved)
+        state = self.run.load_checkpoint(required=False)
+        if state is None:
+            return Interrupted("interrupted before the first iteration was completed")
+        return Interrupted(
+            f"interrupted; {self.run.checkpoint_path} holds iteration {int(state['iteration'])}; "
+            f"resume with 'adaptrl train --resume {self.run.path}'"
+        )
 
     def _validation_metrics(self) -> dict[str, float]:
         """Adaptation on the validation tasks: a fixed draw of ``train.validation_split`` with its

@@ -19,7 +19,8 @@ ALGORITHMS: dict[str, tuple[type, type]] = {"maml": (MAMLConfig, MAML), "rl2": (
 
 DESCRIPTIONS = {
     "maml": "MAML with a TRPO meta-update, second- or first-order (Finn et al. 2017)",
-    "rl2": "RL²: a GRU that adapts in memory across a trial, trained by PPO (Duan et al. 2016)",
+    "rl2": "RL²: a recurrent policy (algo.cell: GRU or LSTM) that adapts in memory across a "
+    "trial, trained by PPO or TRPO (Duan et al. 2016)",
 }
 
 

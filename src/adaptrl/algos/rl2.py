@@ -85,6 +85,7 @@ class RL2Config:
     bptt_len: int = 0
     """Truncated-BPTT chunk length (0 = whole trials)."""
     entropy_coef: float = 0.01
+    """Weight of the policy's entropy bonus in the PPO loss."""
     entropy_decay_iterations: int = 0
     """Decay the entropy bonus linearly from ``entropy_coef`` to 0 over this many iterations
     (0: constant). The bonus keeps early exploration broad; left on, it also keeps the trained
@@ -94,6 +95,7 @@ class RL2Config:
     as CleanRL's PPO anneals it over a run: set it to the run's length. On the bandit preset it
     did not help (measured: README, RL² section)."""
     value_coef: float = 0.5
+    """Weight of the value head's loss in the PPO loss."""
     time_input: bool = True
     """Feed the fraction of the trial's step budget used (see RecurrentCategoricalPolicy)."""
     prev_obs_input: bool = False
@@ -103,6 +105,7 @@ class RL2Config:
     head_size: int = 0
     """Units of a ReLU layer after the GRU (0: none)."""
     max_grad_norm: float = 0.5
+    """Clip the gradient norm of each Adam step (of the policy, or of TRPO's value network)."""
     optimizer: str = "ppo"
     """Outer optimiser of the policy: ppo, or trpo (Duan et al.'s choice): a natural-gradient
     step on the whole batch with mean KL ≤ ``max_kl`` (shared ``trust_region``); the value

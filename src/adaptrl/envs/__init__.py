@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any
 
 import gymnasium as gym
@@ -39,10 +40,12 @@ __all__ = [
     "Split",
     "TaskDistribution",
     "Tasks",
+    "add_plugin_module",
     "env_config",
     "gym_id_of",
     "make_family",
     "make_task_env",
+    "plugin_modules",
     "register_env",
     "registered_envs",
     "repeat_tasks",
@@ -110,6 +113,17 @@ class EnvSpec:
 
 
 _REGISTRY: dict[str, EnvSpec] = {}
+_PLUGIN_MODULES: dict[str, ModuleType] = {}
+
+
+def add_plugin_module(module: ModuleType) -> None:
+    """Note a module that registers families from outside any installed package (``--import``):
+    Ray actors run in other directories or on other machines, so it is shipped to them."""
+    _PLUGIN_MODULES[module.__name__] = module
+
+
+def plugin_modules() -> list[ModuleType]:
+    return list(_PLUGIN_MODULES.values())
 
 
 def register_env(spec: EnvSpec) -> EnvSpec:

@@ -18,8 +18,13 @@ Importing this module needs only gymnasium: mujoco is imported when the first en
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
+import re
+import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -254,6 +259,56 @@ class WalkerParamsTasks(TaskDistribution):
 
 
 # ---------------------------------------------------------------------------------------- envs
+_TOTAL_MASS = re.compile(r'\s+settotalmass="([^"]+)"')
+
+
+@functools.cache
+def _quiet_spec(env_id: str) -> gym.envs.registration.EnvSpec:
+    """gymnasium's spec of ``env_id`` with its env class compiling the model as mujoco 3 asks.
+
+    HalfCheetah's XML sets ``settotalmass``, deprecated in mujoco 3: each build printed a
+    warning (800 lines before a training's first iteration) and wrote MUJOCO_LOG.TXT into the
+    working directory (issue 26)."""
+    spec = gym.spec(env_id)
+    base = gym.envs.registration.load_env_creator(spec.entry_point)
+    env_cls = type(base.__name__, (base,), {"_initialize_simulation": _initialize_simulation})
+    return dataclasses.replace(spec, entry_point=env_cls)
+
+
+def _initialize_simulation(self: Any) -> tuple[Any, Any]:
+    """gymnasium's ``MujocoEnv._initialize_simulation`` with ``settotalmass`` applied after
+    compiling: ``mj_setTotalmass``, ``mj_setConst`` and the compiler's mean mass and inertia,
+    which those leave alone. The model equals the compiler's bit for bit (tested)."""
+    import mujoco
+
+    _route_warnings(mujoco)
+    xml = Path(self.fullpath).read_text()
+    total = _TOTAL_MASS.search(xml)
+    if total is None:
+        model = mujoco.MjModel.from_xml_path(self.fullpath)
+    else:
+        model = mujoco.MjModel.from_xml_string(xml[: total.start()] + xml[total.end() :])
+        mujoco.mj_setTotalmass(model, float(total.group(1)))
+    data = mujoco.MjData(model)
+    if total is not None:
+        mujoco.mj_setConst(model, data)
+        # the compiler's statistics: sequential sums, as in mujoco's C
+        model.stat.meanmass = sum(model.body_mass[1:].tolist()) / (model.nbody - 1)
+        model.stat.meaninertia = sum(model.dof_M0.tolist()) / model.nv
+    model.vis.global_.offwidth = max(model.vis.global_.offwidth, self.width)
+    model.vis.global_.offheight = max(model.vis.global_.offheight, self.height)
+    return model, data
+
+
+def _route_warnings(mujoco: Any) -> None:
+    """MuJoCo's warnings as Python warnings: by default it appends them to MUJOCO_LOG.TXT in
+    the working directory. A handler the user installed is kept."""
+    if mujoco.get_mju_user_warning() is None:
+        mujoco.set_mju_user_warning(
+            lambda message: warnings.warn(f"MuJoCo: {message}", RuntimeWarning, stacklevel=2)
+        )
+
+
 class _SeedStream(gym.Wrapper):
     """Shifts reset seeds by ``stream * 2**31`` (the held-out episodes of the direction tasks)."""
 
@@ -280,7 +335,10 @@ class _LocomotionEnv(GymMetaEnv):
         try:
             kw = cls.make_kwargs(config)
             env = gym.make(
-                cls.env_id, max_episode_steps=config.horizon, disable_env_checker=True, **kw
+                _quiet_spec(cls.env_id),
+                max_episode_steps=config.horizon,
+                disable_env_checker=True,
+                **kw,
             )
         except (gym.error.DependencyNotInstalled, ImportError):
             raise ConfigError(_MISSING) from None

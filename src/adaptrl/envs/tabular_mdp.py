@@ -29,7 +29,9 @@ class TabularMDPConfig:
     """Random-MDP family; defaults are the paper's."""
 
     num_states: int = 10
+    """States of each random MDP."""
     num_actions: int = 5
+    """Actions in every state."""
     episode_length: int = 10
     """Steps per episode (the horizon)."""
     reward_noise: float = 1.0
@@ -37,6 +39,7 @@ class TabularMDPConfig:
     random_start: bool = False
     """Start episodes in a uniformly random state instead of state 0 (the authors' env)."""
     test_fraction: float = 0.2
+    """Fraction of tasks held out for the test split (by a hash of their reward tables)."""
     LEGACY_VALUES: ClassVar[dict[str, Any]] = {"random_start": True}
     """Keys added after runs were made, with the value those runs used (``build.run_config``):
     runs made before ``random_start`` existed started episodes in a random state."""

@@ -6,11 +6,14 @@ its shard is re-sent, and since rows are keyed by (seed, task, episode) it re-sa
 from __future__ import annotations
 
 import pickle
+import re
+import sys
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from adaptrl.envs import Family
+from adaptrl.envs import Family, plugin_modules
 from adaptrl.errors import ConfigError
 from adaptrl.sampling.base import RolloutWorker, Sampler, num_tasks_of, shard_bounds, shard_request
 from adaptrl.sampling.processes import SamplerError
@@ -44,11 +47,19 @@ def _check_reachable(address: str, timeout: float = 3.0) -> None:
         ) from None
 
 
+def _cause(exc: BaseException) -> str:
+    """The innermost ``SomeError: message`` line of a Ray error's remote traceback."""
+    lines = [line.strip() for line in str(exc).splitlines()]
+    errors = [line for line in lines if re.match(r"^[\w.]+(Error|Exception): ", line)]
+    return errors[-1] if errors else (lines[0] if lines else type(exc).__name__)
+
+
 class _Actor:
     """Holds a RolloutWorker; requests and replies are pickled bytes, as for worker processes."""
 
-    def __init__(self, family_blob: bytes, threads: int) -> None:
+    def __init__(self, family_blob: bytes, threads: int, folders: list[str]) -> None:
         torch.set_num_threads(threads)
+        sys.path[:0] = [f for f in folders if f not in sys.path]
         self.worker = RolloutWorker(pickle.loads(family_blob))
 
     def sample(self, request_blob: bytes) -> bytes:
@@ -78,6 +89,11 @@ class RaySampler(Sampler):
         self._owns_ray = not ray.is_initialized()
         if self._owns_ray and address and address != "auto":
             _check_reachable(address)
+        # --import'ed modules travel with the actors, which may run in another directory or on
+        # another machine: unpickling the family there failed with ModuleNotFoundError (issue 26)
+        shipped = [
+            m.__path__[0] if hasattr(m, "__path__") else m.__file__ for m in plugin_modules()
+        ]
         if self._owns_ray:
             try:
                 ray.init(
@@ -86,6 +102,7 @@ class RaySampler(Sampler):
                     include_dashboard=False,
                     log_to_driver=False,
                     configure_logging=False,
+                    runtime_env={"py_modules": shipped} if shipped else None,
                 )
             except Exception as exc:  # ConnectionError, or Ray's own errors for a bad address
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -95,9 +112,18 @@ class RaySampler(Sampler):
                 ) from None
         self._remote = ray.remote(num_cpus=1, max_restarts=-1, max_task_retries=0)(_Actor)
         blob = pickle.dumps(family, protocol=_PROTOCOL)
-        self.actors = [self._remote.remote(blob, threads_per_worker) for _ in range(num_workers)]
-        ray.get([a.ping.remote() for a in self.actors])
+        # a Ray started by someone else has no py_modules of ours: on this machine, the modules'
+        # folders on the actors' path do as well
+        folders = [] if self._owns_ray else [str(Path(p).parent) for p in shipped]
+        self.actors = [
+            self._remote.remote(blob, threads_per_worker, folders) for _ in range(num_workers)
+        ]
         self._closed = False
+        try:
+            ray.get([a.ping.remote() for a in self.actors])
+        except ray.exceptions.RayError as exc:
+            self.close()
+            raise SamplerError(f"the Ray sampler's actors did not start: {_cause(exc)}") from None
 
     def sample(self, agent, tasks, seed, episodes_per_task=1, episodes_per_trial=1, max_steps=None):
         ray = self.ray
