@@ -190,6 +190,27 @@ def test_out_of_memory_in_evaluation_is_one_line(run, capsys, monkeypatch):
     assert "ran out of memory; use fewer, e.g. --num-tasks 100000" in _error(capsys, argv)
 
 
+def test_an_evaluation_too_big_for_the_machine_is_refused_before_any_work(run, capsys):
+    import shutil as sh
+
+    sh.rmtree(run / "baselines", ignore_errors=True)
+    argv = ["evaluate", str(run), "--quiet", "--num-tasks", "100000000"]
+    message = _error(capsys, argv)
+    assert "evaluating 100000000 tasks per split needs about" in message
+    suggested = int(message.split("--num-tasks ")[1].split()[0])
+    assert 1000 <= suggested < 100000000
+    assert not (run / "baselines").exists()  # no reference was trained first
+    # The suggestion fits: the same estimate, with the suggested number, is under the budget.
+    from adaptrl.build import build, run_config
+    from adaptrl.evaluation import MEMORY_SHARE, available_bytes, evaluation_bytes
+    from adaptrl.runs import Run
+
+    config = run_config(Run.open(run))
+    with build(config) as built:
+        need = evaluation_bytes(built.learner, config, built.family, suggested)
+    assert need <= MEMORY_SHARE * available_bytes()
+
+
 def test_version_and_help(capsys):
     with pytest.raises(SystemExit) as stop:
         main(["--version"])

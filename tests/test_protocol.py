@@ -118,6 +118,9 @@ class ConstantLearner:
         n = next(iter(tasks.values())).shape[0]
         return Adaptation(self.steps.expand(2, n).clone())
 
+    def meta_test_steps(self, cfg, horizon):
+        return 0  # it rolls nothing out
+
     def state_dict(self):
         return {"steps": self.steps.clone()}
 

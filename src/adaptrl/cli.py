@@ -327,7 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-references",
         action="store_true",
-        help="skip the pretrained / random-init reference curves",
+        help="skip the reference curves (domain-randomised, oracle, pretrained, random init)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_evaluate)

@@ -7,6 +7,7 @@ Knows learners only through the protocol (``references()``, ``tunes_step_sizes``
 
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -153,6 +154,7 @@ def evaluate_run(
         family, algo = built.family, built.learner
         for split in splits:
             evaluation_tasks(family, split, config.evaluate, 1)  # unknown split: fail up front
+        check_memory(algo, config, family)  # before references train for minutes, not after
         restore_learner(algo, state, str(run.checkpoint_file(checkpoint)))
         refs = reference_learners(run, config, built, progress) if references else {}
         try:
@@ -191,6 +193,58 @@ def log_to_tensorboard(run: Run, config: RunConfig, results: dict[str, dict[str,
             for k, v in values.items()
         }
         writer.add_hparams(hparams, final, run_name="hparams")
+
+
+MEMORY_SHARE = 0.5
+"""An evaluation may plan on this share of the memory available when it starts."""
+
+
+def evaluation_bytes(learner: Learner, config: RunConfig, family: Family, num_tasks: int) -> int:
+    """A rough upper estimate of one learner's evaluation memory: the rollouts it holds at once
+    (``meta_test_steps``; rows of observation, next observation, action and six scalars in
+    float32), times 3 for the adaptation's gradients and temporaries."""
+    obs_space, act_space = family.spaces()
+    horizon = getattr(family.config, "horizon", None)
+    if horizon is None:
+        env = family.make_env(1)
+        horizon = env.horizon
+        env.close()
+    row = 2 * math.prod(obs_space.shape) + max(1, math.prod(act_space.shape or (1,))) + 6
+    steps = learner.meta_test_steps(config.evaluate, horizon)
+    return 3 * 4 * row * steps * num_tasks
+
+
+def available_bytes() -> int | None:
+    """MemAvailable from /proc/meminfo (None where there is none: then nothing is checked)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def check_memory(learner: Learner, config: RunConfig, family: Family) -> None:
+    """Refuse, before any work, an evaluation that cannot fit: ``--num-tasks 100000000`` once
+    trained a reference for minutes, then ran out of memory and suggested a number that did not
+    fit either. Suggests the largest round number that fits."""
+    available = available_bytes()
+    n = config.evaluate.num_tasks
+    if available is None:
+        return
+    budget = MEMORY_SHARE * available
+    need = evaluation_bytes(learner, config, family, n)
+    if need <= budget:
+        return
+    per_task = max(1, evaluation_bytes(learner, config, family, 1))
+    fit = int(budget // per_task)
+    nice = 10 ** int(math.log10(fit)) if fit >= 1 else 0
+    nice = max(nice * int(fit // nice), 1) if nice else 1
+    raise RunError(
+        f"evaluating {n} tasks per split needs about {need / 2**30:.1f} GiB, more than this "
+        f"machine can spare ({budget / 2**30:.1f} GiB); use --num-tasks {nice} or fewer"
+    )
 
 
 @contextmanager

@@ -633,6 +633,11 @@ class MAML:
             tasks, cfg.num_steps, cfg.inner_lrs, cfg.episodes_per_task, seed, cfg.batch_steps
         )
 
+    def meta_test_steps(self, cfg: EvalConfig, horizon: int) -> int:
+        """One batch per adaptation point; a step-counted batch draws up to 4 rounds."""
+        episodes = cfg.episodes_per_task * (4 if cfg.batch_steps else 1)
+        return (cfg.num_steps + 1) * episodes * horizon
+
     def state_dict(self) -> dict:
         return {"policy": self.policy.state_dict()}
 

@@ -565,6 +565,10 @@ class RL2:
         check_eval_config(self, cfg)
         return self.adapt(tasks, seed=seed, mode=cfg.actions == "mode")
 
+    def meta_test_steps(self, cfg: EvalConfig, horizon: int) -> int:
+        """One trial per task."""
+        return self.config.episodes_per_trial * horizon
+
     def state_dict(self) -> dict:
         return {
             "policy": self.policy.state_dict(),
