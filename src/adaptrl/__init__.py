@@ -5,7 +5,7 @@ import os
 # Threads that wait sleep instead of spinning (read by OpenMP when torch loads, so it is set
 # before torch is imported; a user's own setting wins). torch's OpenMP threads spin at every
 # barrier by default: beside one other busy process on 2 cores, a MAML 2D-navigation iteration
-# took 14.2 s instead of 1.3 s with sleeping waits (benchmarks/threads.py; README, speed).
+# took 14.2 s instead of 1.3 s with sleeping waits (benchmarks/threads.py; docs/speed.md).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from adaptrl.algos import MAML, RL2, MAMLConfig, RL2Config, make_algorithm

@@ -93,7 +93,7 @@ class RL2Config:
     lr_decay_iterations: int = 0
     """Decay Adam's step size linearly from ``lr`` to 0 over this many iterations (0: constant),
     as CleanRL's PPO anneals it over a run: set it to the run's length. On the bandit preset it
-    did not help (measured: README, RL² section)."""
+    did not help (measured: docs/results-rl2.md)."""
     value_coef: float = 0.5
     """Weight of the value head's loss in the PPO loss."""
     time_input: bool = True

@@ -306,7 +306,8 @@ _builtin(
     "drone_wind",
     "drone",
     "DroneWind",
-    "Planar quadrotor holding position in wind unseen in training (Richards et al. 2021)",
+    "Planar quadrotor holding position or tracking a circle or figure-8 in wind unseen in "
+    "training (Richards et al. 2021; Neural-Fly)",
     "adaptrl.baselines.drone:drone_controllers",
     metrics="adaptrl.envs.drone:drone_metrics",
     classical_unit="episode",

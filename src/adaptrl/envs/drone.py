@@ -1,4 +1,5 @@
-"""A planar quadrotor holding its position (or tracking a circle) in wind it has never met.
+"""A planar quadrotor holding its position, or tracking a circle or a figure-8, in wind it has
+never met (steady, or changing during a flight).
 
 Dynamics: the planar quadrotor (PVTOL) of Richards et al. 2021, "Adaptive-Control-Oriented
 Meta-Learning for Nonlinear Systems" (RSS; authors' code: spenrich/Control-Oriented-Meta-Learning,
@@ -22,8 +23,10 @@ every step left, so leaving early never pays.
 
 Splits: held-out winds from hashed 0.25 m/s cells of the training prior (disjoint by
 construction), and ``ood``: steady winds above the training range (6–9 m/s) and sinusoidal gusts
-around 2–4 m/s. Metric: RMS position error in cm per episode (``drone_metrics``), a crashed
-episode counting the box's half-width after the crash.
+around 2–4 m/s. With ``gust_max`` > 0 (winds that change during a flight, the figure-8 preset)
+every split adds a slow sinusoid of up to ``gust_max`` m/s, and ``ood`` takes steady winds up to
+3 m/s beyond ``wind_max``. Metric: RMS position error in cm per episode and per quarter of it
+(``drone_metrics``), a crashed episode counting the box's half-width after the crash.
 """
 
 from __future__ import annotations
