@@ -278,19 +278,29 @@ def test_corrupted_and_missing_checkpoint(tmp_path, capsys, trained):
     assert "has no checkpoint" in _error(capsys, ["evaluate", str(run)])
 
 
-def test_evaluation_records_the_schedule_and_references_share_it(tmp_path):
-    """The authors'-code preset adapts at 0.5 then 0.25 and gives the references the very same
-    schedule (no tuning); every record says which schedule and how many episodes per step."""
+def test_evaluation_records_the_schedule_and_references_tune_theirs(tmp_path):
+    """The authors'-code preset adapts at 0.5 then 0.25; the references that adapt get that
+    schedule scaled for their best return on training tasks (a reference diverging at 0.5 would
+    flatter MAML, issue 22), and say so; every record says which schedule it used and how many
+    episodes per step."""
+    from adaptrl.protocol import REFERENCE_LR_SCALES
+
     run = tmp_path / "authors"
     assert main(["train", "maml-navigation2d-authors", "--out", str(run), *TINY]) == 0
     assert main(["evaluate", str(run), "--split", "test", "--quiet"]) == 0
+    scaled = [[round(lr * k, 8) for lr in (0.5, 0.25)] for k in REFERENCE_LR_SCALES]
     for name in ("test.json", "test.pretrained.json", "test.random_init.json"):
         record = json.loads((run / "eval" / name).read_text())
-        assert record["inner_lrs"] == [0.5, 0.25], name
+        if name == "test.json":
+            assert record["inner_lrs"] == [0.5, 0.25] and "inner_lrs_tuned" not in record
+        else:
+            assert record["inner_lrs"] in scaled and "training tasks" in record["inner_lrs_tuned"]
         assert record["episodes_per_step"] == 2, name
         assert record["batch_steps"] == 4000, name  # rllab's step-counted batches, recorded
+    never_adapts = json.loads((run / "eval" / "test.domain_randomised.json").read_text())
+    assert "inner_lrs" not in never_adapts and never_adapts["adapts"] is False
     config = yaml.safe_load((run / "config.yaml").read_text())
-    assert config["algo"]["inner_lr"] == 0.5 and config["evaluate"]["tune_reference_lrs"] is False
+    assert config["algo"]["inner_lr"] == 0.5 and config["evaluate"]["tune_reference_lrs"] is True
     # Evaluation settings change for one evaluation; the run's config.yaml keeps its own.
     sets = ["--set", "evaluate.batch_steps=0", "--set", "evaluate.inner_lrs=[0.3, 0.1]"]
     argv = ["evaluate", str(run), "--split", "test", "--no-references", "--quiet", *sets]

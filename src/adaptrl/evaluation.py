@@ -28,7 +28,10 @@ from adaptrl.trainer import Trainer
 ONE_RUN_KEYS = {  # evaluate.* keys that ``evaluate --set`` cannot change for one evaluation
     "pretrained_iterations": "the pretrained reference is trained once into RUN/baselines/ and "
     "reused by every evaluation, so it cannot change for one; set it in RUN/config.yaml before "
-    "the first evaluation with references"
+    "the first evaluation with references",
+    "reference_budget": "trained references are trained once into RUN/baselines/ and reused by "
+    "every evaluation, so their budget cannot change for one; set it in RUN/config.yaml before "
+    "the first evaluation with references",
 }
 
 
