@@ -70,3 +70,56 @@ def test_maml_drone_adapts_to_held_out_winds():
     still_air = run_controller(family, tasks, (4.0, 3.0, 0.0))["rms_error_cm"].mean()
     assert rms[1] <= 0.6 * rms[0], rms  # ≥ 40% lower after one step (measured 58%)
     assert rms[1] <= still_air - 2.0, (rms, still_air)  # and below the still-air controller
+
+
+def _drone_figure8(memory: bool):
+    return build_run_config(
+        {
+            "algorithm": "rl2",
+            "env": {
+                "name": "drone_wind",
+                "task_kind": "figure8",
+                "path_period": 3.0,
+                "path_size": 1.0,
+                "horizon": 60,
+                "start_offset": 0.0,
+                "wind_prior": "uniform",
+                "wind_max": 6.0,
+                "gust_max": 2.0,
+            },
+            "algo": {
+                "meta_batch_size": 32,
+                "episodes_per_trial": 2,
+                "hidden_size": 32,
+                "encoder_size": 32,
+                "head_size": 32,
+                "lr": 3e-3,
+                "gamma": 0.99,
+                "gae_lambda": 0.95,
+                "entropy_coef": 0.0,
+                "init_std": 0.2,
+                "memory": memory,
+            },
+            "train": {"seed": 0},
+            "evaluate": {"num_tasks": 100},
+        }
+    )
+
+
+def test_rl2_drone_beats_the_domain_randomised_policy_on_held_out_winds():
+    """A fast figure-8 (one 1 m lap in 3 s) in changing wind: RL² against the same network
+    without memory (the domain-randomised policy), both 80 iterations of the same updates, 100
+    held-out winds, the same winds and noise. Measured (seed 0): RMS error 57.2 / 50.1 cm against
+    60.8 / 55.5 cm in flights 1 / 2 (0.90x in flight 2); paired return difference +4.13 ± 2.14
+    and +3.82 ± 0.91."""
+    results = {}
+    for memory in (True, False):
+        out, _ = _train_then_meta_test(_drone_figure8(memory), 80, 32)
+        results[memory] = out
+    rl2, dr = results[True], results[False]
+    last_rl2, last_dr = rl2["rms_error_cm"][-1].mean(), dr["rms_error_cm"][-1].mean()
+    assert last_rl2 < 0.95 * last_dr, (last_rl2, last_dr)
+    for flight in range(2):
+        diff = rl2["returns"][flight] - dr["returns"][flight]  # paired by task
+        half_width = 1.96 * diff.std() / diff.numel() ** 0.5
+        assert diff.mean() - half_width > 0, (flight, diff.mean(), half_width)
