@@ -8,9 +8,9 @@ jobs at once, and the ratio (two at once / alone; 2.0 is fair sharing of the cor
 
     python benchmarks/threads.py [--iterations 6] [--settings adaptrl torch]
 
-Settings: ``adaptrl`` = the defaults a user gets (``OMP_WAIT_POLICY=PASSIVE``, set by
-``import adaptrl`` unless the user set it); ``torch`` = torch's defaults (threads spin while they
-wait: ``OMP_WAIT_POLICY=ACTIVE``).
+Settings: ``adaptrl`` = the defaults a user gets (what ``import adaptrl`` sets unless the user
+set ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT``); ``torch`` = torch's own (GNU OpenMP's default:
+a waiting thread spins 300,000 times before it sleeps); ``spinN`` = N spins; ``passive`` = none.
 """
 
 from __future__ import annotations
@@ -24,7 +24,15 @@ import sys
 from pathlib import Path
 
 BENCH = Path(__file__).with_name("maml_navigation.py")
-SETTINGS = {"adaptrl": {}, "torch": {"OMP_WAIT_POLICY": "ACTIVE"}}
+SETTINGS = {
+    "adaptrl": {},
+    "torch": {"GOMP_SPINCOUNT": "300000"},
+    "passive": {"OMP_WAIT_POLICY": "PASSIVE"},
+    "spin1000": {"GOMP_SPINCOUNT": "1000"},
+    "spin3000": {"GOMP_SPINCOUNT": "3000"},
+    "spin10000": {"GOMP_SPINCOUNT": "10000"},
+    "spin100000": {"GOMP_SPINCOUNT": "100000"},
+}
 
 
 def _jobs(count: int, iterations: int, env: dict[str, str]) -> list[float]:
@@ -39,9 +47,11 @@ def _jobs(count: int, iterations: int, env: dict[str, str]) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iterations", type=int, default=6)
-    parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    parser.add_argument(
+        "--settings", nargs="+", default=["adaptrl", "torch"], choices=list(SETTINGS)
+    )
     args = parser.parse_args()
-    base = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    base = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
     results = {}
     for name in args.settings:
         env = {**base, **SETTINGS[name]}
