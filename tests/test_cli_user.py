@@ -546,3 +546,16 @@ def test_impossible_application_settings_are_one_line(tmp_path, capsys, preset, 
     out = tmp_path / "x"
     assert message in _error(capsys, ["train", preset, "--out", str(out), "--set", override])
     assert not out.exists()
+
+
+def test_a_run_that_used_its_time_budget_resumes_only_with_more(tmp_path, capsys):
+    run = tmp_path / "run"
+    argv = ["train", "maml-navigation2d", "--out", str(run), *TINY, "--max-seconds", "0.001"]
+    assert main(argv) == 0
+    assert int(load_checkpoint_file(run / "checkpoints" / "last.pt")["iteration"]) == 1
+    message = _error(capsys, ["train", "--resume", str(run), "--quiet"])
+    assert "used its training budget" in message and "--max-seconds" in message
+    assert "give more" in _error(capsys, ["train", "--resume", str(run), "--max-seconds", "1e-4"])
+    assert main(["train", "--resume", str(run), "--max-seconds", "0", "--quiet"]) == 0
+    assert int(load_checkpoint_file(run / "checkpoints" / "last.pt")["iteration"]) == 3
+    assert yaml.safe_load((run / "config.yaml").read_text())["train"]["max_seconds"] == 0

@@ -268,3 +268,14 @@ def test_rms_error_of_each_quarter_of_a_flight_by_hand():
 
 def test_the_figure8_family_passes_the_conformance_checker():
     check_family("drone_wind", num_envs=4, steps=30, **FIGURE8)
+
+
+def test_quarters_of_a_horizon_that_four_does_not_divide():
+    """Horizon 10: quarters of 3, 2, 3 and 2 steps; a flight that never crashed pays no box."""
+    family = make_family("drone_wind", horizon=10, box=3.0)
+    obs = torch.zeros(10, 2, 7)
+    obs[:, :, 0] = 0.1  # 10 cm off at every step, both rows
+    traj = _crash_and_finish(obs, crash_step=9)  # row 1 "crashes" on its last step
+    m = drone_metrics(traj, family)
+    for q in range(4):
+        assert_close(m[f"rms_error_cm_q{q + 1}"][0], torch.tensor([10.0, 10.0]))

@@ -128,7 +128,9 @@ def test_references_see_the_learners_tasks_and_noise(tmp_path):
     assert dr["adapts"] is False and pre["adapts"] is True and "inner_lrs" not in dr
     assert dr["x"] == results["maml"]["x"] and dr["seed"] == results["maml"]["seed"]
     # The budget: the learner's training wall time, at most 20x its iterations.
-    assert 1 <= dr["trained"]["iterations"] <= 40
+    learner_s = float(run.load_checkpoint()["elapsed_s"])
+    trained = dr["trained"]
+    assert trained["iterations"] == 40 or trained["seconds"] >= round(learner_s, 1) - 0.1
     saved = json.loads((run.path / "eval" / "test.oracle.json").read_text())
     assert saved["trained"]["iterations"] >= 1 and saved["num_tasks"] == 6
     # Evaluated again, the trained references are reused, not trained again.
@@ -161,3 +163,27 @@ def test_paired_verdicts_by_hand():
     assert verdict(paired_difference(a, b, 0)) == "level"  # -0.23 ± 0.28: not beyond 0
     assert verdict(paired_difference(b, a, 1)) == "worse"
     assert paired_difference(a, {**b, "seed": 2}, 1) is None  # other noise: not paired
+    assert paired_difference({**a, "iteration": 5}, {**b, "iteration": 4}, 1) is None  # stale
+
+
+def test_an_old_run_trains_no_new_reference_and_a_stopped_one_starts_again(tmp_path):
+    """A run made before evaluate.references (its config.yaml lacks the key) gets only the
+    references learners named then: re-evaluating it trains nothing new. A reference stopped
+    before its first checkpoint is started again, not refused."""
+    import yaml
+
+    config = build_run_config(MAML_TINY)
+    run = Run.create(tmp_path / "run", config)
+    with Trainer(run, config) as trainer:
+        trainer.train(progress=False)
+    written = yaml.safe_load(run.config_path.read_text())
+    for key in ("references", "reference_budget"):
+        written["evaluate"].pop(key)
+    run.config_path.write_text(yaml.safe_dump(written))
+    stopped = run.path / "baselines" / "pretrained"
+    Run.create(stopped, config)
+    (stopped / "metrics.csv").write_text("iteration,loss\n1,0.5\n")  # logged, no checkpoint
+    results = evaluate_run(run, ["test"], progress=False)["test"]
+    assert set(results) == {"maml", "domain_randomised", "pretrained", "random_init"}
+    assert not (run.path / "baselines" / "oracle").exists()
+    assert results["pretrained"]["trained"]["iterations"] == 2  # as before: the iterations

@@ -61,6 +61,22 @@ def test_held_out_cells_are_disjoint_and_ood_lies_beyond_training():
     assert beyond.all()
 
 
+@pytest.mark.parametrize("friction", [0.3, 0.9])
+def test_the_contact_takes_the_grounds_friction(friction):
+    """MuJoCo takes the larger friction of two geoms unless one has priority; the feet have
+    0.4, so without the floor's priority a slippery ground would not be slippery."""
+    family = make_family("terrain")
+    env = family.make_env(1)
+    task = {k: torch.tensor(v).float().reshape(1, 1) for k, v in _task(friction=friction).items()}
+    env.reset(tasks=task, seed=0)
+    for _ in range(10):
+        env.step(torch.zeros(1, 6))
+    sim = env.envs[0].unwrapped
+    floor = sim.model.geom("floor").id
+    contacts = [c for c in sim.data.contact[: sim.data.ncon] if floor in (c.geom1, c.geom2)]
+    assert contacts and all(c.friction[0] == pytest.approx(friction) for c in contacts)
+
+
 def test_the_task_sets_the_ground_and_the_robot_stands_on_it():
     family = make_family("terrain")
     env = family.make_env(1)

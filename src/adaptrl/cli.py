@@ -37,6 +37,7 @@ def _train(args: argparse.Namespace) -> None:
             ("train.seed", args.seed),
             ("train.device", args.device),
             ("train.num_iterations", args.iterations),
+            ("train.max_seconds", args.max_seconds),
             ("sampler.backend", args.sampler),
             ("sampler.ray_address", args.ray_address),
         ):
@@ -94,6 +95,21 @@ def _resumed(args: argparse.Namespace):
             f"{config.train.seed}; start a new run (--out) for another seed"
         )
     state = run.resume_state()  # refuses a run it cannot continue before anything is written
+    spent = float(state.get("elapsed_s", 0.0)) if state else 0.0
+    if args.max_seconds is not None:  # a larger budget is part of its record
+        if args.max_seconds and args.max_seconds <= spent:
+            raise ConfigError(
+                f"--max-seconds {args.max_seconds:g} with --resume: the run has trained "
+                f"{spent:.0f} s already; give more"
+            )
+        config = replace(config, train=replace(config.train, max_seconds=args.max_seconds))
+        run.save_config(config)
+    limit = config.train.max_seconds
+    if limit and spent >= limit:
+        raise ConfigError(
+            f"the run used its training budget (train.max_seconds {limit:g} s, trained "
+            f"{spent:.0f} s); extend it with --max-seconds SECONDS (0: no limit)"
+        )
     if args.iterations:  # extending a finished run is part of its record
         done = int(state["iteration"]) if state else 0
         if args.iterations < done:
@@ -283,6 +299,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="cpu (default), cuda, cuda:N or mps")
     p.add_argument("--iterations", type=int, help="meta-iterations (with --resume: extend the run)")
     p.add_argument(
+        "--max-seconds",
+        type=float,
+        help="training wall-time budget, train.max_seconds (with --resume: extend the run's)",
+    )
+    p.add_argument(
         "--sampler",
         help="where rollouts run: auto (default), inprocess, processes or ray "
         "(same trajectories on each; set the worker count with --set sampler.workers=N)",
@@ -453,7 +474,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"adaptrl: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:  # training's Interrupted names the run and its iteration
-        print(f"adaptrl: {exc or 'interrupted'}", file=sys.stderr)
+        print(f"adaptrl: {str(exc) or 'interrupted'}", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `adaptrl config PRESET | head` stopped reading: no traceback
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -71,6 +71,10 @@ class TrainConfig:
             raise ConfigError("train.max_seconds must be >= 0 (0 = no limit)")
 
 
+OLD_RUN_REFERENCES = "as-before"
+"""``evaluate.references`` of runs made before the key: the references learners named then."""
+
+
 @dataclass(frozen=True)
 class EvalConfig:
     """Meta-test protocol: adapt on held-out tasks and record a curve."""
@@ -108,8 +112,12 @@ class EvalConfig:
     """RL²: 'sample' from the policy (as trained) or take its 'mode' (most likely action).
     MAML adapts from sampled actions, so it accepts only 'sample'."""
 
-    LEGACY_VALUES: ClassVar[dict[str, Any]] = {"reference_budget": "iterations"}
-    """Runs made before ``reference_budget`` trained references for the learner's iterations."""
+    LEGACY_VALUES: ClassVar[dict[str, Any]] = {
+        "reference_budget": "iterations",
+        "references": (OLD_RUN_REFERENCES,),
+    }
+    """Runs made before ``reference_budget`` trained references for the learner's iterations,
+    and before ``references`` had only the references then named (no new training)."""
 
     def __post_init__(self) -> None:
         _positive(self, "num_tasks", "episodes_per_task")

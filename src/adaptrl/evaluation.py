@@ -8,6 +8,7 @@ Knows learners only through the protocol (``references()``, ``tunes_step_sizes``
 from __future__ import annotations
 
 import math
+import shutil
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -19,7 +20,7 @@ from adaptrl.algos.base import Learner, Reference, chosen_references
 from adaptrl.build import Built, build, restore_learner, run_config
 from adaptrl.config import RunConfig, override_section
 from adaptrl.envs import Family, resolve
-from adaptrl.errors import RunError
+from adaptrl.errors import Interrupted, RunError
 from adaptrl.protocol import evaluation_tasks, meta_test, tune_inner_lrs
 from adaptrl.results import curve_record, extra_records, write_json
 from adaptrl.runs import Run
@@ -91,7 +92,7 @@ def _trained_reference(
     iters, seconds = ev.pretrained_iterations or config.train.num_iterations, 0.0
     if not ev.pretrained_iterations and ev.reference_budget == "time":
         last = run.load_checkpoint(required=False) or {}
-        seconds = float(last.get("elapsed_s", 0.0))
+        seconds = float(last.get("elapsed_s", 0.0)) - float(last.get("validation_s", 0.0))
         if seconds > 0:  # checkpoints before elapsed_s existed: fall back to iterations
             iters = REFERENCE_ITERATION_CAP * int(last.get("iteration", iters))
     ref_cfg = replace(
@@ -102,6 +103,8 @@ def _trained_reference(
         preset=f"{config.preset} ({folder} reference)",
     )
     path = run.path / "baselines" / folder
+    if (path / "config.yaml").exists() and Run.open(path).load_checkpoint(required=False) is None:
+        shutil.rmtree(path)  # stopped before its first checkpoint: nothing worth keeping
     ref_run = Run.open(path) if (path / "config.yaml").exists() else Run.create(path, ref_cfg)
     own_sampler = bool(ref.env_overrides)  # another family: its own envs
     trainer = Trainer(ref_run, ref_cfg, resume=True, sampler=None if own_sampler else built.sampler)
@@ -119,6 +122,12 @@ def _trained_reference(
                 flush=True,
             )
             trainer.train(progress=progress, label=f"{folder} reference")
+    except Interrupted:
+        trainer.close()
+        raise Interrupted(
+            f"interrupted while training the '{folder}' reference (kept in {path}); "
+            f"'adaptrl evaluate {run.path}' continues it"
+        ) from None
     except BaseException:
         trainer.close()
         raise

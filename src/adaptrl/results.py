@@ -209,8 +209,9 @@ def paired_difference(a: dict[str, Any], b: dict[str, Any], x: int) -> tuple[flo
     ``x``, paired task by task: both adapted to the same tasks with the same seed, so the
     task-to-task spread (some goals are far, some winds strong) cancels. None when the records
     are not paired (other tasks, seeds or task counts) or lack point ``x``."""
-    if any(a.get(k) != b.get(k) for k in ("num_tasks", "seed", "split")):
-        return None
+    paired_on = ("num_tasks", "seed", "split", "iteration", "actions", "episodes_per_step")
+    if any(a.get(k) != b.get(k) for k in (*paired_on, "batch_steps")):
+        return None  # another evaluation's record (a stale file): not paired
     if (
         x not in a["x"]
         or x not in b["x"]

@@ -37,6 +37,9 @@ class Trainer:
         self.iteration = 0
         self.elapsed_s = 0.0
         """Training wall time of all sessions so far (a resumed run keeps counting)."""
+        self.validation_s = 0.0
+        """The part of ``elapsed_s`` spent on periodic validation (``train.eval_every``): a
+        reference trained for the learner's time gets the rest, the time spent learning."""
         self.best: dict[str, float] = {}
         """Iteration and validation score of checkpoints/best.pt (empty until an evaluation)."""
         if resume:
@@ -53,6 +56,7 @@ class Trainer:
             self.generator.set_state(state["generator"])
             self.iteration = int(state["iteration"])
             self.elapsed_s = float(state.get("elapsed_s", 0.0))
+            self.validation_s = float(state.get("validation_s", 0.0))
             self.best = dict(state.get("best", {}))
 
     algo = property(lambda self: self.learner)  # the pre-protocol name
@@ -73,6 +77,7 @@ class Trainer:
             "algorithm": self.learner.state_dict(),
             "generator": self.generator.get_state(),
             "elapsed_s": self.elapsed_s,
+            "validation_s": self.validation_s,
             "best": dict(self.best),
         }
 
@@ -108,7 +113,9 @@ class Trainer:
                 metrics = self.learner.train_iteration(ctx)
                 self.iteration += 1
                 if cfg.eval_every and self.iteration % cfg.eval_every == 0:
+                    before = time.perf_counter()
                     metrics.update(self._validation_metrics())
+                    self.validation_s += time.perf_counter() - before
                 self.elapsed_s = time.perf_counter() - start
                 metrics["time/elapsed_s"] = self.elapsed_s
                 self._keep(metrics)

@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import torch
 
-from adaptrl.config import EvalConfig
+from adaptrl.config import OLD_RUN_REFERENCES, EvalConfig
 from adaptrl.envs import Family, Tasks
 from adaptrl.errors import ConfigError
 from adaptrl.rng import derive_seed
@@ -64,6 +64,9 @@ class Reference:
     env_overrides: dict[str, Any] | None = None
     """``env`` values of its variant, e.g. ``{"task_in_obs": True}`` for an oracle (offered
     only where the family names ``task_features``)."""
+    added_later: bool = False
+    """Named after runs existed that never trained it: their evaluations leave it out
+    (``OLD_RUN_REFERENCES``), so re-evaluating an old run trains nothing new."""
     trained_as: str | None = None
     """Share another reference's training (its RUN/baselines/ folder), e.g. MAML's
     domain-randomised policy is the 'pretrained' one before fine-tuning."""
@@ -125,6 +128,8 @@ def available_references(learner: Learner, family: Family) -> dict[str, Referenc
 def chosen_references(learner: Learner, family: Family, names: tuple[str, ...]):
     """``evaluate.references`` (empty: all available), or one line naming what is not."""
     available = available_references(learner, family)
+    if names == (OLD_RUN_REFERENCES,):
+        return {n: r for n, r in available.items() if not r.added_later}
     for name in names:
         if name not in available:
             named = type(learner).references()

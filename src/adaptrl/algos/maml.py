@@ -240,17 +240,19 @@ class MAML:
                 "time, acting without adaptation: what one would deploy instead",
                 {"num_inner_steps": 0},
                 adapts=False,
-                trained_as="pretrained",
+                trained_as="pretrained",  # old runs have it: no new training
             ),
             "pretrained": Reference(
                 "the domain-randomised policy, then the same inner loop (step sizes tuned)",
                 {"num_inner_steps": 0},
             ),
             "oracle": Reference(
-                "the domain-randomised policy with the task in its observation: an upper bound",
+                "one policy trained like the domain-randomised one, with the task in its "
+                "observation, acting without adaptation: an upper bound",
                 {"num_inner_steps": 0},
                 adapts=False,
                 env_overrides={"task_in_obs": True},
+                added_later=True,
             ),
             "random_init": Reference("untrained policy, then the same inner loop"),
         }

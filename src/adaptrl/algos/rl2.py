@@ -275,11 +275,13 @@ class RL2:
                 "the same network without memory, trained on all training tasks by the same "
                 "updates for the same wall-clock time: what one would deploy instead",
                 {"memory": False},
+                added_later=True,
             ),
             "oracle": Reference(
                 "the memoryless network with the task in its observation: an upper bound",
                 {"memory": False},
                 env_overrides={"task_in_obs": True},
+                added_later=True,
             ),
             "random_init": Reference("untrained recurrent policy (same architecture)"),
         }

@@ -401,8 +401,9 @@ def drone_metrics(traj, family, tasks: Tasks | None = None) -> dict[str, torch.T
     quarter = (
         traj.step_in_episode() * 4
     ) // c.horizon  # which quarter of the horizon each step lies in
+    counts = torch.bincount((torch.arange(c.horizon) * 4) // c.horizon, minlength=4)
     for q in range(4):
-        steps_in_q = min(c.horizon, (q + 1) * c.horizon // 4) - q * c.horizon // 4
+        steps_in_q = int(counts[q])
         keep = (quarter == q).to(error2.dtype)
         sum_sq = traj.per_episode(error2 * keep)
         present = traj.per_episode(keep * traj.mask)

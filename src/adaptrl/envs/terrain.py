@@ -38,8 +38,8 @@ from adaptrl.envs.locomotion import _LocomotionEnv
 from adaptrl.errors import ConfigError
 
 PARAMS = ("roughness", "slope", "step", "friction")
-FIELD_HALF_LENGTH = 30.0  # m: the field spans x in [-10, 50]
-FIELD_CENTRE = 20.0
+FIELD_HALF_LENGTH = 60.0  # m: the field spans x in [-10, 110], 10 s at 11 m/s
+FIELD_CENTRE = 50.0
 FIELD_TOP = 1.5  # m: the highest point a heightfield value of 1 reaches
 RESOLUTION = 0.1  # m between heightfield samples along x
 FLAT_START = 1.5  # m of flat ground before the terrain begins
@@ -58,7 +58,9 @@ class TerrainConfig:
     max_step: float = 0.08
     """Stairs of training terrains have risers of U[0, max_step] m."""
     friction_range: tuple[float, float] = (0.3, 1.0)
-    """The ground's sliding friction U[low, high] (HalfCheetah's own floor: 0.4)."""
+    """The ground's sliding friction U[low, high] (HalfCheetah's own floor: 0.4). The floor has
+    contact priority, so its friction is the contact's (MuJoCo otherwise takes the larger of
+    the two geoms', and the robot's feet have 0.4)."""
     ood_factor: float = 1.5
     """``ood`` terrains take one of roughness, slope, step beyond training, up to this factor."""
     cell_width: float = 0.25
@@ -184,7 +186,7 @@ def _terrain_xml() -> str:
     if not floor.search(xml):
         raise RuntimeError("gymnasium's half_cheetah.xml has no floor geom to replace")
     xml = floor.sub(
-        f'<geom conaffinity="1" condim="3" hfield="terrain" name="floor" '
+        f'<geom conaffinity="1" condim="3" hfield="terrain" name="floor" priority="1" '
         f'pos="{FIELD_CENTRE} 0 0" rgba="0.8 0.9 0.8 1" type="hfield"/>',
         xml,
     )
