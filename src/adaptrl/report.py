@@ -385,15 +385,16 @@ def _intro_lines(config: RunConfig, metrics: list, state: dict | None) -> list[s
 def _figures(
     run: Run, config: RunConfig, metrics, results, classical, state: dict | None
 ) -> dict[str, Path]:
-    from adaptrl.algos import ALGORITHMS
-
     figures = {}
-    learner = ALGORITHMS.get(config.algorithm)
+    # What the adaptation axis counts, as evaluation recorded it (report never imports learners).
+    labels = [
+        r["x_label"] for ls in (results or {}).values() for r in ls.values() if "x_label" in r
+    ]
     best = ((state or {}).get("best") or {}).get("iteration")
     training = plot_training(
         metrics,
         run.path / "training.png",
-        learner[1].x_label if learner else "x",
+        labels[0] if labels else "adaptation points",
         None if best is None else int(best),
     )
     if training:
