@@ -91,9 +91,9 @@ class RaySampler(Sampler):
             _check_reachable(address)
         # --import'ed modules travel with the actors, which may run in another directory or on
         # another machine: unpickling the family there failed with ModuleNotFoundError (issue 26)
-        shipped = [
-            m.__path__[0] if hasattr(m, "__path__") else m.__file__ for m in plugin_modules()
-        ]
+        # (a submodule travels as its whole top-level package, so its import name stays valid)
+        tops = {sys.modules[m.__name__.split(".")[0]] for m in plugin_modules()}
+        shipped = sorted(m.__path__[0] if hasattr(m, "__path__") else m.__file__ for m in tops)
         if self._owns_ray:
             try:
                 ray.init(
