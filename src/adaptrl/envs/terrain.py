@@ -115,13 +115,14 @@ class TerrainTasks(TaskDistribution):
         low, high = c.friction_range
         return torch.tensor([c.max_roughness, c.max_slope, c.max_step, high - low]).clamp_min(1e-9)
 
+    def _offset(self) -> torch.Tensor:
+        return torch.tensor([0.0, 0.0, 0.0, self.config.friction_range[0]])
+
     def _scaled(self, params: torch.Tensor) -> torch.Tensor:
-        offset = torch.tensor([0.0, 0.0, 0.0, self.config.friction_range[0]])
-        return (params - offset) / self._scale()
+        return (params - self._offset()) / self._scale()
 
     def _prior(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        u = torch.rand(n, 4, generator=generator)
-        return u * self._scale() + torch.tensor([0.0, 0.0, 0.0, self.config.friction_range[0]])
+        return torch.rand(n, 4, generator=generator) * self._scale() + self._offset()
 
     def sample(self, n: int, split: Split, generator: torch.Generator) -> Tasks:
         if split not in (*SPLITS, "ood"):
@@ -135,9 +136,7 @@ class TerrainTasks(TaskDistribution):
             scaled = self.hash.sample(
                 n, split, lambda m, g: self._scaled(self._prior(m, g)), generator
             )
-            params = scaled * self._scale() + torch.tensor(
-                [0.0, 0.0, 0.0, self.config.friction_range[0]]
-            )
+            params = scaled * self._scale() + self._offset()
         seeds = torch.randint(2**24, (n, 1), generator=generator).float()  # exact in float32
         tasks = {name: params[:, i : i + 1] for i, name in enumerate(PARAMS)}
         return {**tasks, "terrain_seed": seeds}
@@ -150,22 +149,27 @@ class TerrainTasks(TaskDistribution):
         return ["ood" if b else lab for b, lab in zip(beyond.tolist(), labels)]
 
 
+def _scalar(task: dict[str, Any], key: str) -> float:
+    """One task's parameter as a float (a [1] array from the sampler, or a plain number)."""
+    return float(np.asarray(task[key]).reshape(-1)[0])
+
+
 def terrain_profile(task: dict[str, Any], x: np.ndarray) -> np.ndarray:
     """Ground height in m at positions ``x`` (m) of one task: flat before ``FLAT_START``, then
     bumps + hills + stairs, never below 0. Deterministic in the task (its ``terrain_seed``)."""
     d = np.clip(x - FLAT_START, 0.0, None)
-    rng = np.random.default_rng(int(float(np.asarray(task["terrain_seed"]).reshape(-1)[0])))
+    rng = np.random.default_rng(int(_scalar(task, "terrain_seed")))
     # Bumps: white noise smoothed over ~0.4 m, rescaled to [0, roughness].
     noise = np.convolve(rng.uniform(-1, 1, x.size + 8), np.hanning(9), mode="valid")[: x.size]
     noise = (noise - noise.min()) / max(np.ptp(noise), 1e-9)
-    bumps = float(np.asarray(task["roughness"]).reshape(-1)[0]) * noise
+    bumps = _scalar(task, "roughness") * noise
     # Hills: a triangle wave, 2 m up then 2 m down at the task's slope.
-    rise = math.tan(math.radians(float(np.asarray(task["slope"]).reshape(-1)[0])))
+    rise = math.tan(math.radians(_scalar(task, "slope")))
     phase = np.mod(d, 4.0)
     hills = rise * np.where(phase < 2.0, phase, 4.0 - phase)
     # Stairs: treads of 1 m, three risers up then three down.
     tread = np.floor(d).astype(int) % 6
-    stairs = float(np.asarray(task["step"]).reshape(-1)[0]) * np.where(tread <= 3, tread, 6 - tread)
+    stairs = _scalar(task, "step") * np.where(tread <= 3, tread, 6 - tread)
     height = bumps + hills + stairs
     return np.where(x < FLAT_START, 0.0, height)
 
@@ -216,7 +220,7 @@ class TerrainEnv(_LocomotionEnv):
         heights = terrain_profile(task, field_x(ncol)) / FIELD_TOP
         model.hfield_data[:] = np.tile(np.clip(heights, 0.0, 1.0), int(model.hfield_nrow[0]))
         floor = env.unwrapped.data.model.geom("floor").id
-        model.geom_friction[floor, 0] = float(np.asarray(task["friction"]).reshape(-1)[0])
+        model.geom_friction[floor, 0] = _scalar(task, "friction")
         return env
 
     def reward(self, reward: float, info: dict, action: np.ndarray, task: dict) -> float:
