@@ -18,9 +18,12 @@ import time
 
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
+# isort: off
+import adaptrl  # noqa: F401, E402  (first: its thread-waiting default must precede torch's loading)
 import gymnasium as gym  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+# isort: on
 
 from adaptrl.envs import make_family  # noqa: E402
 from adaptrl.policies import GaussianMLPPolicy  # noqa: E402

@@ -242,3 +242,31 @@ def test_held_out_velocities_cover_the_training_range(name):
     assert abs(test.mean().item() - train.mean().item()) < 0.1
     assert test.min().item() < 0.3 * family.config.max_velocity
     assert test.max().item() > 0.7 * family.config.max_velocity
+
+
+@pytest.mark.parametrize("name", ["walker_params", "terrain"])
+def test_the_direct_step_equals_gymnasiums_step(name):
+    """The direct MuJoCo step against the same family stepped through gymnasium (whose reward is
+    these families' reward), through falls and resets: observations bit for bit."""
+    family = make_family(name)
+    tasks = family.tasks.sample(3, "train", torch.Generator().manual_seed(1))
+    direct, slow = family.make_env(3), family.make_env(3)
+    slow.direct = False
+    assert direct.direct
+    obs_d, _ = direct.reset(tasks=tasks, seed=3)
+    obs_s, _ = slow.reset(tasks=tasks, seed=3)
+    rng = np.random.default_rng(0)
+    ended = 0
+    for _ in range(150):
+        actions = torch.as_tensor(rng.uniform(-1.2, 1.2, (3, 6)).astype(np.float32))
+        out_d, out_s = direct.step(actions), slow.step(actions)
+        assert torch.equal(out_d[0], out_s[0])
+        torch.testing.assert_close(out_d[1], out_s[1], rtol=1e-6, atol=1e-6)
+        assert torch.equal(out_d[2], out_s[2]) and torch.equal(out_d[3], out_s[3])
+        done = out_d[2] | out_d[3]
+        if done.any():
+            ended += int(done.sum())
+            assert torch.equal(direct.reset(mask=done)[0], slow.reset(mask=done)[0])
+    assert ended > 0 if name == "walker_params" else ended == 0  # random walkers fall
+    direct.close()
+    slow.close()

@@ -121,6 +121,10 @@ class GymMetaEnv(BatchedMetaEnv):
             terminated[i] = term
             truncated[i] = (trunc or self._t[i] >= self.horizon) and not term
             self._done[i] = terminated[i] or truncated[i]
+        return self._outputs(rewards, terminated, truncated)
+
+    def _outputs(self, rewards: np.ndarray, terminated: np.ndarray, truncated: np.ndarray):
+        """A step's return value: the observation buffer (copied) and the step's arrays."""
         dev = self.device
         return (
             torch.as_tensor(self._obs.copy(), device=dev),

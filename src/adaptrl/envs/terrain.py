@@ -208,7 +208,7 @@ class TerrainEnv(_LocomotionEnv):
     """HalfCheetah-v5 on the task's heightfield and friction; reward forward velocity −
     ``ctrl_cost_weight``·‖a‖²; never terminates."""
 
-    env_id, obs_dim, act_dim = "HalfCheetah-v5", 17, 6
+    env_id, obs_dim, act_dim, direct = "HalfCheetah-v5", 17, 6, True
 
     @classmethod
     def make_kwargs(cls, config: Any) -> dict[str, Any]:
@@ -223,8 +223,8 @@ class TerrainEnv(_LocomotionEnv):
         model.geom_friction[floor, 0] = _scalar(task, "friction")
         return env
 
-    def reward(self, reward: float, info: dict, action: np.ndarray, task: dict) -> float:
-        return float(info["x_velocity"]) - self.ctrl_cost(action)
+    def step_rewards(self, x_velocity, qpos, actions, tasks):
+        return x_velocity - self.ctrl_costs(actions), np.zeros(len(qpos), bool)
 
 
 __all__ = ["PARAMS", "TerrainConfig", "TerrainEnv", "TerrainTasks", "terrain_profile"]
