@@ -27,7 +27,7 @@ import torch  # noqa: E402
 
 from adaptrl.envs import make_family  # noqa: E402
 from adaptrl.policies import GaussianMLPPolicy  # noqa: E402
-from adaptrl.sampling import GaussianAgent, make_sampler  # noqa: E402
+from adaptrl.sampling import PolicyAgent, make_sampler  # noqa: E402
 
 
 def raw_gymnasium_steps_per_s(steps: int) -> float:
@@ -49,7 +49,7 @@ def sampler_steps_per_s(family, backend, workers, num_tasks, episodes, repeats) 
     obs_space, act_space = family.spaces()
     torch.manual_seed(0)
     policy = GaussianMLPPolicy(obs_space.shape[0], act_space.shape[0], (100, 100))
-    agent = GaussianAgent(policy, policy.params(), False, num_tasks)
+    agent = PolicyAgent(policy, policy.params(), False, num_tasks)
     tasks = family.tasks.sample(num_tasks, "train", torch.Generator().manual_seed(0))
     start = time.perf_counter()
     sampler = make_sampler(family, backend, workers)

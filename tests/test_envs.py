@@ -35,8 +35,9 @@ def test_checker_catches_float64_observations():
             obs, r, term, trunc, info = super().step(actions)
             return obs.double(), r, term, trunc, info
 
-    from adaptrl.envs import _REGISTRY, EnvSpec, register_env
+    from adaptrl.envs import EnvSpec, register_env
     from adaptrl.envs.navigation import Navigation2DConfig, Navigation2DTasks
+    from adaptrl.envs.registry import _REGISTRY
 
     register_env(EnvSpec("f64-test", Navigation2DConfig, Navigation2DTasks, Float64Env))
     try:
@@ -62,7 +63,7 @@ def test_checker_catches_a_broken_env():
         with pytest.raises(EnvCheckError, match="differs from a batch of one"):
             check_family("leaky-test", horizon=10)
     finally:
-        from adaptrl.envs import _REGISTRY
+        from adaptrl.envs.registry import _REGISTRY
 
         _REGISTRY.pop("leaky-test")
 

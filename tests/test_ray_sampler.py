@@ -14,7 +14,7 @@ ray = pytest.importorskip("ray")
 from adaptrl.envs import make_family  # noqa: E402
 from adaptrl.errors import ConfigError  # noqa: E402
 from adaptrl.policies import GaussianMLPPolicy  # noqa: E402
-from adaptrl.sampling import GaussianAgent  # noqa: E402
+from adaptrl.sampling import PolicyAgent  # noqa: E402
 from adaptrl.sampling.processes import ProcessSampler  # noqa: E402
 from adaptrl.sampling.ray_sampler import RaySampler  # noqa: E402
 
@@ -29,7 +29,7 @@ def case():
     family = make_family("halfcheetah_vel", horizon=30)
     torch.manual_seed(0)
     policy = GaussianMLPPolicy(17, 6, (32, 32))
-    agent = GaussianAgent(policy, policy.params(), False, 4)
+    agent = PolicyAgent(policy, policy.params(), False, 4)
     tasks = family.tasks.sample(4, "train", torch.Generator().manual_seed(0))
     with ProcessSampler(family, 2) as processes:
         reference = processes.sample(agent, tasks, seed=3, episodes_per_task=2)

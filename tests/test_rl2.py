@@ -240,7 +240,7 @@ def test_continuous_actions_get_a_gaussian_head_whose_log_probs_replay():
     algo = _rl2(
         RL2Config(hidden_size=8, episodes_per_trial=2, meta_batch_size=4, init_std=0.3), family
     )
-    assert algo.policy.continuous and algo.policy.rnn.input_size == 7 + 2 + 2 + 1
+    assert algo.policy.distribution.continuous and algo.policy.rnn.input_size == 7 + 2 + 2 + 1
     tasks = family.tasks.sample(4, "train", torch.Generator().manual_seed(0))
     traj = algo.sample_trials(tasks, seed=3)
     assert traj.actions.shape == (12, 4, 2) and traj.actions.dtype == torch.float32
@@ -292,11 +292,11 @@ def test_rl2_trpo_step_respects_the_kl_bound_and_adam_fits_only_the_value_networ
     value_before = {k: v.clone() for k, v in algo.value_net.state_dict().items()}
     h0 = trials.hidden_in[0].unsqueeze(0)
     with torch.no_grad():
-        old = algo._distribution(algo.policy(trials.inputs, h0)[0])
+        old = algo.policy.distribution_params(algo.policy(trials.inputs, h0)[0])
     stats = algo.update(trials)
     assert stats["trpo/accepted"] == 1.0 and stats["trpo/improvement"] > 0
     with torch.no_grad():
-        new = algo._distribution(algo.policy(trials.inputs, h0)[0])
+        new = algo.policy.distribution_params(algo.policy(trials.inputs, h0)[0])
         kl = float(algo._mean_kl(old, new, trials.mask))
     assert 0 < kl <= 0.005 and abs(kl - stats["trpo/kl"]) < 1e-6
     changed = {k for k, v in algo.policy.state_dict().items() if not torch.equal(v, before[k])}

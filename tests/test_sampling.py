@@ -16,7 +16,7 @@ from adaptrl import rng
 from adaptrl.envs import make_family
 from adaptrl.errors import ConfigError
 from adaptrl.policies import GaussianMLPPolicy, RecurrentCategoricalPolicy
-from adaptrl.sampling import GaussianAgent, InProcessSampler, RecurrentAgent, make_sampler
+from adaptrl.sampling import InProcessSampler, PolicyAgent, RecurrentAgent, make_sampler
 from adaptrl.sampling.processes import ProcessSampler, SamplerError
 
 FIELDS = ("obs", "actions", "log_probs", "rewards", "next_obs", "terminated", "truncated", "mask")
@@ -41,7 +41,7 @@ def _navigation_case():
         k: v.detach().unsqueeze(0).repeat(5, *[1] * v.dim()) for k, v in policy.params().items()
     }
     params = {k: v + 0.1 * torch.randn_like(v) for k, v in params.items()}  # per-task θ'
-    agent = GaussianAgent(policy, params, per_task=True, num_tasks=5)
+    agent = PolicyAgent(policy, params, per_task=True, num_tasks=5)
     return family, agent, tasks, {"episodes_per_task": 3}
 
 
@@ -100,7 +100,7 @@ def test_a_killed_worker_is_replaced_and_its_shard_resampled_identically():
         assert sampler.procs[1].pid != victim.pid and sampler.procs[1].is_alive()
 
 
-class _Exploding(GaussianAgent):
+class _Exploding(PolicyAgent):
     def act(self, obs, state):
         raise RuntimeError("boom in the agent")
 

@@ -3,7 +3,7 @@
 import torch
 from torch.testing import assert_close
 
-from adaptrl.policies import gaussian_kl
+from adaptrl.distributions import DiagGaussian
 from adaptrl.trust_region import (
     conjugate_gradient,
     conjugate_gradient_with_residual,
@@ -45,7 +45,7 @@ def _gaussian_problem(max_kl):
         return -(direction * mean).sum() + 0.1 * log_std.pow(2).sum()
 
     def kl_fn():
-        return gaussian_kl(old[0], old[1], mean, log_std)
+        return DiagGaussian().kl(old, (mean, log_std))
 
     def evaluate():
         with torch.no_grad():

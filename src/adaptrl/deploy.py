@@ -24,14 +24,10 @@ from torch import nn
 
 from adaptrl.build import Built, build, restore_learner, run_config
 from adaptrl.config import RunConfig
+from adaptrl.controllers import MeanActionPolicy, RecurrentController
 from adaptrl.envs import Family, SingleTaskEnv, make_task_env
 from adaptrl.errors import RunError
-from adaptrl.policies import (
-    CategoricalMLPPolicy,
-    GaussianMLPPolicy,
-    MeanActionPolicy,
-    RecurrentController,
-)
+from adaptrl.policies import CategoricalMLPPolicy, GaussianMLPPolicy
 from adaptrl.runs import Run
 
 __all__ = ["LoadedRun", "collect_episodes", "load_policy", "load_run", "save_policy"]
@@ -163,11 +159,9 @@ def collect_episodes(
         while True:
             with torch.no_grad():
                 out = policy(torch.as_tensor(obs, dtype=torch.float32))
-                if policy.continuous:
-                    mean, log_std = out
-                    action = (mean + log_std.exp() * torch.randn(mean.shape, generator=gen)).numpy()
-                else:
-                    action = int(torch.multinomial(torch.softmax(out, -1), 1, generator=gen))
+                dist = policy.distribution
+                drawn = dist.draw(dist.params_of(out), gen)
+                action = drawn.numpy() if dist.continuous else int(drawn)
             rows["obs"].append(np.asarray(obs, dtype=np.float32))
             rows["actions"].append(np.asarray(action))
             obs, reward, terminated, truncated, _ = env.step(action)

@@ -21,7 +21,7 @@ from adaptrl.build import Built, build, restore_learner, run_config
 from adaptrl.config import RunConfig, override_section
 from adaptrl.envs import Family, resolve
 from adaptrl.errors import Interrupted, RunError
-from adaptrl.protocol import evaluation_tasks, meta_test, tune_inner_lrs
+from adaptrl.protocol import TUNING_SEED_OFFSET, evaluation_tasks, meta_test, tune_inner_lrs
 from adaptrl.results import curve_record, extra_records, write_json
 from adaptrl.runs import Run
 from adaptrl.trainer import Trainer
@@ -346,7 +346,9 @@ def classical_record(family: Family, config: RunConfig, split: str) -> dict[str,
     from adaptrl.baselines.table import classical_setting
 
     tasks = evaluation_tasks(family, split, config.evaluate)
-    tune_cfg = replace(config.evaluate, seed=config.evaluate.seed + 7919, num_tasks=200)
+    tune_cfg = replace(
+        config.evaluate, seed=config.evaluate.seed + TUNING_SEED_OFFSET, num_tasks=200
+    )
     tune = evaluation_tasks(family, "train", tune_cfg)
     episodes = config.algo.get("episodes_per_trial", 1)
     rows = resolve(family.spec.classical)(

@@ -14,6 +14,8 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
+from adaptrl.distributions import Categorical, DiagGaussian
+
 Params = dict[str, torch.Tensor]
 
 _ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
@@ -51,7 +53,7 @@ def mlp(
 class GaussianMLPPolicy(nn.Module):
     """Diagonal Gaussian with an MLP mean and a state-independent log-std (as in rllab/MAML)."""
 
-    continuous = True
+    distribution = DiagGaussian()
 
     def __init__(
         self,
@@ -79,7 +81,7 @@ class GaussianMLPPolicy(nn.Module):
 class CategoricalMLPPolicy(nn.Module):
     """Softmax over discrete actions with MLP logits: MAML on discrete tasks (a recommender)."""
 
-    continuous = False
+    distribution = Categorical()
 
     def __init__(
         self,
@@ -102,17 +104,6 @@ class CategoricalMLPPolicy(nn.Module):
         return dict(self.named_parameters())
 
 
-def categorical_log_prob(actions: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-    """log π(a): logits [..., K], actions [...] int64 -> [...]."""
-    return torch.log_softmax(logits, -1).gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
-
-
-def categorical_kl(logits_p: torch.Tensor, logits_q: torch.Tensor) -> torch.Tensor:
-    """KL(p || q) of categoricals given by logits: [..., K] -> [...]."""
-    log_p, log_q = torch.log_softmax(logits_p, -1), torch.log_softmax(logits_q, -1)
-    return (log_p.exp() * (log_p - log_q)).sum(-1)
-
-
 def forward_params(
     policy: nn.Module, params: Params, obs: torch.Tensor, per_task: bool, task_dim: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor] | torch.Tensor:
@@ -128,50 +119,31 @@ def forward_params(
     def one(p: Params, o: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return functional_call(policy, p, (o,))
 
-    if not getattr(policy, "continuous", True):  # logits only
+    if not policy.distribution.continuous:  # logits only
         return vmap(one, in_dims=(0, task_dim), out_dims=task_dim)(params, obs)
     mean, log_std = vmap(one, in_dims=(0, task_dim), out_dims=(task_dim, 0))(params, obs)
     return mean, log_std
 
 
-def expand_log_std(
-    log_std: torch.Tensor, mean: torch.Tensor, per_task: bool, task_dim: int
+def broadcast_per_task(
+    param: torch.Tensor, like: torch.Tensor, per_task: bool, task_dim: int
 ) -> torch.Tensor:
-    """Broadcast log_std ([A] or per-task [n, A]) against mean ([..., n, ..., A])."""
+    """A state-independent output of ``forward_params`` (a Gaussian's log_std: [A], or per task
+    [n, A]) shaped to broadcast against a state-dependent one ``like`` ([..., n, ..., A])."""
     if not per_task:
-        return log_std
-    shape = [1] * mean.dim()
-    shape[task_dim] = log_std.shape[0]
-    shape[-1] = log_std.shape[-1]
-    return log_std.reshape(shape)
+        return param
+    shape = [1] * like.dim()
+    shape[task_dim] = param.shape[0]
+    shape[-1] = param.shape[-1]
+    return param.reshape(shape)
 
 
-def gaussian_log_prob(
-    actions: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor
-) -> torch.Tensor:
-    """Sum over action dims of log N(actions; mean, exp(log_std)^2): [..., A] -> [...]."""
-    z = (actions - mean) * torch.exp(-log_std)
-    return (-0.5 * z.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
-
-
-def gaussian_kl(
-    mean_p: torch.Tensor, log_std_p: torch.Tensor, mean_q: torch.Tensor, log_std_q: torch.Tensor
-) -> torch.Tensor:
-    """KL(p || q) of diagonal Gaussians, summed over action dims: [..., A] -> [...]."""
-    var_p, var_q = torch.exp(2 * log_std_p), torch.exp(2 * log_std_q)
-    kl = log_std_q - log_std_p + (var_p + (mean_p - mean_q).pow(2)) / (2 * var_q) - 0.5
-    return kl.sum(-1)
-
-
-def distribution_kl(old: tuple, new: tuple) -> torch.Tensor:
-    """KL(old || new) of two policy distributions given as their parameters: (mean, log_std)
-    of a diagonal Gaussian or (logits,) of a softmax; summed over action dims -> [...]."""
-    return gaussian_kl(*old, *new) if len(old) == 2 else categorical_kl(*old, *new)
-
-
-class RecurrentCategoricalPolicy(nn.Module):
+class RecurrentPolicy(nn.Module):
     """RL² agent: a GRU over (observation, previous action, previous reward, done flag) with a
-    categorical policy head and a value head (Duan et al. 2016, §2.2).
+    policy head and a value head (Duan et al. 2016, §2.2). The head's ``distribution`` decides
+    the rest: a categorical head emits logits and is fed its previous action one-hot; a
+    diagonal Gaussian head emits means (with a state-independent log-std, ``init_std``, as the
+    feed-forward policy) and is fed its previous action vector.
 
     Optional, off by default (Duan's plain GRU): ``prev_obs_input`` adds the previous
     observation, so one input holds the whole transition (s, a, r, s'); ``encoder_size`` puts a
@@ -195,7 +167,7 @@ class RecurrentCategoricalPolicy(nn.Module):
     def __init__(
         self,
         obs_dim: int,
-        num_actions: int,
+        action_dim: int,
         hidden_size: int = 256,
         time_input: bool = True,
         prev_obs_input: bool = False,
@@ -203,15 +175,19 @@ class RecurrentCategoricalPolicy(nn.Module):
         head_size: int = 0,
         cell: str = "gru",
         memory: bool = True,
+        distribution: Categorical | DiagGaussian | None = None,
+        init_std: float = 0.5,
     ) -> None:
         super().__init__()
         if cell not in ("gru", "lstm"):
             raise ValueError(f"cell must be gru or lstm, got {cell!r}")
-        self.obs_dim, self.num_actions, self.hidden_size = obs_dim, num_actions, hidden_size
+        self.distribution = distribution or Categorical()
+        self.obs_dim, self.action_dim, self.hidden_size = obs_dim, action_dim, hidden_size
         self.cell, self.memory = cell, memory
         self.state_size = hidden_size * (2 if cell == "lstm" else 1)  # width of the carried state
         self.time_input, self.prev_obs_input = time_input, prev_obs_input
-        in_dim = obs_dim * (1 + int(prev_obs_input)) + num_actions + 2 + int(time_input)
+        # the previous action takes action_dim inputs: a one-hot, or the action vector
+        in_dim = obs_dim * (1 + int(prev_obs_input)) + action_dim + 2 + int(time_input)
         self.encoder = (
             nn.Sequential(nn.Linear(in_dim, encoder_size), nn.ReLU())
             if encoder_size
@@ -224,23 +200,23 @@ class RecurrentCategoricalPolicy(nn.Module):
             if head_size
             else None
         )
-        self.policy_head = nn.Linear(head_size or hidden_size, num_actions)
+        self.policy_head = nn.Linear(head_size or hidden_size, action_dim)
         self.value_head = nn.Linear(head_size or hidden_size, 1)
+        log_std = torch.full((action_dim,), math.log(init_std))  # registered last: old checkpoints
+        self.log_std = nn.Parameter(log_std) if self.distribution.continuous else None
 
     def inputs(
         self, obs, prev_action, prev_reward, prev_done, progress=None, prev_obs=None
     ) -> torch.Tensor:
-        """[..., obs_dim], [...] long, [...], [...], [...], [..., obs_dim] -> [..., in].
+        """[..., obs_dim], [...] long (or [..., A]), [...], [...], [...], [..., obs_dim] ->
+        [..., in].
 
         ``progress`` (fraction of the trial's step budget used) is appended when ``time_input``:
         without it the value of a long trial is aliased across time steps (Pardo et al. 2018).
         ``prev_obs`` (zeros at a trial's start) is used when ``prev_obs_input``.
         """
-        one_hot = nn.functional.one_hot(prev_action, self.num_actions).to(obs.dtype)
-        return self._join(obs, one_hot, prev_reward, prev_done, progress, prev_obs)
-
-    def _join(self, obs, prev_action, prev_reward, prev_done, progress, prev_obs) -> torch.Tensor:
-        past = [prev_action, prev_reward.unsqueeze(-1), prev_done.unsqueeze(-1)]
+        action = self.distribution.action_features(prev_action, self.action_dim, obs.dtype)
+        past = [action, prev_reward.unsqueeze(-1), prev_done.unsqueeze(-1)]
         if self.prev_obs_input:
             past.append(prev_obs)
         if not self.memory:  # nothing of the past reaches a memoryless policy
@@ -249,8 +225,6 @@ class RecurrentCategoricalPolicy(nn.Module):
         if self.time_input:
             parts.append(progress.unsqueeze(-1))
         return torch.cat(parts, -1)
-
-    continuous = False
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # Checkpoints written before ``cell`` existed name the GRU ``gru``.
@@ -309,7 +283,13 @@ class RecurrentCategoricalPolicy(nn.Module):
 
     def initial_action(self, batch: int, device) -> torch.Tensor:
         """The 'previous action' input at a trial's start."""
-        return torch.zeros(batch, dtype=torch.long, device=device)
+        return self.distribution.null_action(batch, self.action_dim, device)
+
+    def distribution_params(self, out: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The policy head's output [..., A] as its distribution's parameters."""
+        if self.log_std is None:
+            return (out,)
+        return out, self.log_std.expand_as(out)
 
     def forward(self, x: torch.Tensor, hidden: torch.Tensor):
         """x: [T, B, in], hidden: [1, B, S] -> logits [T, B, A], values [T, B], hidden."""
@@ -320,127 +300,15 @@ class RecurrentCategoricalPolicy(nn.Module):
         return self.policy_head(out), self.value_head(out).squeeze(-1), hidden
 
 
-class RecurrentGaussianPolicy(RecurrentCategoricalPolicy):
-    """RL² for continuous actions: the same recurrent cell, fed the previous action vector, with a
-    Gaussian head (mean from the cell, state-independent log-std, as the feed-forward policy)."""
+class RecurrentCategoricalPolicy(RecurrentPolicy):
+    """``RecurrentPolicy`` with a categorical head (discrete actions)."""
 
-    continuous = True
-
-    def __init__(self, obs_dim: int, act_dim: int, *args: Any, init_std: float = 0.5, **kw: Any):
-        # The categorical parent sizes its input for a one-hot of ``num_actions`` entries: an
-        # action vector of act_dim entries takes the same room, and the head emits act_dim means.
-        super().__init__(obs_dim, act_dim, *args, **kw)
-        self.log_std = nn.Parameter(torch.full((act_dim,), math.log(init_std)))
-
-    def inputs(self, obs, prev_action, prev_reward, prev_done, progress=None, prev_obs=None):
-        prev_action = prev_action.to(obs.dtype)
-        return self._join(obs, prev_action, prev_reward, prev_done, progress, prev_obs)
-
-    def initial_action(self, batch: int, device) -> torch.Tensor:
-        return torch.zeros(batch, self.num_actions, device=device)
+    def __init__(self, obs_dim: int, num_actions: int, *args: Any, **kw: Any) -> None:
+        super().__init__(obs_dim, num_actions, *args, distribution=Categorical(), **kw)
 
 
-class MeanActionPolicy(nn.Module):
-    """A policy deployed as ``obs -> action``: a Gaussian's mean (what a controller executes),
-    or a categorical's most likely action."""
+class RecurrentGaussianPolicy(RecurrentPolicy):
+    """``RecurrentPolicy`` with a diagonal Gaussian head (continuous actions)."""
 
-    def __init__(self, policy: nn.Module) -> None:
-        super().__init__()
-        self.policy = policy
-
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        if self.policy.continuous:
-            return self.policy(obs)[0]
-        return self.policy(obs).argmax(-1)
-
-
-class RecurrentStep(nn.Module):
-    """One step of an RL² policy as a pure function of its inputs and hidden state, so it can
-    be exported (``torch.export``) and run without adaptrl.
-
-    obs [B, d], prev_action [B] int64 (or [B, A] for continuous actions), prev_reward/prev_done/
-    progress [B], prev_obs [B, d], hidden [1, B, S] -> (logits or mean [B, A], hidden [1, B, S]);
-    S is the policy's ``state_size`` (H for a GRU, 2H for an LSTM's (h, c)).
-    """
-
-    def __init__(self, policy: RecurrentCategoricalPolicy) -> None:
-        super().__init__()
-        self.policy = policy
-
-    def forward(self, obs, prev_action, prev_reward, prev_done, progress, prev_obs, hidden):
-        x = self.policy.inputs(obs, prev_action, prev_reward, prev_done, progress, prev_obs)
-        out, _, hidden = self.policy(x.unsqueeze(0), hidden)
-        return out[0], hidden  # logits, or the Gaussian head's mean
-
-
-class RecurrentController:
-    """An RL² agent acting in one plain environment, step by step: it carries its own memory
-    (recurrent state, previous action, reward and done flag) across the episodes of a trial.
-
-    ``reset()`` starts a trial (a new task); ``act(obs)`` returns an action (an int, or a numpy
-    vector for continuous actions); ``observe(reward, ended)`` reports the step's reward and
-    whether the episode ended. ``budget`` is the trial's step budget (episodes per trial x
-    horizon), the scale of the policy's time input. ``action_std``: the Gaussian head's std
-    (continuous actions only).
-    """
-
-    def __init__(
-        self,
-        step: nn.Module,
-        state_size: int,
-        budget: int,
-        mode: bool = False,
-        seed: int = 0,
-        action_std: list[float] | None = None,
-    ) -> None:
-        self.step, self.state_size, self.budget, self.mode = step, state_size, budget, mode
-        self.action_std = None if action_std is None else torch.tensor(action_std)
-        self.generator = torch.Generator().manual_seed(seed)
-        self.reset()
-
-    @property
-    def continuous(self) -> bool:
-        return self.action_std is not None
-
-    def reset(self) -> None:
-        self.t = 0
-        self.hidden = torch.zeros(1, 1, self.state_size)
-        if self.continuous:
-            self.prev_action = torch.zeros(1, self.action_std.shape[0])
-        else:
-            self.prev_action = torch.zeros(1, dtype=torch.long)
-        self.prev_reward = torch.zeros(1)
-        self.prev_done = torch.zeros(1)
-        self.prev_obs: torch.Tensor | None = None
-        self._obs: torch.Tensor | None = None
-
-    @torch.no_grad()
-    def act(self, obs: Any) -> Any:
-        obs_t = torch.as_tensor(obs, dtype=torch.float32).reshape(1, -1)
-        prev_obs = self.prev_obs if self.prev_obs is not None else torch.zeros_like(obs_t)
-        progress = torch.full((1,), self.t / self.budget)
-        out, self.hidden = self.step(
-            obs_t,
-            self.prev_action,
-            self.prev_reward,
-            self.prev_done,
-            progress,
-            prev_obs,
-            self.hidden,
-        )
-        self._obs, self.t = obs_t, self.t + 1
-        if self.continuous:
-            noise = torch.randn(out.shape, generator=self.generator) * self.action_std
-            self.prev_action = out if self.mode else out + noise
-            return self.prev_action[0].numpy()
-        if self.mode:
-            action = int(out[0].argmax())
-        else:
-            action = int(torch.multinomial(torch.softmax(out[0], -1), 1, generator=self.generator))
-        self.prev_action = torch.tensor([action])
-        return action
-
-    def observe(self, reward: float, ended: bool) -> None:
-        self.prev_reward = torch.tensor([float(reward)])
-        self.prev_done = torch.tensor([float(ended)])
-        self.prev_obs = self._obs
+    def __init__(self, obs_dim: int, act_dim: int, *args: Any, **kw: Any) -> None:
+        super().__init__(obs_dim, act_dim, *args, distribution=DiagGaussian(), **kw)

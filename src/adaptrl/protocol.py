@@ -23,6 +23,9 @@ from adaptrl.rng import derive_seed
 # best of these factors: a fixed step size that suits the meta-learned initialisation can make a
 # plain policy diverge, and a diverging reference would flatter meta-learning.
 REFERENCE_LR_SCALES = (1.0, 0.3, 0.1, 0.03, 0.01)
+TUNING_SEED_OFFSET = 7919
+"""Seed offset of the training tasks that tune a reference's step sizes or a classical
+strategy: a draw apart from every reported one."""
 _SPLIT_SEED = {"train": 0, "test": 1, "ood": 2}
 VALIDATION_OFFSET = 104729
 """Seed offset of the held-out tasks training evaluates on (best checkpoint), apart from the
@@ -117,7 +120,9 @@ def tune_inner_lrs(learner: Learner, family: Family, cfg: EvalConfig) -> tuple[f
     for scale in REFERENCE_LR_SCALES:
         lrs = tuple(round(lr * scale, 8) for lr in cfg.inner_lrs)
         trial = replace(cfg, inner_lrs=lrs, num_tasks=min(cfg.num_tasks, 20))
-        final = meta_test(learner, family, "train", trial, seed_offset=7919)["returns"][-1].mean()
+        final = meta_test(learner, family, "train", trial, seed_offset=TUNING_SEED_OFFSET)[
+            "returns"
+        ][-1].mean()
         if torch.isfinite(final) and final > best_return:
             best, best_return = lrs, float(final)
     return best

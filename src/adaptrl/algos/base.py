@@ -80,6 +80,9 @@ class Learner(Protocol):
     """Values of ``evaluate.actions`` the learner supports."""
     tunes_step_sizes: ClassVar[bool]
     """True when adaptation has step sizes that evaluation may tune for references."""
+    adapts_on_batches: ClassVar[bool]
+    """True when adaptation steps on batches of episodes (``evaluate.batch_steps`` may count
+    them in env steps)."""
 
     def train_iteration(self, ctx: TrainContext) -> dict[str, float]: ...
 
@@ -100,15 +103,15 @@ class Learner(Protocol):
 
 def check_eval_config(learner: Any, cfg: EvalConfig) -> None:
     """The ``evaluate`` settings must suit the learner: ``actions`` among its ``eval_actions``;
-    ``batch_steps`` only where adaptation steps on batches of episodes (a learner that does
-    sets ``adapts_on_batches = True``, as MAML does)."""
-    allowed = getattr(learner, "eval_actions", ("sample",))
+    ``batch_steps`` only where adaptation steps on batches of episodes (the learner declares
+    ``adapts_on_batches``)."""
+    allowed = learner.eval_actions
     if cfg.actions not in allowed:
         raise ConfigError(
             f"evaluate.actions='{cfg.actions}' is not supported by {type(learner).__name__} "
             f"(it supports: {', '.join(allowed)})"
         )
-    if cfg.batch_steps and not getattr(learner, "adapts_on_batches", False):
+    if cfg.batch_steps and not learner.adapts_on_batches:
         raise ConfigError(
             f"evaluate.batch_steps counts adaptation batches in env steps; "
             f"{type(learner).__name__} does not adapt on batches of episodes: remove it"

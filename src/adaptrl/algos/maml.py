@@ -23,13 +23,11 @@ Deliberate deviations from the paper, each a switch:
 from __future__ import annotations
 
 import copy
-import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from torch.func import functional_call, grad, vmap
 
@@ -43,14 +41,12 @@ from adaptrl.policies import (
     CategoricalMLPPolicy,
     GaussianMLPPolicy,
     Params,
-    categorical_log_prob,
-    distribution_kl,
-    expand_log_std,
+    broadcast_per_task,
     forward_params,
-    gaussian_log_prob,
 )
 from adaptrl.returns import discounted_returns, fit_linear_baseline, gae, normalize_per_task
-from adaptrl.sampling import CategoricalAgent, GaussianAgent, Sampler, Trajectories
+from adaptrl.sampling import PolicyAgent, Sampler, Trajectories
+from adaptrl.sampling.step_counted import step_counted
 from adaptrl.trust_region import fisher_vector_product, flat, gauss_newton_fvp, natural_step
 
 
@@ -142,15 +138,6 @@ class MAMLConfig:
             raise ConfigError(f"algo.init must be one of {', '.join(INITS)}, got {self.init!r}")
 
 
-_ROUND_SEED = 7919
-"""Seed offset of each further round of a step-counted batch (``MAML._sample_steps``)."""
-_MAX_ROUNDS = 4
-"""Rounds of a step-counted batch at most: every row holds a whole horizon, so a policy whose
-episodes end within a few steps would otherwise need hundreds of rows per task (400 tasks of
-the authors' preset then exhausted 24 GB). rllab has no cap; here a task keeps at most
-4 x ``episodes_per_task`` episodes."""
-
-
 def _detached(params: Params) -> Params:
     return {k: v.detach() for k, v in params.items()}
 
@@ -206,7 +193,6 @@ class MAML:
         self.config, self.family, self.sampler = config, family, sampler
         self.device = torch.device(device)
         obs_space, act_space = family.spaces()
-        self.continuous = hasattr(act_space, "low")
         if hasattr(act_space, "n"):  # Discrete: a softmax policy
             self.policy = CategoricalMLPPolicy(
                 obs_space.shape[0],
@@ -215,7 +201,7 @@ class MAML:
                 config.activation,
                 config.init,
             )
-        elif self.continuous and len(act_space.shape) == 1:
+        elif hasattr(act_space, "low") and len(act_space.shape) == 1:
             self.policy = GaussianMLPPolicy(
                 obs_space.shape[0],
                 act_space.shape[0],
@@ -230,6 +216,7 @@ class MAML:
                 f"{act_space}"
             )
         self.policy = self.policy.to(self.device)
+        self.distribution = self.policy.distribution
 
     # ----------------------------------------------------------------------------- sampling
     @classmethod
@@ -261,9 +248,7 @@ class MAML:
         self, tasks: Tasks, params: Params, per_task: bool, episodes: int, seed: int
     ) -> Trajectories:
         n = next(iter(tasks.values())).shape[0]
-        agent = (GaussianAgent if self.continuous else CategoricalAgent)(
-            self.policy, params, per_task, n
-        )
+        agent = PolicyAgent(self.policy, params, per_task, n)
         return self.sampler.sample(agent, tasks, seed, episodes).to(self.device)
 
     def _pg_batch(self, traj: Trajectories) -> PGBatch:
@@ -288,7 +273,7 @@ class MAML:
     def _task_pg_loss(self, params: Params, obs, actions, advantages, mask) -> torch.Tensor:
         """REINFORCE loss of one task: obs [T, E, d] -> scalar."""
         out = functional_call(self.policy, params, (obs,))
-        log_prob = self._log_prob(actions, out if self.continuous else (out,))
+        log_prob = self.distribution.log_prob(self.distribution.params_of(out), actions)
         return -(log_prob * advantages).sum() / mask.sum().clamp_min(1.0)
 
     def inner_step(self, params: Params, per_task: bool, batch: PGBatch, lr: float) -> Params:
@@ -313,16 +298,11 @@ class MAML:
 
     # ----------------------------------------------------------------------------- outer loss
     def _distribution(self, params: Params, per_task: bool, obs: torch.Tensor) -> tuple:
-        """The policy's distribution at ``obs``: (mean, log_std) or (logits,)."""
-        if not self.continuous:
-            return (forward_params(self.policy, params, obs, per_task, task_dim=1),)
-        mean, log_std = forward_params(self.policy, params, obs, per_task, task_dim=1)
-        return mean, expand_log_std(log_std, mean, per_task, task_dim=1)
-
-    def _log_prob(self, actions: torch.Tensor, dist: tuple) -> torch.Tensor:
-        if self.continuous:
-            return gaussian_log_prob(actions, *dist)
-        return categorical_log_prob(actions, *dist)
+        """The parameters of the policy's distribution at ``obs``: (mean, log_std) or
+        (logits,), each broadcastable against the first."""
+        out = forward_params(self.policy, params, obs, per_task, task_dim=1)
+        first, *rest = self.distribution.params_of(out)
+        return (first, *(broadcast_per_task(p, first, per_task, task_dim=1) for p in rest))
 
     def _surrogate_and_kl(
         self, params, per_task, post: PGBatch, old
@@ -333,12 +313,12 @@ class MAML:
     def _surrogate_and_kl_of(
         self, dist: tuple, post: PGBatch, old
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        log_prob = self._log_prob(post.actions, dist)
+        log_prob = self.distribution.log_prob(dist, post.actions)
         old_dist, old_log_prob = old
         ratio = torch.exp(log_prob - old_log_prob)
         count = post.mask.sum((0, 2)).clamp_min(1.0)
         surrogate = -((ratio * post.advantages).sum((0, 2)) / count).mean()
-        kl = distribution_kl(old_dist, dist)
+        kl = self.distribution.kl(old_dist, dist)
         return surrogate, ((kl * post.mask).sum((0, 2)) / count).mean()
 
     def _initial_kl(self, first: PGBatch):
@@ -351,7 +331,7 @@ class MAML:
         def kl() -> float:
             with torch.no_grad():
                 new = self._distribution(self.policy.params(), False, first.obs)
-                per_task = (distribution_kl(old, new) * first.mask).sum((0, 2)) / count
+                per_task = (self.distribution.kl(old, new) * first.mask).sum((0, 2)) / count
             return float(per_task.mean())
 
         return kl
@@ -372,25 +352,6 @@ class MAML:
         """Each sample's weight in the mean KL: mask / (task's sample count) / tasks."""
         count = post.mask.sum((0, 2), keepdim=True).clamp_min(1.0)
         return post.mask / count / post.mask.shape[1]
-
-    def _output_fisher(self, old_dist: tuple, weights: torch.Tensor):
-        """u -> M u, with M the Hessian of the weighted mean KL(π_old || π) with respect to the
-        distribution's parameters at π = π_old: diag(1/σ², 2) in (mean, log σ) for a
-        Gaussian, diag(p) - ppᵀ in logits for a softmax."""
-        if self.continuous:
-            mean, log_std = old_dist
-            w = weights.unsqueeze(-1)
-            mean_w = w * torch.exp(-2.0 * log_std)
-            log_std_w = 2.0 * w.expand_as(mean).sum_to_size(log_std.shape)
-            return lambda t: (t[0] * mean_w, t[1] * log_std_w)
-        (logits,) = old_dist
-        p, w = torch.softmax(logits, -1), weights.unsqueeze(-1)
-
-        def categorical(t):
-            pz = p * t[0]
-            return (w * (pz - p * pz.sum(-1, keepdim=True)),)
-
-        return categorical
 
     def _new_jacobian(self, num_tasks: int) -> AdaptationJacobian:
         return AdaptationJacobian(_detached(self.policy.params()), num_tasks)
@@ -437,7 +398,7 @@ class MAML:
         jacobian = self._finished_jacobian(batches, post, jacobian)
         dist = jacobian.outputs
         old_dist = tuple(d.detach() for d in dist)
-        old = (old_dist, self._log_prob(post.actions, old_dist))
+        old = (old_dist, self.distribution.log_prob(old_dist, post.actions))
         leaf = tuple(d.detach().requires_grad_() for d in dist)
         loss, _ = self._surrogate_and_kl_of(leaf, post, old)
         grad_flat = jacobian.vjp(torch.autograd.grad(loss, leaf))
@@ -459,7 +420,7 @@ class MAML:
             fvp = gauss_newton_fvp(
                 jacobian.jvp,
                 jacobian.vjp,
-                self._output_fisher(sub_old, self._sample_weights(sub_post)),
+                self.distribution.fisher(sub_old, self._sample_weights(sub_post)),
                 c.cg_damping,
             )
         else:
@@ -472,7 +433,7 @@ class MAML:
     def _old_distribution(self, params, per_task, post: PGBatch):
         with torch.no_grad():
             dist = self._distribution(_detached(params), per_task, post.obs)
-            return dist, self._log_prob(post.actions, dist)
+            return dist, self.distribution.log_prob(dist, post.actions)
 
     # ----------------------------------------------------------------------------- meta-step
     def train_iteration(self, ctx: TrainContext) -> dict[str, float]:
@@ -589,26 +550,9 @@ class MAML:
     def _sample_steps(
         self, tasks: Tasks, params: Params, per_task: bool, episodes: int, budget: int, seed: int
     ) -> Trajectories:
-        """rllab's step-counted batch: per task, episodes in order until their steps reach
-        ``budget`` (an episode is kept when it starts below the budget), sampled ``episodes``
-        at a time, at most ``_MAX_ROUNDS`` times; the rows after are masked out whole, which
-        ``Trajectories.task_mean`` leaves out of every per-task mean."""
-
-        def task_steps(t: Trajectories) -> torch.Tensor:
-            return t.mask.sum(0).reshape(t.num_tasks, -1)  # [n, rows]: each episode's steps
-
-        rounds = [self._sample(tasks, params, per_task, episodes, seed)]
-        steps = task_steps(rounds[0]).sum(1)
-        while bool((steps < budget).any()) and len(rounds) < _MAX_ROUNDS:
-            more = self._sample(tasks, params, per_task, episodes, seed + _ROUND_SEED * len(rounds))
-            rounds.append(more)
-            steps = steps + task_steps(more).sum(1)
-        traj = Trajectories.cat_per_task(rounds) if len(rounds) > 1 else rounds[0]
-        lengths = task_steps(traj)
-        kept = ((lengths.cumsum(1) - lengths) < budget).to(traj.mask.dtype)  # [n, E]
-        keep_rows = kept.reshape(1, -1)
-        return dataclasses.replace(
-            traj, mask=traj.mask * keep_rows, rewards=traj.rewards * keep_rows
+        """rllab's step-counted batch of ``budget`` env steps per task (``step_counted``)."""
+        return step_counted(
+            lambda s: self._sample(tasks, params, per_task, episodes, s), budget, seed
         )
 
     def adapt_from_episodes(
@@ -622,7 +566,8 @@ class MAML:
         normalisation)."""
         if not episodes:
             raise ConfigError("adapt_from_episodes needs at least one episode")
-        traj = _episodes_to_trajectories(episodes, self.device, discrete=not self.continuous)
+        discrete = not self.distribution.continuous
+        traj = Trajectories.from_episodes(episodes, discrete).to(self.device)
         params = self.inner_step(
             _detached(self.policy.params()), False, self._pg_batch(traj), lr or self.config.inner_lr
         )
@@ -645,30 +590,3 @@ class MAML:
 
     def load_state_dict(self, state: dict) -> None:
         self.policy.load_state_dict(state["policy"])
-
-
-def _episodes_to_trajectories(
-    episodes: list[dict[str, Any]], device, discrete: bool = False
-) -> Trajectories:
-    """Variable-length episodes of one task as a [T, E] batch (zero-padded and masked)."""
-    rows = []
-    for ep in episodes:
-        rewards = torch.as_tensor(np.asarray(ep["rewards"]), dtype=torch.float32).reshape(-1)
-        n = rewards.shape[0]
-        obs = torch.as_tensor(np.asarray(ep["obs"]), dtype=torch.float32).reshape(n, -1)
-        actions = torch.as_tensor(np.asarray(ep["actions"]))
-        actions = actions.long().reshape(n) if discrete else actions.float().reshape(n, -1)
-        rows.append((obs, actions, rewards, bool(ep.get("terminated", False))))
-    T, E = max(r[2].shape[0] for r in rows), len(rows)
-    obs = torch.zeros(T, E, rows[0][0].shape[1])
-    actions = torch.zeros(T, E, *rows[0][1].shape[1:], dtype=rows[0][1].dtype)
-    rewards, mask = torch.zeros(T, E), torch.zeros(T, E)
-    terminated = torch.zeros(T, E, dtype=torch.bool)
-    truncated = torch.zeros(T, E, dtype=torch.bool)
-    for e, (o, a, r, ended_in_mdp) in enumerate(rows):
-        n = r.shape[0]
-        obs[:n, e], actions[:n, e], rewards[:n, e], mask[:n, e] = o, a, r, 1.0
-        terminated[n - 1, e], truncated[n - 1, e] = ended_in_mdp, not ended_in_mdp
-    return Trajectories(
-        obs, actions, torch.zeros(T, E), rewards, obs, terminated, truncated, mask, num_tasks=1
-    ).to(device)

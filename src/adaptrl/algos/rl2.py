@@ -34,16 +34,10 @@ import torch
 
 from adaptrl.algos.base import Adaptation, Reference, TrainContext, check_eval_config
 from adaptrl.config import EvalConfig
+from adaptrl.controllers import RecurrentController, RecurrentStep
 from adaptrl.envs import Family, Tasks
 from adaptrl.errors import ConfigError
-from adaptrl.policies import (
-    RecurrentCategoricalPolicy,
-    RecurrentController,
-    RecurrentGaussianPolicy,
-    RecurrentStep,
-    distribution_kl,
-    gaussian_log_prob,
-)
+from adaptrl.policies import RecurrentCategoricalPolicy, RecurrentGaussianPolicy
 from adaptrl.returns import discounted_returns, gae
 from adaptrl.rng import derive_seed
 from adaptrl.sampling import RecurrentAgent, Sampler, Trajectories
@@ -229,6 +223,7 @@ class RL2:
     x_label = "episodes"
     eval_actions = ("sample", "mode")
     tunes_step_sizes = False
+    adapts_on_batches = False  # it adapts in memory, within a trial
 
     def __init__(self, config: RL2Config, family: Family, sampler: Sampler, device="cpu"):
         self.config, self.family, self.sampler = config, family, sampler
@@ -373,11 +368,8 @@ class RL2:
                 spread if self.value_scale is None else (0.9 * self.value_scale + 0.1 * spread)
             )
 
-    def _distribution(self, out: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return (out,) if not self.policy.continuous else (out, self.policy.log_std.expand_as(out))
-
     def _mean_kl(self, old: tuple, new: tuple, mask: torch.Tensor) -> torch.Tensor:
-        return (distribution_kl(old, new) * mask).sum() / mask.sum().clamp_min(1.0)
+        return (self.policy.distribution.kl(old, new) * mask).sum() / mask.sum().clamp_min(1.0)
 
     def trpo_objective(
         self, trials: Trials, adv: torch.Tensor
@@ -396,18 +388,18 @@ class RL2:
             return -(ratio * adv * trials.mask).sum() / count
 
         out, _, _ = self.policy(trials.inputs, h0)
-        old = tuple(d.detach() for d in self._distribution(out))
+        old = tuple(d.detach() for d in self.policy.distribution_params(out))
         loss = surrogate(out)
         k = max(1, math.ceil(c.curvature_fraction * trials.mask.shape[1]))
         with torch.backends.cudnn.flags(enabled=False):  # cuDNN's cells have no double backward,
             sub_out, _, _ = self.policy(trials.inputs[:, :k], h0[:, :k])  # which the FVP needs
         sub_old = tuple(d[:, :k] for d in old)
-        kl = self._mean_kl(sub_old, self._distribution(sub_out), trials.mask[:, :k])
+        kl = self._mean_kl(sub_old, self.policy.distribution_params(sub_out), trials.mask[:, :k])
 
         def evaluate() -> tuple[float, float]:
             with torch.no_grad():
                 new_out, _, _ = self.policy(trials.inputs, h0)
-                new = self._distribution(new_out)
+                new = self.policy.distribution_params(new_out)
                 return float(surrogate(new_out)), float(self._mean_kl(old, new, trials.mask))
 
         return params, loss, kl, evaluate
@@ -442,12 +434,16 @@ class RL2:
         }
 
     def update(self, trials: Trials, entropy_coef: float | None = None) -> dict[str, float]:
+        """The configured update (``algo.optimizer``): ``update_ppo`` or ``update_trpo``."""
+        if self.config.optimizer == "trpo":
+            return self.update_trpo(trials)
+        return self.update_ppo(trials, entropy_coef)
+
+    def update_ppo(self, trials: Trials, entropy_coef: float | None = None) -> dict[str, float]:
         """PPO epochs over chunks of trials (truncated BPTT from the stored hidden states);
         ``entropy_coef``: this iteration's bonus (default ``config.entropy_coef``)."""
         c = self.config
         entropy_coef = c.entropy_coef if entropy_coef is None else entropy_coef
-        if c.optimizer == "trpo":
-            return self.update_trpo(trials)
         adv, returns = self._advantages(trials)
         T = trials.rewards.shape[0]
         L = c.bptt_len or T
@@ -496,12 +492,8 @@ class RL2:
     def _log_prob_entropy(self, out: torch.Tensor, actions: torch.Tensor):
         """Log-probability of the taken actions and the policy's entropy at each step:
         out [L, N, A] (logits, or Gaussian means), actions [L, N] or [L, N, A] -> [L, N] each."""
-        if not self.policy.continuous:
-            log_p = torch.log_softmax(out, -1)
-            return log_p.gather(-1, actions[..., None]).squeeze(-1), -(log_p.exp() * log_p).sum(-1)
-        log_std = self.policy.log_std.expand_as(out)
-        entropy = (log_std + 0.5 * math.log(2 * math.pi * math.e)).sum(-1)
-        return gaussian_log_prob(actions, out, log_std), entropy
+        params = self.policy.distribution_params(out)
+        return self.policy.distribution.log_prob_entropy(params, actions)
 
     def train_iteration(self, ctx: TrainContext) -> dict[str, float]:
         tasks = self.family.tasks.sample(self.config.meta_batch_size, "train", ctx.generator)
@@ -560,7 +552,7 @@ class RL2:
             horizon = env.horizon
         budget = (episodes or self.config.episodes_per_trial) * horizon
         step = RecurrentStep(copy.deepcopy(self.policy).cpu().eval())
-        std = self.policy.log_std.exp().tolist() if self.policy.continuous else None
+        std = self.policy.log_std.exp().tolist() if self.policy.distribution.continuous else None
         return RecurrentController(step, self.policy.state_size, budget, mode, seed, std)
 
     def meta_test(self, tasks: Tasks, cfg: EvalConfig, seed: int = 0) -> Adaptation:

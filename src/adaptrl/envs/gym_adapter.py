@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from adaptrl.envs.base import BatchedMetaEnv, TaskDistribution, Tasks
+from adaptrl.envs.registry import EnvSpec, Family, register_env
 from adaptrl.errors import ConfigError
 from adaptrl.rng import mix
 
@@ -256,7 +257,6 @@ def gym_family(name: str, make_env: Any, tasks: TaskDistribution, horizon: int, 
     """Register a user's gymnasium env (plus task distribution) as family ``name`` and return it.
 
     Every tool then works with it: MAML/RL², every sampler back-end, the checker."""
-    from adaptrl.envs import EnvSpec, Family, register_env
 
     _USER_FAMILIES[name] = (make_env, tasks, horizon)
     spec = register_env(

@@ -10,7 +10,13 @@ import os
 
 from adaptrl.envs import Family
 from adaptrl.errors import ConfigError
-from adaptrl.sampling.agents import Agent, CategoricalAgent, GaussianAgent, RecurrentAgent
+from adaptrl.sampling.agents import (
+    Agent,
+    CategoricalAgent,
+    GaussianAgent,
+    PolicyAgent,
+    RecurrentAgent,
+)
 from adaptrl.sampling.base import InProcessSampler, RolloutWorker, Sampler
 from adaptrl.sampling.trajectories import Trajectories
 
@@ -58,6 +64,7 @@ __all__ = [
     "Agent",
     "CategoricalAgent",
     "GaussianAgent",
+    "PolicyAgent",
     "InProcessSampler",
     "RecurrentAgent",
     "RolloutWorker",

@@ -16,16 +16,12 @@ row budget at ``start``, so a row's actions never depend on which other rows sha
 
 from __future__ import annotations
 
-import math
 from typing import Any, Protocol
 
 import torch
 from torch import nn
 
-from adaptrl.policies import Params, RecurrentCategoricalPolicy, forward_params
-from adaptrl.rng import normal_sequence, uniform_sequence
-
-_LOG_2PI = math.log(2 * math.pi)
+from adaptrl.policies import Params, RecurrentPolicy, forward_params
 
 
 class Agent(Protocol):
@@ -38,8 +34,9 @@ class Agent(Protocol):
     def shard(self, start: int, stop: int) -> Agent: ...
 
 
-class GaussianAgent:
-    """A Gaussian MLP policy with shared parameters, or one parameter set per task (θ'ᵢ).
+class PolicyAgent:
+    """A feed-forward policy (any ``policy.distribution``) with shared parameters, or one
+    parameter set per task (θ'ᵢ).
 
     Rows are tasks-outermost: with per-task parameters the B rows are n tasks x B/n rows each.
     """
@@ -49,55 +46,48 @@ class GaussianAgent:
         self.params = {k: v.detach() for k, v in params.items()}
 
     def start(self, keys: torch.Tensor, num_steps: int) -> dict[str, Any]:
-        act_dim = self.policy.log_std.shape[-1]
-        return {"t": 0, "noise": normal_sequence(keys, num_steps, act_dim)}
+        action_dim = _action_dim(self.policy)
+        return {"t": 0, "noise": self.policy.distribution.noise(keys, num_steps, action_dim)}
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor, state: dict[str, Any]):
-        noise = state["noise"][state["t"]]
+        dist = self.policy.distribution
         if self.per_task:
-            mean, log_std = forward_params(
-                self.policy, self.params, obs.reshape(self.num_tasks, -1, obs.shape[-1]), True
+            rows = obs.shape[0] // self.num_tasks
+            out = forward_params(
+                self.policy, self.params, obs.reshape(self.num_tasks, rows, obs.shape[-1]), True
             )
-            mean = mean.reshape(obs.shape[0], -1)
-            log_std = log_std.repeat_interleave(obs.shape[0] // self.num_tasks, 0)
+            params = dist.params_of(out)
+            params = (
+                (params[0].reshape(obs.shape[0], -1),)
+                + tuple(  # a Gaussian's log-std
+                    p.repeat_interleave(rows, 0) for p in params[1:]
+                )
+            )
         else:
-            mean, log_std = forward_params(self.policy, self.params, obs, False)
-        actions = mean + noise * log_std.exp()
-        log_probs = -(0.5 * noise.pow(2) + log_std + 0.5 * _LOG_2PI).sum(-1)
+            params = dist.params_of(forward_params(self.policy, self.params, obs, False))
+        actions, log_probs = dist.sample(params, state["noise"][state["t"]])
         state["t"] += 1
-        return actions, log_probs.expand(obs.shape[0]), state
+        return actions, log_probs, state
 
     def observe(self, state, actions, rewards, ended):
         return state
 
-    def shard(self, start: int, stop: int) -> GaussianAgent:
+    def shard(self, start: int, stop: int) -> PolicyAgent:
         if not self.per_task:
             return type(self)(self.policy, self.params, False, stop - start)
         params = {k: v[start:stop] for k, v in self.params.items()}
         return type(self)(self.policy, params, True, stop - start)
 
 
-class CategoricalAgent(GaussianAgent):
-    """A softmax MLP policy, shared or per task, sampling by the inverse CDF of each row's
-    uniforms (the same draw whatever the batch)."""
+GaussianAgent = CategoricalAgent = PolicyAgent
+"""Earlier names of ``PolicyAgent`` (one class now: the policy's distribution decides)."""
 
-    def start(self, keys: torch.Tensor, num_steps: int) -> dict[str, Any]:
-        return {"t": 0, "noise": uniform_sequence(keys, num_steps, 1)[..., 0]}
 
-    @torch.no_grad()
-    def act(self, obs: torch.Tensor, state: dict[str, Any]):
-        u = state["noise"][state["t"]]
-        if self.per_task:
-            logits = forward_params(
-                self.policy, self.params, obs.reshape(self.num_tasks, -1, obs.shape[-1]), True
-            ).reshape(obs.shape[0], -1)
-        else:
-            logits = forward_params(self.policy, self.params, obs, False)
-        log_p = torch.log_softmax(logits, -1)
-        actions = (log_p.exp().cumsum(-1) < u.unsqueeze(-1)).sum(-1).clamp_max(log_p.shape[-1] - 1)
-        state["t"] += 1
-        return actions, log_p.gather(1, actions[:, None]).squeeze(1), state
+def _action_dim(policy: nn.Module) -> int:
+    """Width of the noise one action needs (a Gaussian's action size; 1 for a categorical)."""
+    log_std = getattr(policy, "log_std", None)
+    return 1 if log_std is None else log_std.shape[-1]
 
 
 class RecurrentAgent:
@@ -108,21 +98,16 @@ class RecurrentAgent:
     likely action instead of sampling (evaluation only).
     """
 
-    def __init__(self, policy: RecurrentCategoricalPolicy, mode: bool = False) -> None:
+    def __init__(self, policy: RecurrentPolicy, mode: bool = False) -> None:
         self.policy, self.mode = policy, mode
 
     def start(self, keys: torch.Tensor, num_steps: int) -> dict[str, Any]:
         B, dev = keys.shape[0], keys.device
         policy = self.policy
-        noise = (
-            normal_sequence(keys, num_steps, policy.num_actions)  # [T, B, A]
-            if policy.continuous
-            else uniform_sequence(keys, num_steps, 1)[..., 0]  # [T, B]
-        )
         return {
             "t": 0,
             "budget": num_steps,
-            "noise": noise,
+            "noise": policy.distribution.noise(keys, num_steps, policy.action_dim),
             "hidden": policy.initial_state(B, dev),
             "prev_action": policy.initial_action(B, dev),
             "prev_reward": torch.zeros(B, device=dev),
@@ -140,28 +125,16 @@ class RecurrentAgent:
             obs, state["prev_action"], state["prev_reward"], state["prev_done"], progress, prev_obs
         )
         out, _, state["hidden"] = self.policy(x.unsqueeze(0), state["hidden"])
-        if self.policy.continuous:
-            actions, log_probs = self._gaussian(out[0], state["noise"][t])
+        dist = self.policy.distribution
+        params = self.policy.distribution_params(out[0])
+        if self.mode:
+            actions = dist.mode(params)
+            log_probs = dist.log_prob(params, actions)
         else:
-            actions, log_probs = self._categorical(out[0], state["noise"][t])
+            actions, log_probs = dist.sample(params, state["noise"][t])
         state["obs"] = obs.clone()  # a user's env may write its next obs into the same buffer
         state["t"] = t + 1
         return actions, log_probs, state
-
-    def _categorical(self, logits: torch.Tensor, u: torch.Tensor):
-        log_p = torch.log_softmax(logits, -1)
-        if self.mode:
-            actions = log_p.argmax(-1)
-        else:  # inverse CDF of the row's uniform: the same draw whatever the batch
-            cdf = log_p.exp().cumsum(-1)
-            actions = (cdf < u.unsqueeze(-1)).sum(-1).clamp_max(log_p.shape[-1] - 1)
-        return actions, log_p.gather(1, actions[:, None]).squeeze(1)
-
-    def _gaussian(self, mean: torch.Tensor, z: torch.Tensor):
-        log_std = self.policy.log_std.expand_as(mean)
-        actions = mean if self.mode else mean + log_std.exp() * z
-        log_prob = (-0.5 * ((actions - mean) * torch.exp(-log_std)).pow(2) - log_std).sum(-1)
-        return actions, log_prob - 0.5 * _LOG_2PI * mean.shape[-1]
 
     def observe(self, state, actions, rewards, ended):
         state["prev_action"], state["prev_reward"] = actions, rewards

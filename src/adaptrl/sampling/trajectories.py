@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -163,4 +164,31 @@ class Trajectories:
             num_tasks=sum(p.num_tasks for p in parts),
             episodes_per_trial=first.episodes_per_trial,
             budget=first.budget,
+        )
+
+    @classmethod
+    def from_episodes(cls, episodes: list[dict[str, Any]], discrete: bool = False) -> Trajectories:
+        """Variable-length episodes of one task, collected outside adaptrl (dicts of ``obs``,
+        ``actions``, ``rewards`` and optionally ``terminated``), as a [T, E] batch, zero-padded
+        and masked; an episode not ``terminated`` ended by its time limit."""
+        rows = []
+        for ep in episodes:
+            rewards = torch.as_tensor(np.asarray(ep["rewards"]), dtype=torch.float32).reshape(-1)
+            n = rewards.shape[0]
+            obs = torch.as_tensor(np.asarray(ep["obs"]), dtype=torch.float32).reshape(n, -1)
+            actions = torch.as_tensor(np.asarray(ep["actions"]))
+            actions = actions.long().reshape(n) if discrete else actions.float().reshape(n, -1)
+            rows.append((obs, actions, rewards, bool(ep.get("terminated", False))))
+        T, E = max(r[2].shape[0] for r in rows), len(rows)
+        obs = torch.zeros(T, E, rows[0][0].shape[1])
+        actions = torch.zeros(T, E, *rows[0][1].shape[1:], dtype=rows[0][1].dtype)
+        rewards, mask = torch.zeros(T, E), torch.zeros(T, E)
+        terminated = torch.zeros(T, E, dtype=torch.bool)
+        truncated = torch.zeros(T, E, dtype=torch.bool)
+        for e, (o, a, r, ended_in_mdp) in enumerate(rows):
+            n = r.shape[0]
+            obs[:n, e], actions[:n, e], rewards[:n, e], mask[:n, e] = o, a, r, 1.0
+            terminated[n - 1, e], truncated[n - 1, e] = ended_in_mdp, not ended_in_mdp
+        return cls(
+            obs, actions, torch.zeros(T, E), rewards, obs, terminated, truncated, mask, num_tasks=1
         )

@@ -1,0 +1,117 @@
+"""Trained policies as controllers: what ``save_policy`` exports and a deployed loop runs.
+
+``MeanActionPolicy`` turns a feed-forward policy into ``obs -> action``; ``RecurrentStep`` is one
+step of an RL² policy as a pure function (exportable with ``torch.export``); ``RecurrentController``
+runs such a step in one plain environment, carrying the agent's memory across a trial's episodes.
+Nothing here trains: it is the leaf that deployment and the learners' ``controller()`` share.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from adaptrl.distributions import Categorical, DiagGaussian
+from adaptrl.policies import RecurrentPolicy
+
+
+class MeanActionPolicy(nn.Module):
+    """A policy deployed as ``obs -> action``: a Gaussian's mean (what a controller executes),
+    or a categorical's most likely action."""
+
+    def __init__(self, policy: nn.Module) -> None:
+        super().__init__()
+        self.policy = policy
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        dist = self.policy.distribution
+        return dist.mode(dist.params_of(self.policy(obs)))
+
+
+class RecurrentStep(nn.Module):
+    """One step of an RL² policy as a pure function of its inputs and hidden state, so it can
+    be exported (``torch.export``) and run without adaptrl.
+
+    obs [B, d], prev_action [B] int64 (or [B, A] for continuous actions), prev_reward/prev_done/
+    progress [B], prev_obs [B, d], hidden [1, B, S] -> (logits or mean [B, A], hidden [1, B, S]);
+    S is the policy's ``state_size`` (H for a GRU, 2H for an LSTM's (h, c)).
+    """
+
+    def __init__(self, policy: RecurrentPolicy) -> None:
+        super().__init__()
+        self.policy = policy
+
+    def forward(self, obs, prev_action, prev_reward, prev_done, progress, prev_obs, hidden):
+        x = self.policy.inputs(obs, prev_action, prev_reward, prev_done, progress, prev_obs)
+        out, _, hidden = self.policy(x.unsqueeze(0), hidden)
+        return out[0], hidden  # logits, or the Gaussian head's mean
+
+
+class RecurrentController:
+    """An RL² agent acting in one plain environment, step by step: it carries its own memory
+    (recurrent state, previous action, reward and done flag) across the episodes of a trial.
+
+    ``reset()`` starts a trial (a new task); ``act(obs)`` returns an action (an int, or a numpy
+    vector for continuous actions); ``observe(reward, ended)`` reports the step's reward and
+    whether the episode ended. ``budget`` is the trial's step budget (episodes per trial x
+    horizon), the scale of the policy's time input. ``action_std``: the Gaussian head's std
+    (continuous actions only).
+    """
+
+    def __init__(
+        self,
+        step: nn.Module,
+        state_size: int,
+        budget: int,
+        mode: bool = False,
+        seed: int = 0,
+        action_std: list[float] | None = None,
+    ) -> None:
+        self.step, self.state_size, self.budget, self.mode = step, state_size, budget, mode
+        self.action_std = None if action_std is None else torch.tensor(action_std)
+        self.distribution = Categorical() if action_std is None else DiagGaussian()
+        self.generator = torch.Generator().manual_seed(seed)
+        self.reset()
+
+    @property
+    def continuous(self) -> bool:
+        return self.action_std is not None
+
+    def reset(self) -> None:
+        self.t = 0
+        self.hidden = torch.zeros(1, 1, self.state_size)
+        if self.continuous:
+            self.prev_action = torch.zeros(1, self.action_std.shape[0])
+        else:
+            self.prev_action = torch.zeros(1, dtype=torch.long)
+        self.prev_reward = torch.zeros(1)
+        self.prev_done = torch.zeros(1)
+        self.prev_obs: torch.Tensor | None = None
+        self._obs: torch.Tensor | None = None
+
+    @torch.no_grad()
+    def act(self, obs: Any) -> Any:
+        obs_t = torch.as_tensor(obs, dtype=torch.float32).reshape(1, -1)
+        prev_obs = self.prev_obs if self.prev_obs is not None else torch.zeros_like(obs_t)
+        progress = torch.full((1,), self.t / self.budget)
+        out, self.hidden = self.step(
+            obs_t,
+            self.prev_action,
+            self.prev_reward,
+            self.prev_done,
+            progress,
+            prev_obs,
+            self.hidden,
+        )
+        self._obs, self.t = obs_t, self.t + 1
+        dist = self.distribution
+        params = (out, self.action_std.log()) if self.continuous else dist.params_of(out)
+        self.prev_action = dist.mode(params) if self.mode else dist.draw(params, self.generator)
+        return self.prev_action[0].numpy() if self.continuous else int(self.prev_action[0])
+
+    def observe(self, reward: float, ended: bool) -> None:
+        self.prev_reward = torch.tensor([float(reward)])
+        self.prev_done = torch.tensor([float(ended)])
+        self.prev_obs = self._obs
