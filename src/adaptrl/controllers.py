@@ -82,10 +82,8 @@ class RecurrentController:
     def reset(self) -> None:
         self.t = 0
         self.hidden = torch.zeros(1, 1, self.state_size)
-        if self.continuous:
-            self.prev_action = torch.zeros(1, self.action_std.shape[0])
-        else:
-            self.prev_action = torch.zeros(1, dtype=torch.long)
+        size = 0 if self.action_std is None else self.action_std.shape[0]
+        self.prev_action = self.distribution.null_action(1, size, "cpu")
         self.prev_reward = torch.zeros(1)
         self.prev_done = torch.zeros(1)
         self.prev_obs: torch.Tensor | None = None
