@@ -107,3 +107,42 @@ def test_myopic_hand_computed_and_above_greedy():
     P, R = _random_mdps()
     res = {s: run_mdp_strategy(s, P, R, 10, 10, seed=1).mean() for s in ("greedy", "myopic")}
     assert res["myopic"] > res["greedy"] + 3
+
+
+def test_the_baselines_command_prints_duan_et_al_rows(capsys):
+    """``adaptrl baselines``: one row per setting, labelled as in Duan et al.'s tables, with
+    every strategy the family declares; random pulls at chance (k = 5, n = 10: 5.0)."""
+    from adaptrl.cli import main
+
+    assert main(["baselines", "bandit", "--pulls", "10", "--trials", "400"]) == 0
+    out = capsys.readouterr().out
+    header, _, row = out.splitlines()[:3]
+    assert header.split("|")[0].strip() == "n, k" and row.split("|")[0].strip() == "10, 5"
+    assert "bayes_optimal" in header and "ucb1" in header
+    cells = dict(zip((c.strip() for c in header.split("|")), (c.strip() for c in row.split("|"))))
+    assert float(cells["random"].split("±")[0]) == pytest.approx(5.0, abs=0.2)
+    assert main(["baselines", "tabular_mdp", "--episodes", "1", "10", "--trials", "50"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split("|")[0].strip() == "n" and "psrl" in lines[0]
+    assert [line.split("|")[0].strip() for line in lines[2:4]] == ["1", "10"]
+
+
+def test_a_family_declares_its_classical_strategies_typed():
+    """Each built-in family with classical strategies names a ``ClassicalStrategies`` (resolved
+    lazily); a wrong object or unit is refused in one line."""
+    from adaptrl.envs import ClassicalStrategies, EnvSpec, classical_strategies, registered_envs
+    from adaptrl.errors import ConfigError
+
+    declared = {
+        name: classical_strategies(spec)
+        for name, spec in registered_envs().items()
+        if spec.classical is not None
+    }
+    assert set(declared) == {"bandit", "tabular_mdp", "drone_wind", "recommender"}
+    assert declared["drone_wind"].unit == "episode" and declared["bandit"].unit == "trial"
+    assert all(isinstance(s, ClassicalStrategies) for s in declared.values())
+    with pytest.raises(ConfigError, match="unit must be 'trial' or 'episode'"):
+        ClassicalStrategies(lambda *a: {}, unit="flight")
+    spec = EnvSpec("x", None, None, None, classical="adaptrl.baselines.table:duan_table")
+    with pytest.raises(ConfigError, match="classical must be a ClassicalStrategies, not function"):
+        classical_strategies(spec)

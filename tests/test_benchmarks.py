@@ -43,6 +43,11 @@ TINY_RUNS = {  # each benchmark end to end at a toy size, and what its JSON must
         # 100 is out of reach in 10 pulls: never "reached", but evaluated every iteration
         lambda r: r["reached"] is False and len(r["history"]) == r["iterations"] >= 1,
     ),
+    "pearl_speed.py": (
+        ["--steps", "2", "--repeats", "1", "--set", "algo.hidden_size=8"]
+        + ["--set", "algo.num_train_tasks=4", "--set", "algo.initial_steps=40"],
+        lambda r: r["gradient_steps_per_s"][0] > 0 and r["env_steps_per_s"][0] > 0,
+    ),
     "env_steps.py": (
         ["--batch", "16", "--steps", "3", "--repeats", "1"],
         lambda r: (

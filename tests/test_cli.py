@@ -106,10 +106,11 @@ def test_evaluate_and_report(trained, capsys):
     assert (trained / "adaptation.png").stat().st_size > 1000
     assert "iterations trained: 3 / 3 (checkpoint)\n" in md
     record = json.loads((trained / "eval" / "test.json").read_text())
-    assert record["actions"] == "sample"
+    assert record["inner_lrs"] == [0.1, 0.05] and "actions" not in record  # MAML's own settings
     # MAML adapts from sampled actions: asking for the mode is a one-line error, nothing runs.
     err = _error(capsys, ["evaluate", str(trained), "--actions", "mode"])
-    assert "evaluate.actions='mode' is not supported by MAML (it supports: sample)" in err
+    assert "unknown config key 'evaluate.actions' for maml" in err
+    assert "it is a setting of rl2's evaluation" in err
 
 
 def test_report_names_the_checkpoint_a_killed_run_was_evaluated_at(trained, tmp_path):
@@ -189,7 +190,7 @@ def test_config_of_a_run_and_bad_inputs(trained, capsys):
         ("algo.inner_lr=fast", "algo.inner_lr must be float"),
         ("trian.seed=1", "unknown config section 'trian'"),
         ("env.horizon=0", "env.horizon must be > 0"),
-        ("evaluate.actions=greedy", "evaluate.actions must be 'sample' or 'mode'"),
+        ("evaluate.actions=mode", "'evaluate.actions' for maml; it is a setting of rl2's"),
         ("sampler.backend=threads", "unknown sampler 'threads'"),
         ("sampler.workers=0", "sampler.workers must be > 0"),
         ("sampler.workers=-2", "sampler.workers must be > 0"),
@@ -219,18 +220,13 @@ def test_bad_inputs_fail_with_one_line_and_exit_2(tmp_path, capsys, trained):
         capsys, ["train", "maml-navigation2d", "--out", str(tmp_path / "s"), "--sampler", "gpu"]
     )
     assert not (tmp_path / "s").exists()
-    assert "RL2 does not adapt on batches of episodes" in _error(
-        capsys,
-        [
-            "train",
-            "rl2-bandit-k5-n10",
-            "--out",
-            str(tmp_path / "r"),
-            "--set",
-            "evaluate.batch_steps=9",
-        ],
-    )
-    assert not (tmp_path / "r").exists()
+    for override, message in (  # a learner's own evaluate keys, checked by the learner
+        ("evaluate.batch_steps=9", "'evaluate.batch_steps' for rl2; it is a setting of maml's"),
+        ("evaluate.actions=greedy", "evaluate.actions must be 'sample' or 'mode', got 'greedy'"),
+    ):
+        argv = ["train", "rl2-bandit-k5-n10", "--out", str(tmp_path / "r"), "--set", override]
+        assert message in _error(capsys, argv)
+        assert not (tmp_path / "r").exists()
     # Training into an existing run refuses and leaves it intact.
     before = (trained / "config.yaml").read_text()
     assert "already holds a run" in _error(
@@ -283,7 +279,7 @@ def test_evaluation_records_the_schedule_and_references_tune_theirs(tmp_path):
     schedule scaled for their best return on training tasks (a reference diverging at 0.5 would
     flatter MAML, issue 22), and say so; every record says which schedule it used and how many
     episodes per step."""
-    from adaptrl.protocol import REFERENCE_LR_SCALES
+    from adaptrl.algos.maml import REFERENCE_LR_SCALES
 
     run = tmp_path / "authors"
     assert main(["train", "maml-navigation2d-authors", "--out", str(run), *TINY]) == 0

@@ -226,11 +226,8 @@ def test_mode_actions_take_the_most_likely_action():
 def test_a_step_counted_batch_is_refused_in_one_line():
     family, algo, gen = _agent()
     tasks = family.tasks.sample(2, "train", gen)
-    with pytest.raises(
-        ConfigError,
-        match="batch_steps counts adaptation batches .*RL2 does not adapt on batches.*: remove it",
-    ):
-        algo.meta_test(tasks, EvalConfig(batch_steps=4000))
+    with pytest.raises(ConfigError, match="unknown config key 'evaluate.batch_steps'.*: actions"):
+        algo.meta_test(tasks, EvalConfig(adaptation={"batch_steps": 4000}))
 
 
 def test_continuous_actions_get_a_gaussian_head_whose_log_probs_replay():

@@ -7,6 +7,7 @@ stays a leaf of dataclasses and parsing, and nothing below knows how a run is as
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import inspect
 import textwrap
 from dataclasses import dataclass, replace
@@ -16,13 +17,17 @@ import torch
 import yaml
 
 from adaptrl.algos import ALGORITHMS, algo_config, make_algorithm
-from adaptrl.algos.base import Learner, check_eval_config, chosen_references
+from adaptrl.algos.base import Learner, chosen_references
 from adaptrl.config import (
     EvalConfig,
     RunConfig,
     SamplerConfig,
     TrainConfig,
+    apply_overrides,
+    build_dataclass,
+    evaluate_dict,
     field_docs,
+    parse_evaluate,
     parse_run_config,
 )
 from adaptrl.envs import Family, env_config
@@ -38,7 +43,7 @@ def build_run_config(data: dict[str, Any]) -> RunConfig:
     The ``env`` and ``algo`` sections come back *complete*: every default is written out, so
     RUN/config.yaml says exactly what ran and a later change of a default cannot change a
     resumed run or its evaluation."""
-    config = parse_run_config(data)
+    config = resolve_evaluate(parse_run_config(data))
     spec, env_cfg = env_config(config.env)
     algo_cfg = algo_config(config.algorithm, config.algo)
     env = {"name": spec.name, **_plain_fields(env_cfg)}
@@ -52,17 +57,97 @@ def build_run_config(data: dict[str, Any]) -> RunConfig:
     return replace(config, env=env, algo=_plain_fields(algo_cfg))
 
 
+RETIRED_EVAL_KEYS = ("inner_lrs", "batch_steps", "actions", "tune_reference_lrs")
+"""Keys every run's ``evaluate`` section held before each learner owned its evaluation
+settings: a run's config.yaml may still hold those another learner owns (ignored there)."""
+
+
+def resolve_evaluate(config: RunConfig, of_run: bool = False) -> RunConfig:
+    """``config`` with its learner's own ``evaluate`` keys typed by the learner's
+    ``EvalSettings`` (validated there, once). ``of_run``: the config.yaml of an existing run,
+    which may hold ``RETIRED_EVAL_KEYS`` of another learner."""
+    if config.algorithm not in ALGORITHMS:
+        algo_config(config.algorithm, {})  # one line naming the algorithms there are
+    settings_cls = ALGORITHMS[config.algorithm][1].EvalSettings
+    own = config.evaluate.adaptation
+    if isinstance(own, settings_cls):
+        return config
+    own = dict(own or {})
+    names = {f.name for f in dataclasses.fields(settings_cls)}
+    if of_run:
+        own = {k: v for k, v in own.items() if k in names or k not in RETIRED_EVAL_KEYS}
+    for key in own:
+        if key not in names:
+            valid = [*evaluate_dict(EvalConfig()), *names]
+            other = [a for a, (_, cls) in ALGORITHMS.items() if key in _field_names(cls)]
+            whose = f"; it is a setting of {', '.join(other)}'s evaluation" if other else ""
+            close = difflib.get_close_matches(str(key), valid, n=1) if not other else []
+            hint = f" (did you mean 'evaluate.{close[0]}'?)" if close else ""
+            raise ConfigError(
+                f"unknown config key 'evaluate.{key}' for {config.algorithm}{hint}{whose}; "
+                f"valid keys: {', '.join(valid)}"
+            )
+    settings = build_dataclass(settings_cls, own, "evaluate")
+    return replace(config, evaluate=replace(config.evaluate, adaptation=settings))
+
+
+def _field_names(learner_cls: type) -> set[str]:
+    return {f.name for f in dataclasses.fields(learner_cls.EvalSettings)}
+
+
+def with_evaluate(
+    config: RunConfig, overrides: list[str], fixed: dict[str, str] | None = None
+) -> RunConfig:
+    """``config`` with ``evaluate.key=value`` overrides applied and validated (the learner's own
+    keys included); a key of another section is refused (a trained run fixes the rest), and so
+    is a key of ``fixed`` (key -> why it cannot change here)."""
+    for item in overrides:
+        key = item.split("=", 1)[0].strip()
+        if not key.startswith("evaluate."):
+            raise ConfigError(
+                f"--set {key}: only evaluate.* keys can change here (the trained run fixes the "
+                f"others; train a new run to change them)"
+            )
+        if key.removeprefix("evaluate.") in (fixed or {}):
+            raise ConfigError(f"--set {key}: {fixed[key.removeprefix('evaluate.')]}")
+    data = apply_overrides({"evaluate": evaluate_dict(config.evaluate)}, overrides)
+    return resolve_evaluate(replace(config, evaluate=parse_evaluate(data["evaluate"])))
+
+
+def with_runtime(
+    config: RunConfig,
+    device: str | None = None,
+    backend: str | None = None,
+    ray_address: str | None = None,
+    workers: int | None = None,
+) -> RunConfig:
+    """``config`` run elsewhere or faster: where it runs (device, sampler back-end, workers, a
+    Ray cluster) never changes what it computes (every back-end gives the same trajectories),
+    so a trained run may change these, and only these, when resumed, evaluated or deployed.
+    None keeps the config's own; each value is validated by its section."""
+    train, sampler = config.train, config.sampler
+    if device is not None:
+        train = replace(train, device=device)
+    if backend is not None:
+        sampler = replace(sampler, backend=backend)
+    if ray_address is not None:
+        sampler = replace(sampler, ray_address=ray_address)
+    if workers is not None:
+        sampler = replace(sampler, workers=workers)
+    return replace(config, train=train, sampler=sampler)
+
+
 def annotated_config(config: RunConfig) -> str:
     """The resolved config as YAML with each key's meaning, and its default where the config
     differs: what ``--set SECTION.KEY=VALUE`` accepts (``adaptrl config``, issue 26). The text
     loads back as the same config, so it can be saved and edited as a preset."""
     spec, _ = env_config(config.env)
     classes = {
-        "env": spec.config_cls,
-        "algo": ALGORITHMS[config.algorithm][0],
-        "train": TrainConfig,
-        "evaluate": EvalConfig,
-        "sampler": SamplerConfig,
+        "env": [spec.config_cls],
+        "algo": [ALGORITHMS[config.algorithm][0]],
+        "train": [TrainConfig],
+        "evaluate": [EvalConfig, ALGORITHMS[config.algorithm][1].EvalSettings],
+        "sampler": [SamplerConfig],
     }
     data = config.to_dict()
     lines = [
@@ -71,9 +156,9 @@ def annotated_config(config: RunConfig) -> str:
         f"preset: {_yaml_value(config.preset)}",
         f"algorithm: {config.algorithm}",
     ]
-    for section, cls in classes.items():
-        docs = field_docs(cls)
-        defaults = {f.name: _default(f) for f in dataclasses.fields(cls)}
+    for section, (cls, *more) in classes.items():
+        docs = {k: v for c in (cls, *more) for k, v in field_docs(c).items()}
+        defaults = {f.name: _default(f) for c in (cls, *more) for f in dataclasses.fields(c)}
         about = " ".join(inspect.cleandoc(cls.__doc__ or section).split("\n\n")[0].split())
         lines += ["", *(f"# {text}" for text in textwrap.wrap(about, 98)), f"{section}:"]
         for key, value in data[section].items():
@@ -119,12 +204,16 @@ def run_config(run: Run) -> RunConfig:
     env = _legacy_values(spec.config_cls, run.written_keys("env"))
     train = _legacy_values(TrainConfig, run.written_keys("train"))
     evaluate = _legacy_values(EvalConfig, run.written_keys("evaluate"))
-    return replace(
+    config = replace(
         config,
         env={**config.env, **env},
         train=replace(config.train, **train),
         evaluate=replace(config.evaluate, **evaluate),
     )
+    try:
+        return resolve_evaluate(config, of_run=True)
+    except ConfigError as exc:
+        raise RunError(f"'{run.config_path}': {exc}") from None
 
 
 def _legacy_values(config_cls: type, written: set[str]) -> dict[str, Any]:
@@ -220,6 +309,7 @@ def build(config: RunConfig, seed: int | None = None, sampler: Sampler | None = 
     """Family, sampler (unless one is shared in) and learner, parameters seeded from ``seed``
     (default: the run's seed)."""
     device = resolve_device(config.train.device)
+    resolve_evaluate(config)  # the learner's evaluate keys: fail before training, not after
     if config.train.num_threads:
         torch.set_num_threads(config.train.num_threads)
     family = build_family(config)
@@ -230,7 +320,6 @@ def build(config: RunConfig, seed: int | None = None, sampler: Sampler | None = 
     torch.manual_seed(config.train.seed if seed is None else seed)  # parameter initialisation
     try:
         learner = make_algorithm(config.algorithm, algo_cfg, family, sampler, device)
-        check_eval_config(learner, config.evaluate)  # fail before training, not at evaluation
         chosen_references(learner, family, config.evaluate.references)
     except BaseException:
         sampler.close()

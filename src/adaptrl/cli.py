@@ -82,7 +82,7 @@ def _take_back(run, before: set[Path], existed: bool) -> None:
 def _resumed(args: argparse.Namespace):
     """The run to resume and its config. Where and how fast it runs (device, sampler) may
     change; what it computes (preset, --set, seed) may not."""
-    from adaptrl.build import run_config
+    from adaptrl.build import run_config, with_runtime
     from adaptrl.runs import Run
 
     if args.preset or args.overrides:
@@ -119,17 +119,11 @@ def _resumed(args: argparse.Namespace):
             )
         config = replace(config, train=replace(config.train, num_iterations=args.iterations))
         run.save_config(config)
-    train, sampler = config.train, config.sampler
-    if args.device is not None:
-        train = replace(train, device=args.device)
-    if args.sampler is not None:
-        sampler = replace(sampler, backend=args.sampler)
-    if args.ray_address is not None:
-        sampler = replace(sampler, ray_address=args.ray_address)
-    return run, replace(config, train=train, sampler=sampler)
+    return run, with_runtime(config, args.device, args.sampler, args.ray_address)
 
 
 def _evaluate(args: argparse.Namespace) -> None:
+    from adaptrl.build import run_config
     from adaptrl.evaluation import evaluate_run
     from adaptrl.results import format_table
     from adaptrl.runs import Run
@@ -149,14 +143,14 @@ def _evaluate(args: argparse.Namespace) -> None:
         checkpoint=args.checkpoint,
         overrides=args.overrides,
     )
-    print(format_table(results, run.config().algorithm))
+    print(format_table(results, run_config(run).algorithm))
     from adaptrl.baselines.table import duan_table
     from adaptrl.results import load_classical
 
     eval_dir = run.eval_dir_for(args.checkpoint)
     for split, record in load_classical(run, eval_dir).items():
         if split in splits:
-            label = "n, k" if record["env"] == "bandit" else "n"
+            label = record.get("setting_label", "n")
             note = (
                 f"; the learner was evaluated on other tasks, so it has no row (--num-tasks "
                 f"{record['num_tasks']} evaluates it on these)"
@@ -169,30 +163,14 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 
 def _baselines(args: argparse.Namespace) -> None:
-    import torch
-
-    from adaptrl.baselines.table import classical_baselines, duan_table
-    from adaptrl.envs import make_family
+    from adaptrl.baselines.table import duan_rows, duan_table
 
     if args.trials <= 0:
         raise ConfigError(f"--trials must be > 0, got {args.trials}")
-    rows = {}
-    if args.env == "bandit":
-        for k in args.arms:
-            for n in args.pulls:
-                family = make_family("bandit", num_arms=k, num_pulls=n)
-                gen = torch.Generator().manual_seed(args.seed)
-                tasks = family.tasks.sample(args.trials, args.split, gen)
-                tune = family.tasks.sample(200, "train", gen)
-                rows[f"{n}, {k}"] = classical_baselines(family, tasks, args.seed, tune)
-        print(duan_table("n, k", rows))
-    else:
-        family = make_family("tabular_mdp")
-        for n in args.episodes:
-            gen = torch.Generator().manual_seed(args.seed)
-            tasks = family.tasks.sample(args.trials, args.split, gen)
-            rows[str(n)] = classical_baselines(family, tasks, args.seed, episodes=n)
-        print(duan_table("n", rows))
+    label, rows = duan_rows(
+        args.env, args.trials, args.split, args.seed, args.arms, args.pulls, args.episodes
+    )
+    print(duan_table(label, rows))
     print(f"(mean total reward per trial ± 95% CI over {args.trials} {args.split}-split tasks)")
 
 

@@ -83,16 +83,8 @@ class EvalConfig:
     """Tasks per split; the 95% interval is over tasks."""
     num_steps: int = 3
     """Adaptation steps after the un-adapted step 0 (gradient steps for MAML)."""
-    inner_lrs: tuple[float, ...] = (0.1, 0.05)
-    """Step size of each adaptation step; the last value repeats (paper: 0.1 then 0.05)."""
     episodes_per_task: int = 20
     """Episodes per task per adaptation step."""
-    batch_steps: int = 0
-    """MAML: > 0 counts each adaptation step's batch in env steps, as rllab's samplers do (the
-    MAML authors' test script: batch_size=4000): episodes, in order, until their steps reach
-    ``batch_steps`` per task, drawn ``episodes_per_task`` at a time (at most 4 times, to bound
-    memory). Episodes that end early (a goal reached) then make the batch hold more of them.
-    0: ``episodes_per_task`` episodes."""
     pretrained_iterations: int = 0
     """Iterations of the trained references (> 0: this many, whatever ``reference_budget``)."""
     references: tuple[str, ...] = ()
@@ -102,15 +94,13 @@ class EvalConfig:
     """How long trained references (domain-randomised, pretrained) train: "time", for the
     learner's own training wall time (a fair opponent: the same budget, however cheap its
     iterations; at most 20x the learner's iterations), or "iterations", as many iterations."""
-    tune_reference_lrs: bool = True
-    """Scale the references' step-size schedule for their best return on training tasks (so a
-    reference is not handicapped by the meta-learner's schedule); false gives them exactly
-    ``inner_lrs``, as the MAML authors' test script does."""
     seed: int = 1234
     """Seed of evaluation tasks and rollouts (apart from training), so curves are comparable."""
-    actions: str = "sample"
-    """RL²: 'sample' from the policy (as trained) or take its 'mode' (most likely action).
-    MAML adapts from sampled actions, so it accepts only 'sample'."""
+    adaptation: Any = None
+    """The learner's own evaluation settings (its ``EvalSettings`` dataclass: MAML's step sizes,
+    RL²'s action choice), written flat in the ``evaluate`` section beside the keys above. This
+    module names no learner, so ``parse_run_config`` keeps them as a dict and
+    ``build.resolve_config`` types them, once."""
 
     LEGACY_VALUES: ClassVar[dict[str, Any]] = {
         "reference_budget": "iterations",
@@ -123,19 +113,13 @@ class EvalConfig:
         _positive(self, "num_tasks", "episodes_per_task")
         if self.num_steps < 0:
             raise ConfigError("evaluate.num_steps must be >= 0")
-        if not self.inner_lrs or any(lr <= 0 for lr in self.inner_lrs):
-            raise ConfigError("evaluate.inner_lrs must be a non-empty list of positive numbers")
         if self.pretrained_iterations < 0:
             raise ConfigError("evaluate.pretrained_iterations must be >= 0")
-        if self.batch_steps < 0:
-            raise ConfigError("evaluate.batch_steps must be >= 0 (0: episodes_per_task)")
         if self.reference_budget not in ("time", "iterations"):
             raise ConfigError(
                 f"evaluate.reference_budget must be 'time' or 'iterations', got "
                 f"'{self.reference_budget}'"
             )
-        if self.actions not in ("sample", "mode"):
-            raise ConfigError(f"evaluate.actions must be 'sample' or 'mode', got '{self.actions}'")
 
 
 @dataclass(frozen=True)
@@ -151,10 +135,12 @@ class SamplerConfig:
     ray_address: str = ""
     """Address of an existing Ray cluster ('auto' finds a local one); empty starts Ray locally."""
 
+    BACKENDS: ClassVar[tuple[str, ...]] = ("auto", "inprocess", "processes", "ray")
+
     def __post_init__(self) -> None:
-        if self.backend not in ("auto", "inprocess", "processes", "ray"):
+        if self.backend not in self.BACKENDS:
             raise ConfigError(
-                f"unknown sampler '{self.backend}'; choose auto, inprocess, processes or ray"
+                f"unknown sampler '{self.backend}'; choose one of: {', '.join(self.BACKENDS)}"
             )
         if self.workers is not None and self.workers <= 0:
             raise ConfigError(
@@ -208,7 +194,7 @@ class RunConfig:
             "env": dict(self.env),
             "algo": dict(self.algo),
             "train": _plain(dataclasses.asdict(self.train)),
-            "evaluate": _plain(dataclasses.asdict(self.evaluate)),
+            "evaluate": evaluate_dict(self.evaluate),
             "sampler": _plain(dataclasses.asdict(self.sampler)),
             **({"published": dataclasses.asdict(self.published)} if self.published else {}),
         }
@@ -216,6 +202,28 @@ class RunConfig:
 
 def _plain(d: dict[str, Any]) -> dict[str, Any]:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+
+def evaluate_dict(cfg: EvalConfig) -> dict[str, Any]:
+    """The ``evaluate`` section as written: the protocol's keys, then the learner's own."""
+    own = cfg.adaptation
+    if dataclasses.is_dataclass(own):
+        own = dataclasses.asdict(own)
+    values = {
+        f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name != "adaptation"
+    }
+    return _plain({**values, **(own or {})})
+
+
+def parse_evaluate(values: Any) -> EvalConfig:
+    """The ``evaluate`` section: the protocol's keys typed here; the rest, the learner's own,
+    kept as a dict in ``adaptation`` for ``build.resolve_config`` (which knows the learner)."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"'evaluate' must be a mapping of keys to values, got {values!r}")
+    names = {f.name for f in dataclasses.fields(EvalConfig)} - {"adaptation"}
+    generic = {k: v for k, v in values.items() if k in names}
+    cfg = build_dataclass(EvalConfig, generic, "evaluate")
+    return dataclasses.replace(cfg, adaptation={k: v for k, v in values.items() if k not in names})
 
 
 def _positive(obj: Any, *names: str) -> None:
@@ -389,25 +397,6 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
-def override_section(
-    section: Any, name: str, overrides: list[str], fixed: dict[str, str] | None = None
-) -> Any:
-    """``section`` (the ``name`` dataclass of a config) with ``name.key=value`` overrides applied
-    and validated; a key of another section is refused (a trained run fixes the rest), and so
-    is a key of ``fixed`` (key -> why it cannot change here)."""
-    for item in overrides:
-        key = item.split("=", 1)[0].strip()
-        if not key.startswith(f"{name}."):
-            raise ConfigError(
-                f"--set {key}: only {name}.* keys can change here (the trained run fixes the "
-                f"others; train a new run to change them)"
-            )
-        if key.removeprefix(f"{name}.") in (fixed or {}):
-            raise ConfigError(f"--set {key}: {fixed[key.removeprefix(f'{name}.')]}")
-    data = apply_overrides({name: dataclasses.asdict(section)}, overrides)
-    return build_dataclass(type(section), data[name], name)
-
-
 def parse_run_config(data: dict[str, Any]) -> RunConfig:
     """Validate a raw dict into a RunConfig. The ``env`` and ``algo`` sections are validated
     against their families' and learners' dataclasses by ``adaptrl.build.build_run_config``
@@ -431,7 +420,7 @@ def parse_run_config(data: dict[str, Any]) -> RunConfig:
         env=dict(env),
         algo=dict(algo),
         train=build_dataclass(TrainConfig, data.get("train") or {}, "train"),
-        evaluate=build_dataclass(EvalConfig, data.get("evaluate") or {}, "evaluate"),
+        evaluate=parse_evaluate(data.get("evaluate") or {}),
         sampler=build_dataclass(SamplerConfig, data.get("sampler") or {}, "sampler"),
         preset=str(data.get("preset", "")),
         published=(

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from adaptrl.build import Built, build, restore_learner, run_config
+from adaptrl.build import Built, build, restore_learner, run_config, with_runtime
 from adaptrl.config import RunConfig
 from adaptrl.controllers import MeanActionPolicy, RecurrentController
 from adaptrl.envs import Family, SingleTaskEnv, make_task_env
@@ -73,12 +73,7 @@ def load_run(path: str | Path, checkpoint: str = "last", device: str = "cpu") ->
     """Config, family and learner of a run at ``checkpoint`` (last, best, an iteration kept by
     ``train.keep_every``, or a file), in-process and on ``device``."""
     run = Run.open(path)
-    config = run_config(run)
-    config = replace(
-        config,
-        train=replace(config.train, device=device),
-        sampler=replace(config.sampler, backend="inprocess"),
-    )
+    config = with_runtime(run_config(run), device, backend="inprocess")
     state = run.load_checkpoint(which=checkpoint)
     built = build(config)
     restore_learner(built.learner, state, str(run.checkpoint_file(checkpoint)))

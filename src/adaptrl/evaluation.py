@@ -1,8 +1,9 @@
 """Evaluate a run: the trained learner and its references on each split, with classical
 strategies where the family has them; results written as JSON under RUN/eval/.
 
-Knows learners only through the protocol (``references()``, ``tunes_step_sizes``,
-``meta_test``); never names an algorithm or an env.
+Knows learners only through the protocol (``references()``, ``meta_test``,
+``tune_for_reference``, ``evaluation_record``); never names an algorithm, an env or a learner's
+own setting.
 """
 
 from __future__ import annotations
@@ -17,11 +18,19 @@ from typing import Any
 import torch
 
 from adaptrl.algos.base import Learner, Reference, chosen_references
-from adaptrl.build import Built, build, restore_learner, run_config
-from adaptrl.config import RunConfig, override_section
-from adaptrl.envs import Family, resolve
+from adaptrl.build import (
+    Built,
+    build,
+    restore_learner,
+    run_config,
+    with_evaluate,
+    with_runtime,
+)
+from adaptrl.config import EvalConfig, RunConfig
+from adaptrl.envs import Family, classical_strategies
 from adaptrl.errors import Interrupted, RunError
-from adaptrl.protocol import TUNING_SEED_OFFSET, evaluation_tasks, meta_test, tune_inner_lrs
+from adaptrl.memory import available_bytes
+from adaptrl.protocol import TUNING_SEED_OFFSET, evaluation_tasks, meta_test, tuned_for_reference
 from adaptrl.results import curve_record, extra_records, write_json
 from adaptrl.runs import Run
 from adaptrl.trainer import Trainer
@@ -151,15 +160,13 @@ def evaluate_run(
     ``evaluate.key=value`` settings for this evaluation only (the run's config.yaml keeps its
     own; the JSON records what was used)."""
     config = run_config(run)
-    if overrides:
-        evaluate = override_section(config.evaluate, "evaluate", overrides, ONE_RUN_KEYS)
-        config = replace(config, evaluate=evaluate)
-    if device is not None:  # e.g. a run trained on a GPU, evaluated on a laptop
-        config = replace(config, train=replace(config.train, device=device))
+    if actions is not None:  # --actions: the learner's own key (RL²'s), checked by it
+        overrides = [*(overrides or []), f"evaluate.actions={actions}"]
     if num_tasks is not None:
-        config = replace(config, evaluate=replace(config.evaluate, num_tasks=num_tasks))
-    if actions is not None:
-        config = replace(config, evaluate=replace(config.evaluate, actions=actions))
+        overrides = [*(overrides or []), f"evaluate.num_tasks={num_tasks}"]
+    if overrides:
+        config = with_evaluate(config, overrides, ONE_RUN_KEYS)
+    config = with_runtime(config, device)  # e.g. a run trained on a GPU, evaluated on a laptop
     state = run.load_checkpoint(which=checkpoint)
     eval_dir = run.eval_dir_for(checkpoint)
     with build(config) as built:
@@ -170,14 +177,14 @@ def evaluate_run(
         restore_learner(algo, state, str(run.checkpoint_file(checkpoint)))
         refs = reference_learners(run, config, built, progress) if references else {}
         try:
-            lrs = {config.algorithm: config.evaluate.inner_lrs}
-            for name, ref in refs.items():
-                tune = ref.learner.tunes_step_sizes and config.evaluate.tune_reference_lrs
-                if tune and ref.reference.adapts:
-                    lrs[name] = tune_inner_lrs(ref.learner, family, config.evaluate)
+            tuned = {  # an adapting reference adapts with settings tuned for it, if any
+                name: tuned_for_reference(ref.learner, family, config.evaluate)
+                for name, ref in refs.items()
+                if ref.reference.adapts
+            }
             with _memory_guard(config.evaluate.num_tasks):
                 results = _evaluate_splits(
-                    config, family, splits, algo, refs, lrs, state, eval_dir, checkpoint
+                    config, family, splits, algo, refs, tuned, state, eval_dir, checkpoint
                 )
         finally:
             close_references(refs.values())
@@ -226,17 +233,6 @@ def evaluation_bytes(learner: Learner, config: RunConfig, family: Family, num_ta
     return 3 * 4 * row * steps * num_tasks
 
 
-def available_bytes() -> int | None:
-    """MemAvailable from /proc/meminfo (None where there is none: then nothing is checked)."""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
-
-
 def check_memory(learner: Learner, config: RunConfig, family: Family) -> None:
     """Refuse, before any work, an evaluation that cannot fit: ``--num-tasks 100000000`` once
     trained a reference for minutes, then ran out of memory and suggested a number that did not
@@ -279,7 +275,7 @@ def _evaluate_splits(
     splits: list[str],
     algo: Learner,
     refs: dict[str, ReferenceLearner],
-    lrs: dict[str, tuple[float, ...]],
+    tuned: dict[str, EvalConfig],
     state: dict[str, Any],
     eval_dir: Path,
     checkpoint: str,
@@ -291,7 +287,7 @@ def _evaluate_splits(
         points = None  # the learner's adaptation points: a non-adapting reference is held flat
         for name, entry in learners.items():
             learner, ref = entry.learner, entry.reference
-            cfg = replace(config.evaluate, inner_lrs=lrs.get(name, config.evaluate.inner_lrs))
+            cfg = tuned.get(name, config.evaluate)
             if not ref.adapts:
                 cfg = replace(cfg, num_steps=0)
             out = meta_test(learner, family, split, cfg)
@@ -308,26 +304,21 @@ def _evaluate_splits(
             record["checkpoint"] = checkpoint
             if checkpoint == "best":  # best.pt was chosen on this split's validation draw
                 record["selected_on"] = config.train.validation_split
-            record["actions"] = cfg.actions
             record["seed"] = cfg.seed
             record["episodes_per_step"] = cfg.episodes_per_task
-            if cfg.batch_steps:  # episodes drawn until this many steps per task and step
-                record["batch_steps"] = cfg.batch_steps
+            record.update(learner.evaluation_record(cfg, for_reference=name in tuned))
             if ref.description:
                 record["description"] = ref.description
                 record["adapts"] = ref.adapts
             if entry.trained:
                 record["trained"] = entry.trained
-            if learner.tunes_step_sizes and ref.adapts:
-                record["inner_lrs"] = list(cfg.inner_lrs)
-                if name in lrs and name != config.algorithm:
-                    record["inner_lrs_tuned"] = "scaled for the best return on training tasks"
             results[split][name] = record
             suffix = "" if name == config.algorithm else f".{name}"
             write_json(eval_dir / f"{split}{suffix}.json", record)
-        if family.spec.classical and refs:
+        if family.spec.classical is not None and refs:
             write_json(
-                eval_dir / "classical" / f"{split}.json", classical_record(family, config, split)
+                eval_dir / "classical" / f"{split}.json",
+                classical_record(family, config, split, algo),
             )
     return results
 
@@ -339,27 +330,28 @@ def _held(value: torch.Tensor, points: int) -> torch.Tensor:
     return value
 
 
-def classical_record(family: Family, config: RunConfig, split: str) -> dict[str, Any]:
-    """Classical strategies of the family on the very tasks the learner is evaluated on. The
-    learner's own row is not stored: ``results.load_classical`` adds it from the learner's
-    record, so a later re-evaluation can never leave a stale row beside the baselines."""
-    from adaptrl.baselines.table import classical_setting
-
+def classical_record(
+    family: Family, config: RunConfig, split: str, learner: Learner
+) -> dict[str, Any]:
+    """Classical strategies of the family on the very tasks the learner is evaluated on, with
+    as many episodes per task as the learner's trial. The learner's own row is not stored:
+    ``results.load_classical`` adds it from the learner's record, so a later re-evaluation can
+    never leave a stale row beside the baselines."""
+    strategies = classical_strategies(family.spec)
     tasks = evaluation_tasks(family, split, config.evaluate)
     tune_cfg = replace(
         config.evaluate, seed=config.evaluate.seed + TUNING_SEED_OFFSET, num_tasks=200
     )
     tune = evaluation_tasks(family, "train", tune_cfg)
-    episodes = config.algo.get("episodes_per_trial", 1)
-    rows = resolve(family.spec.classical)(
-        family, tasks, seed=config.evaluate.seed, tune_tasks=tune, episodes=episodes
-    )
+    episodes = learner.trial_episodes
+    rows = strategies.run(family, tasks, config.evaluate.seed, tune, episodes)
     return {
         "split": split,
         "env": family.spec.name,
         "num_tasks": config.evaluate.num_tasks,
         "seed": config.evaluate.seed,
-        "setting": classical_setting(family, episodes),
-        "unit": family.spec.classical_unit,
+        "setting": strategies.label(family, episodes),
+        "setting_label": strategies.setting_label,
+        "unit": strategies.unit,
         "strategies": rows,
     }

@@ -19,10 +19,6 @@ from adaptrl.envs import Family, resolve
 from adaptrl.errors import ConfigError
 from adaptrl.rng import derive_seed
 
-# References get their inner step sizes tuned (on training tasks) by scaling the schedule with the
-# best of these factors: a fixed step size that suits the meta-learned initialisation can make a
-# plain policy diverge, and a diverging reference would flatter meta-learning.
-REFERENCE_LR_SCALES = (1.0, 0.3, 0.1, 0.03, 0.01)
 TUNING_SEED_OFFSET = 7919
 """Seed offset of the training tasks that tune a reference's step sizes or a classical
 strategy: a draw apart from every reported one."""
@@ -113,16 +109,14 @@ def adaptation_returns(
     return meta_test(learner, family, split, cfg, num_tasks)["returns"]
 
 
-def tune_inner_lrs(learner: Learner, family: Family, cfg: EvalConfig) -> tuple[float, ...]:
-    """Best scaled step-size schedule for a reference, chosen on a separate draw of *training*
-    tasks by the mean return after the last step (never on the split being reported)."""
-    best, best_return = cfg.inner_lrs, -float("inf")
-    for scale in REFERENCE_LR_SCALES:
-        lrs = tuple(round(lr * scale, 8) for lr in cfg.inner_lrs)
-        trial = replace(cfg, inner_lrs=lrs, num_tasks=min(cfg.num_tasks, 20))
-        final = meta_test(learner, family, "train", trial, seed_offset=TUNING_SEED_OFFSET)[
-            "returns"
-        ][-1].mean()
-        if torch.isfinite(final) and final > best_return:
-            best, best_return = lrs, float(final)
-    return best
+def tuned_for_reference(learner: Learner, family: Family, cfg: EvalConfig) -> EvalConfig:
+    """The settings a reference adapts with, as the learner tunes them (``tune_for_reference``)
+    on a separate draw of *training* tasks by the mean return after the last adaptation point
+    (at most 20 tasks; never the split being reported)."""
+
+    def score(trial: EvalConfig) -> float:
+        trial = replace(trial, num_tasks=min(cfg.num_tasks, 20))
+        returns = meta_test(learner, family, "train", trial, seed_offset=TUNING_SEED_OFFSET)
+        return float(returns["returns"][-1].mean())
+
+    return learner.tune_for_reference(cfg, score)

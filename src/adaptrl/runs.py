@@ -201,9 +201,61 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def atomic_save(obj: Any, path: Path) -> None:
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    _atomic_write(path, lambda f: f.write(buffer.getvalue()))
+    """torch.save streamed into a temporary file, then renamed (no second copy in memory)."""
+    _atomic_write(path, lambda f: torch.save(obj, f))
+
+
+ARRAYS_FORMAT = 1
+
+
+def save_arrays(path: Path, arrays: dict[str, torch.Tensor]) -> None:
+    """Large tensors (a learner's replay buffers) as raw bytes behind a JSON header, written
+    atomically one tensor at a time from its own memory: no pickle, no second copy."""
+    entries, offset = [], 0
+    for name, t in arrays.items():
+        if not t.is_contiguous():
+            raise ValueError(f"array '{name}' must be contiguous to be saved without a copy")
+        nbytes = t.numel() * t.element_size()
+        entries.append(
+            {"name": name, "dtype": str(t.dtype).removeprefix("torch."), "shape": list(t.shape),
+             "offset": offset, "nbytes": nbytes}
+        )  # fmt: skip
+        offset += nbytes
+    header = json.dumps({"format": ARRAYS_FORMAT, "arrays": entries}).encode()
+
+    def write(f) -> None:
+        f.write(len(header).to_bytes(8, "little"))
+        f.write(header)
+        for t in arrays.values():
+            if t.numel():
+                f.write(memoryview(t.detach().cpu().numpy()).cast("B"))
+
+    _atomic_write(path, write)
+
+
+def load_arrays(path: Path):
+    """(name, tensor) pairs of a ``save_arrays`` file, one at a time (the caller copies each
+    where it belongs before the next is read); a damaged file is one RunError line."""
+    try:
+        with path.open("rb") as f:
+            size = int.from_bytes(f.read(8), "little")
+            header = json.loads(f.read(size))
+            if header.get("format") != ARRAYS_FORMAT:
+                raise ValueError("unknown format")
+            start = 8 + size
+            for entry in header["arrays"]:
+                t = torch.empty(entry["shape"], dtype=getattr(torch, entry["dtype"]))
+                if t.numel() * t.element_size() != entry["nbytes"]:
+                    raise ValueError("sizes disagree")
+                f.seek(start + entry["offset"])
+                if t.numel() and f.readinto(memoryview(t.numpy()).cast("B")) != entry["nbytes"]:
+                    raise ValueError("truncated")
+                yield entry["name"], t
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise RunError(
+            f"'{path}' is corrupted or not an adaptrl array file ({type(exc).__name__}: {exc}); "
+            "delete the run's checkpoints to restart it"
+        ) from None
 
 
 def _atomic_write(path: Path, write) -> None:

@@ -16,7 +16,7 @@ from adaptrl.build import Built, build, resolve_device, restore_learner
 from adaptrl.config import RunConfig
 from adaptrl.errors import Interrupted
 from adaptrl.protocol import VALIDATION_OFFSET, meta_test
-from adaptrl.runs import MetricsLog, Run
+from adaptrl.runs import MetricsLog, Run, load_arrays, save_arrays
 from adaptrl.sampling import Sampler
 
 __all__ = ["Trainer", "resolve_device"]
@@ -53,6 +53,10 @@ class Trainer:
         state = self.run.resume_state()
         if state is not None:
             restore_learner(self.learner, state, str(self.run.checkpoint_path))
+            if state.get("bulk"):  # e.g. replay buffers, in their own file
+                self.learner.load_bulk_state(
+                    load_arrays(self.run.checkpoint_path.parent / state["bulk"])
+                )
             self.generator.set_state(state["generator"])
             self.iteration = int(state["iteration"])
             self.elapsed_s = float(state.get("elapsed_s", 0.0))
@@ -81,8 +85,19 @@ class Trainer:
             "best": dict(self.best),
         }
 
-    def checkpoint(self) -> None:
-        self.run.save_checkpoint(self._state())
+    def checkpoint(self, state: dict | None = None) -> None:
+        """last.pt, and the learner's bulk state (replay buffers) streamed to a file of its own
+        first: last.pt names it, so a kill between the two leaves the previous pair intact."""
+        state = self._state() if state is None else state
+        bulk = self.learner.bulk_state()
+        folder = self.run.checkpoint_path.parent
+        if bulk:
+            state = {**state, "bulk": f"last.bulk.{int(state['iteration'])}"}
+            save_arrays(folder / state["bulk"], bulk)
+        self.run.save_checkpoint(state)
+        for old in folder.glob("last.bulk.*"):
+            if old.name != state.get("bulk") and not old.name.startswith("."):
+                old.unlink(missing_ok=True)
 
     def _keep(self, metrics: dict[str, float]) -> None:
         """checkpoints/best.pt when the validation score improves; iter_N.pt every keep_every."""
@@ -129,7 +144,7 @@ class Trainer:
                     self.checkpoint()
                     unsaved = None
                 else:  # a copy: the learner's tensors change in place during the next iteration
-                    unsaved = copy.deepcopy(self._state())
+                    unsaved = copy.deepcopy(self._state())  # bulk state excluded: see checkpoint
                 bar.update(1)
                 bar.set_postfix(
                     {
@@ -142,7 +157,7 @@ class Trainer:
             raise self._interrupted(unsaved) from None
         except BaseException:  # e.g. a user's env that raises: keep what was completed
             if unsaved is not None:
-                self.run.save_checkpoint(unsaved)
+                self.checkpoint(unsaved)
             raise
         finally:
             bar.close()
@@ -159,7 +174,7 @@ class Trainer:
         once fell back to the last periodic checkpoint, up to checkpoint_every - 1 iterations
         behind (issue 26)."""
         if unsaved is not None:
-            self.run.save_checkpoint(unsaved)
+            self.checkpoint(unsaved)
         state = self.run.load_checkpoint(required=False)
         if state is None:
             return Interrupted("interrupted before the first iteration was completed")

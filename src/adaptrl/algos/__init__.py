@@ -9,13 +9,18 @@ import torch
 
 from adaptrl.algos.base import Adaptation, Learner, Reference, TrainContext
 from adaptrl.algos.maml import MAML, MAMLConfig
+from adaptrl.algos.pearl import PEARL, PEARLConfig
 from adaptrl.algos.rl2 import RL2, RL2Config
 from adaptrl.config import build_dataclass
 from adaptrl.envs import Family
 from adaptrl.errors import ConfigError
 from adaptrl.sampling import Sampler
 
-ALGORITHMS: dict[str, tuple[type, type]] = {"maml": (MAMLConfig, MAML), "rl2": (RL2Config, RL2)}
+ALGORITHMS: dict[str, tuple[type, type]] = {
+    "maml": (MAMLConfig, MAML),
+    "rl2": (RL2Config, RL2),
+    "pearl": (PEARLConfig, PEARL),
+}
 
 DESCRIPTIONS = {
     "maml": "MAML with a TRPO meta-update, second- or first-order (Finn et al. 2017)",
@@ -43,6 +48,8 @@ __all__ = [
     "Adaptation",
     "Learner",
     "MAMLConfig",
+    "PEARL",
+    "PEARLConfig",
     "RL2Config",
     "Reference",
     "TrainContext",

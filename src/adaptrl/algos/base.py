@@ -8,12 +8,14 @@ learners for evaluation. Nothing above this layer names an algorithm.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import torch
 
-from adaptrl.config import OLD_RUN_REFERENCES, EvalConfig
+from adaptrl.config import OLD_RUN_REFERENCES, EvalConfig, build_dataclass
 from adaptrl.envs import Family, Tasks
 from adaptrl.errors import ConfigError
 from adaptrl.rng import derive_seed
@@ -76,13 +78,16 @@ class Reference:
 class Learner(Protocol):
     x_label: ClassVar[str]
     """What the adaptation axis counts ("gradient steps", "episodes")."""
-    eval_actions: ClassVar[tuple[str, ...]]
-    """Values of ``evaluate.actions`` the learner supports."""
-    tunes_step_sizes: ClassVar[bool]
-    """True when adaptation has step sizes that evaluation may tune for references."""
-    adapts_on_batches: ClassVar[bool]
-    """True when adaptation steps on batches of episodes (``evaluate.batch_steps`` may count
-    them in env steps)."""
+    EvalSettings: ClassVar[type]
+    """The learner's own evaluation settings: a frozen dataclass whose fields are keys of the
+    ``evaluate`` section beside the protocol's (MAML: step sizes; RL²: sampled or most likely
+    actions). It validates them in ``__post_init__``; evaluation never names one."""
+
+    @property
+    def trial_episodes(self) -> int:
+        """Episodes of one task its adaptation runs through in one go (RL²'s trial; 1 for a
+        learner whose adaptation points are fresh batches): classical strategies get as many."""
+        ...
 
     def train_iteration(self, ctx: TrainContext) -> dict[str, float]: ...
 
@@ -93,29 +98,51 @@ class Learner(Protocol):
         what evaluation sizes itself by before any work."""
         ...
 
+    def tune_for_reference(
+        self, cfg: EvalConfig, score: Callable[[EvalConfig], float]
+    ) -> EvalConfig:
+        """The settings this learner adapts with when it serves as an adapting *reference*: a
+        schedule tuned for the meta-learner can make a plain policy diverge, and a diverging
+        reference would flatter meta-learning. ``score(cfg)`` is the mean return after
+        adapting on a separate draw of training tasks (never the reported split). Returns
+        ``cfg`` where there is nothing to tune."""
+        ...
+
+    def evaluation_record(self, cfg: EvalConfig, for_reference: bool) -> dict[str, Any]:
+        """What its evaluation JSON records of its own settings (e.g. the step sizes used, and,
+        ``for_reference``, whether ``tune_for_reference`` tuned them), so a reader can judge
+        the comparison."""
+        ...
+
     def state_dict(self) -> dict[str, Any]: ...
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+    def bulk_state(self) -> dict[str, torch.Tensor]:
+        """Large state that only resuming needs (an off-policy learner's replay buffers), as
+        contiguous views: the trainer streams it to its own file beside each last checkpoint,
+        never copying it (empty for on-policy learners)."""
+        ...
+
+    def load_bulk_state(self, arrays) -> None:
+        """Take back ``bulk_state`` from (name, tensor) pairs, one at a time."""
+        ...
 
     @classmethod
     def references(cls) -> dict[str, Reference]: ...
 
 
-def check_eval_config(learner: Any, cfg: EvalConfig) -> None:
-    """The ``evaluate`` settings must suit the learner: ``actions`` among its ``eval_actions``;
-    ``batch_steps`` only where adaptation steps on batches of episodes (the learner declares
-    ``adapts_on_batches``)."""
-    allowed = learner.eval_actions
-    if cfg.actions not in allowed:
-        raise ConfigError(
-            f"evaluate.actions='{cfg.actions}' is not supported by {type(learner).__name__} "
-            f"(it supports: {', '.join(allowed)})"
-        )
-    if cfg.batch_steps and not learner.adapts_on_batches:
-        raise ConfigError(
-            f"evaluate.batch_steps counts adaptation batches in env steps; "
-            f"{type(learner).__name__} does not adapt on batches of episodes: remove it"
-        )
+def eval_settings(learner: Any, cfg: EvalConfig) -> Any:
+    """The learner's own settings of ``cfg``, typed: a resolved config holds its
+    ``EvalSettings`` already; an ``EvalConfig`` made in code may leave them out (defaults) or
+    give them as a dict."""
+    settings_cls = learner.EvalSettings
+    own = cfg.adaptation
+    if isinstance(own, settings_cls):
+        return own
+    if dataclasses.is_dataclass(own):
+        own = dataclasses.asdict(own)
+    return build_dataclass(settings_cls, own or {}, "evaluate")
 
 
 def available_references(learner: Learner, family: Family) -> dict[str, Reference]:

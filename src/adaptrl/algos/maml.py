@@ -23,16 +23,17 @@ Deliberate deviations from the paper, each a switch:
 from __future__ import annotations
 
 import copy
+import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 from torch.func import functional_call, grad, vmap
 
 from adaptrl.algos.adaptation_jacobian import AdaptationJacobian
-from adaptrl.algos.base import Adaptation, Reference, TrainContext, check_eval_config
+from adaptrl.algos.base import Adaptation, Reference, TrainContext, eval_settings
 from adaptrl.config import EvalConfig
 from adaptrl.envs import Family, Tasks
 from adaptrl.errors import ConfigError
@@ -142,6 +143,34 @@ def _detached(params: Params) -> Params:
     return {k: v.detach() for k, v in params.items()}
 
 
+@dataclass(frozen=True)
+class MAMLEvalSettings:
+    """MAML's own keys of the ``evaluate`` section: how it adapts at meta-test."""
+
+    inner_lrs: tuple[float, ...] = (0.1, 0.05)
+    """Step size of each adaptation step; the last value repeats (paper: 0.1 then 0.05)."""
+    batch_steps: int = 0
+    """> 0 counts each adaptation step's batch in env steps, as rllab's samplers do (the MAML
+    authors' test script: batch_size=4000): episodes, in order, until their steps reach
+    ``batch_steps`` per task, drawn ``episodes_per_task`` at a time (at most 4 times, to bound
+    memory). Episodes that end early (a goal reached) then make the batch hold more of them.
+    0: ``episodes_per_task`` episodes."""
+    tune_reference_lrs: bool = True
+    """Scale the references' step-size schedule for their best return on training tasks (so a
+    reference is not handicapped by the meta-learner's schedule); false gives them exactly
+    ``inner_lrs``, as the MAML authors' test script does."""
+
+    def __post_init__(self) -> None:
+        if not self.inner_lrs or any(lr <= 0 for lr in self.inner_lrs):
+            raise ConfigError("evaluate.inner_lrs must be a non-empty list of positive numbers")
+        if self.batch_steps < 0:
+            raise ConfigError("evaluate.batch_steps must be >= 0 (0: episodes_per_task)")
+
+
+REFERENCE_LR_SCALES = (1.0, 0.3, 0.1, 0.03, 0.01)
+"""A reference's step-size schedule is scaled by the best of these on training tasks."""
+
+
 @dataclass
 class PGBatch:
     """Policy-gradient data laid out per task: obs [T, n, E, d], actions [T, n, E, A],
@@ -179,9 +208,8 @@ class MAML:
     """Meta-learner (the ``Learner`` protocol): one TRPO meta-step per ``train_iteration``."""
 
     x_label = "gradient steps"
-    tunes_step_sizes = True  # evaluation may tune a reference's step sizes
-    eval_actions = ("sample",)  # the inner loop's policy gradient needs sampled actions
-    adapts_on_batches = True  # evaluate.batch_steps may count its batches in env steps
+    EvalSettings = MAMLEvalSettings
+    trial_episodes = 1  # each adaptation point is a fresh batch of single episodes
 
     def __init__(
         self,
@@ -522,7 +550,7 @@ class MAML:
     ) -> Adaptation:
         """Adapt to ``tasks`` with ``num_steps`` policy-gradient steps, recording the return
         before adaptation and after every step. Step k uses ``inner_lrs[k]`` (last repeats).
-        ``batch_steps`` > 0: each batch is counted in env steps (see ``EvalConfig``)."""
+        ``batch_steps`` > 0: each batch is counted in env steps (``MAMLEvalSettings``)."""
         lrs = inner_lrs or (self.config.inner_lr,)
         episodes = episodes_per_task or self.config.episodes_per_task
         params = _detached(self.policy.params())
@@ -575,18 +603,53 @@ class MAML:
 
     def meta_test(self, tasks: Tasks, cfg: EvalConfig, seed: int = 0) -> Adaptation:
         """The evaluation protocol's entry point: the paper's step-size schedule, K steps."""
-        check_eval_config(self, cfg)
+        own = eval_settings(self, cfg)
         return self.adapt(
-            tasks, cfg.num_steps, cfg.inner_lrs, cfg.episodes_per_task, seed, cfg.batch_steps
+            tasks, cfg.num_steps, own.inner_lrs, cfg.episodes_per_task, seed, own.batch_steps
         )
 
     def meta_test_steps(self, cfg: EvalConfig, horizon: int) -> int:
         """One batch per adaptation point; a step-counted batch draws up to 4 rounds."""
-        episodes = cfg.episodes_per_task * (4 if cfg.batch_steps else 1)
+        episodes = cfg.episodes_per_task * (4 if eval_settings(self, cfg).batch_steps else 1)
         return (cfg.num_steps + 1) * episodes * horizon
+
+    def tune_for_reference(
+        self, cfg: EvalConfig, score: Callable[[EvalConfig], float]
+    ) -> EvalConfig:
+        """The step-size schedule scaled by the best of ``REFERENCE_LR_SCALES`` (the mean
+        return after the last step on training tasks): a step size that suits the meta-learned
+        initialisation can make a plain policy diverge."""
+        own = eval_settings(self, cfg)
+        if not own.tune_reference_lrs:
+            return cfg
+        best, best_return = own.inner_lrs, -math.inf
+        for scale in REFERENCE_LR_SCALES:
+            lrs = tuple(round(lr * scale, 8) for lr in own.inner_lrs)
+            final = score(replace(cfg, adaptation=replace(own, inner_lrs=lrs)))
+            if math.isfinite(final) and final > best_return:
+                best, best_return = lrs, final
+        return replace(cfg, adaptation=replace(own, inner_lrs=best))
+
+    def evaluation_record(self, cfg: EvalConfig, for_reference: bool) -> dict[str, Any]:
+        """The step sizes it adapted with (none when it took no step) and rllab's batches."""
+        own = eval_settings(self, cfg)
+        record: dict[str, Any] = {}
+        if cfg.num_steps:
+            record["inner_lrs"] = list(own.inner_lrs)
+        if cfg.num_steps and for_reference and own.tune_reference_lrs:
+            record["inner_lrs_tuned"] = "scaled for the best return on training tasks"
+        if own.batch_steps:  # episodes drawn until this many steps per task and step
+            record["batch_steps"] = own.batch_steps
+        return record
 
     def state_dict(self) -> dict:
         return {"policy": self.policy.state_dict()}
+
+    def bulk_state(self) -> dict[str, torch.Tensor]:
+        return {}  # on-policy: nothing kept between iterations but the networks
+
+    def load_bulk_state(self, arrays) -> None:
+        pass
 
     def load_state_dict(self, state: dict) -> None:
         self.policy.load_state_dict(state["policy"])

@@ -29,10 +29,11 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
-from adaptrl.algos.base import Adaptation, Reference, TrainContext, check_eval_config
+from adaptrl.algos.base import Adaptation, Reference, TrainContext, eval_settings
 from adaptrl.config import EvalConfig
 from adaptrl.controllers import RecurrentController, RecurrentStep
 from adaptrl.envs import Family, Tasks
@@ -187,6 +188,18 @@ def ppo_loss(
     }
 
 
+@dataclass(frozen=True)
+class RL2EvalSettings:
+    """RL²'s own key of the ``evaluate`` section."""
+
+    actions: str = "sample"
+    """'sample' from the policy (as trained) or take its 'mode' (most likely action)."""
+
+    def __post_init__(self) -> None:
+        if self.actions not in ("sample", "mode"):
+            raise ConfigError(f"evaluate.actions must be 'sample' or 'mode', got '{self.actions}'")
+
+
 @dataclass
 class Trials:
     """RL²'s view of a batch of trials (one row per task), rebuilt from ``Trajectories``.
@@ -221,9 +234,7 @@ class RL2:
     recurrent policy: one PPO update on fresh trials per ``train_iteration``."""
 
     x_label = "episodes"
-    eval_actions = ("sample", "mode")
-    tunes_step_sizes = False
-    adapts_on_batches = False  # it adapts in memory, within a trial
+    EvalSettings = RL2EvalSettings
 
     def __init__(self, config: RL2Config, family: Family, sampler: Sampler, device="cpu"):
         self.config, self.family, self.sampler = config, family, sampler
@@ -556,8 +567,21 @@ class RL2:
         return RecurrentController(step, self.policy.state_size, budget, mode, seed, std)
 
     def meta_test(self, tasks: Tasks, cfg: EvalConfig, seed: int = 0) -> Adaptation:
-        check_eval_config(self, cfg)
-        return self.adapt(tasks, seed=seed, mode=cfg.actions == "mode")
+        """One trial per task (its episodes are the adaptation points)."""
+        return self.adapt(tasks, seed=seed, mode=eval_settings(self, cfg).actions == "mode")
+
+    @property
+    def trial_episodes(self) -> int:
+        return self.config.episodes_per_trial
+
+    def tune_for_reference(
+        self, cfg: EvalConfig, score: Callable[[EvalConfig], float]
+    ) -> EvalConfig:
+        """Nothing to tune: it adapts in memory, with no step size."""
+        return cfg
+
+    def evaluation_record(self, cfg: EvalConfig, for_reference: bool) -> dict[str, Any]:
+        return {"actions": eval_settings(self, cfg).actions}
 
     def meta_test_steps(self, cfg: EvalConfig, horizon: int) -> int:
         """One trial per task."""
@@ -571,6 +595,12 @@ class RL2:
             # float64: a float32 round trip of the running scale made resume drift (issue 11)
             "value_scale": torch.tensor(self.value_scale or 0.0, dtype=torch.float64),
         }
+
+    def bulk_state(self) -> dict[str, torch.Tensor]:
+        return {}  # on-policy: nothing kept between iterations but the networks
+
+    def load_bulk_state(self, arrays) -> None:
+        pass
 
     def load_state_dict(self, state: dict) -> None:
         self.policy.load_state_dict(state["policy"])

@@ -20,9 +20,9 @@ from typing import Any
 
 import torch
 
-from adaptrl.envs import Family
 from adaptrl.envs.base import repeat_tasks
 from adaptrl.envs.drone import GRAVITY, DroneWindEnv, HoverController, drone_metrics
+from adaptrl.envs.registry import ClassicalStrategies, Family
 from adaptrl.rng import task_episode_keys
 from adaptrl.stats import summary_row
 
@@ -170,4 +170,8 @@ def drone_controllers(
     }
 
 
-__all__ = ["drone_controllers", "drone_metrics", "run_controller"]
+DRONE_CONTROLLERS = ClassicalStrategies(drone_controllers, unit="episode")
+"""The drone family's controllers; each row is a mean episode return (they do not learn across
+flights)."""
+
+__all__ = ["DRONE_CONTROLLERS", "drone_controllers", "drone_metrics", "run_controller"]

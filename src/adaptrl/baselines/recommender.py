@@ -24,8 +24,8 @@ from typing import Any
 
 import torch
 
-from adaptrl.envs import Family
 from adaptrl.envs.recommender import catalogue, click_probabilities
+from adaptrl.envs.registry import ClassicalStrategies, Family
 from adaptrl.rng import normal, row_keys, uniform
 from adaptrl.stats import summary_row
 
@@ -243,3 +243,7 @@ def recommender_strategies(
             run_recommender(family, tasks, strategy, episodes, seed, **extra), **extra
         )
     return rows
+
+
+RECOMMENDER_STRATEGIES = ClassicalStrategies(recommender_strategies)
+"""The recommender family's strategies; each row is the clicks of a trial of sessions."""

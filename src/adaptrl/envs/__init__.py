@@ -17,9 +17,11 @@ from adaptrl.envs.base import (
     repeat_tasks,
 )
 from adaptrl.envs.registry import (
+    ClassicalStrategies,
     EnvSpec,
     Family,
     add_plugin_module,
+    classical_strategies,
     env_config,
     gym_id_of,
     make_family,
@@ -33,6 +35,7 @@ from adaptrl.envs.registry import (
 __all__ = [
     "SPLITS",
     "BatchedMetaEnv",
+    "ClassicalStrategies",
     "EnvSpec",
     "Family",
     "GridSplit",
@@ -47,6 +50,7 @@ __all__ = [
     "make_task_env",
     "plugin_modules",
     "register_env",
+    "classical_strategies",
     "registered_envs",
     "repeat_tasks",
     "resolve",
@@ -81,7 +85,7 @@ _builtin(
     "bandit",
     "Bandit",
     "Bernoulli k-armed bandit, probabilities ~ U[0, 1], n pulls per trial (Duan et al. 2016)",
-    "adaptrl.baselines.table:classical_baselines",
+    "adaptrl.baselines.table:BANDIT",
     task_features=("probs",),
 )
 _builtin(
@@ -89,7 +93,16 @@ _builtin(
     "tabular_mdp",
     "TabularMDP",
     "Random 10-state, 5-action MDPs, Dirichlet transitions, N(1,1) rewards (Duan et al. 2016)",
-    "adaptrl.baselines.table:classical_baselines",
+    "adaptrl.baselines.table:TABULAR_MDP",
+)
+_builtin(
+    "point_robot",
+    "point_robot",
+    "PointRobot",
+    "PEARL's point robot: goals on the half circle with a sparse reward, or in a square "
+    "(Rakelly et al. 2019)",
+    metrics="adaptrl.envs.point_robot:point_metrics",
+    task_features=("goal",),
 )
 _builtin(
     "maze",
@@ -103,9 +116,8 @@ _builtin(
     "DroneWind",
     "Planar quadrotor holding position or tracking a circle or figure-8 in wind unseen in "
     "training (Richards et al. 2021; Neural-Fly)",
-    "adaptrl.baselines.drone:drone_controllers",
+    "adaptrl.baselines.drone:DRONE_CONTROLLERS",
     metrics="adaptrl.envs.drone:drone_metrics",
-    classical_unit="episode",
     trace_labels=("x error (m)", "y error (m)"),
     task_features=("wind", "gust_amp", "gust_freq", "mass", "drag"),
 )
@@ -122,7 +134,7 @@ _builtin(
     "recommender",
     "Recommender",
     "Recommender adapting to a new user over sessions; held-out users, cold-start items",
-    "adaptrl.baselines.recommender:recommender_strategies",
+    "adaptrl.baselines.recommender:RECOMMENDER_STRATEGIES",
     metrics="adaptrl.envs.recommender:recommender_metrics",
 )
 for _name, _stem, _text, _features in (

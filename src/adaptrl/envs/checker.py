@@ -12,7 +12,8 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from adaptrl.envs import Family, make_family, repeat_tasks
+from adaptrl.envs.base import repeat_tasks
+from adaptrl.envs.registry import Family, make_family
 from adaptrl.rng import task_episode_keys
 
 
@@ -52,7 +53,7 @@ def _episode(family: Family, tasks, seed: int, num_envs: int, steps: int, rows=N
     ]
     for t in range(steps):
         a = actions[t].expand(num_envs, *actions[t].shape[1:]).contiguous()
-        obs, r, term, trunc, _ = env.step(a)
+        obs, r, term, trunc, info = env.step(a)
         if obs.dtype != torch.float32:
             raise EnvCheckError(
                 f"{family.name}: step() returned {obs.dtype} observations, not "
@@ -63,6 +64,9 @@ def _episode(family: Family, tasks, seed: int, num_envs: int, steps: int, rows=N
         env_done |= term | trunc
         for key, value in zip(("obs", "rewards", "terminated", "truncated"), (obs, r, term, trunc)):
             out[key].append(value)
+        for key, value in info.items():  # what the env reports of a step (e.g. a distance)
+            if isinstance(value, torch.Tensor) and value.shape[:1] == (num_envs,):
+                out.setdefault(f"info/{key}", []).append(value)
     env.close()
     return env, {k: torch.stack(v) for k, v in out.items()}
 
@@ -120,13 +124,13 @@ def check_family(name: str, num_envs: int = 4, steps: int | None = None, **confi
         _require(torch.equal(ep[key], again[key]), f"{name}: same seed gave different {key}")
 
     # Tasks matter: the same actions under other tasks give other rewards (or, for sparse-reward
-    # families where random actions rarely score, other observations).
+    # families where random actions rarely score, other observations or other step info, such
+    # as the distance to a goal that only pays within a radius).
     other = family.tasks.sample(num_envs, "train", torch.Generator().manual_seed(99))
     _, ep_other = _episode(family, other, 0, num_envs, steps)
     _require(
-        not torch.equal(ep["rewards"], ep_other["rewards"])
-        or not torch.equal(ep["obs"], ep_other["obs"]),
-        f"{name}: neither rewards nor observations depend on the task",
+        any(not torch.equal(ep[k], ep_other[k]) for k in ep if k in ep_other),
+        f"{name}: neither rewards nor observations nor step info depend on the task",
     )
 
     # A batch of B rows equals B runs of a single row with the same row key: no cross-row

@@ -91,23 +91,17 @@ class Navigation2DTasks(TaskDistribution):
         return self.grid.split_of(tasks["goal"])
 
 
-class Navigation2DEnv(BatchedMetaEnv):
-    """Point-mass navigation; all rows step with a handful of tensor ops."""
+class PointMassEnv(BatchedMetaEnv):
+    """A point at the origin moved by clipped displacements, its position the observation: the
+    shared body of the navigation and point-robot families (they differ in reward and ending)."""
 
-    def __init__(
-        self, num_envs: int, config: Navigation2DConfig | None = None, device: Any = "cpu"
-    ) -> None:
-        super().__init__(num_envs, device)
-        self.config = config or Navigation2DConfig()
-        self.horizon = self.config.horizon
-        a = self.config.max_action
-        reach = a * self.horizon  # farthest the point can get from the origin per coordinate
+    def _point_mass(self, max_action: float, action_bound: float) -> None:
+        reach = max_action * self.horizon  # farthest the point can get from the origin per axis
         self.single_observation_space = spaces.Box(-reach, reach, (2,), "float32")
-        bound = 1.0 if self.config.normalized_actions else a
-        self.single_action_space = spaces.Box(-bound, bound, (2,), "float32")
+        self.single_action_space = spaces.Box(-action_bound, action_bound, (2,), "float32")
         self._batch_spaces()
-        self.pos = torch.zeros(num_envs, 2, device=self.device)
-        self.t = torch.zeros(num_envs, dtype=torch.long, device=self.device)
+        self.pos = torch.zeros(self.num_envs, 2, device=self.device)
+        self.t = torch.zeros(self.num_envs, dtype=torch.long, device=self.device)
 
     def reset(self, *, tasks=None, mask=None, keys=None, seed=None, options=None):
         self._prepare_reset(tasks, keys, seed)
@@ -118,6 +112,19 @@ class Navigation2DEnv(BatchedMetaEnv):
             self.pos[mask] = 0.0
             self.t[mask] = 0
         return self.pos.clone(), {}
+
+
+class Navigation2DEnv(PointMassEnv):
+    """Point-mass navigation; all rows step with a handful of tensor ops."""
+
+    def __init__(
+        self, num_envs: int, config: Navigation2DConfig | None = None, device: Any = "cpu"
+    ) -> None:
+        super().__init__(num_envs, device)
+        self.config = config or Navigation2DConfig()
+        self.horizon = self.config.horizon
+        a = self.config.max_action
+        self._point_mass(a, 1.0 if self.config.normalized_actions else a)
 
     def step(self, actions):
         a = self.config.max_action

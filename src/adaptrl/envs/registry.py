@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
@@ -44,6 +45,32 @@ def resolve(ref: Any) -> Any:
 
 
 @dataclass(frozen=True)
+class ClassicalStrategies:
+    """What a family declares to have strategies that need no meta-training (bandit and MDP
+    algorithms, PID and adaptive controllers, recommender heuristics) run on the very tasks a
+    learner is evaluated on, beside it."""
+
+    run: Callable[..., dict[str, dict[str, Any]]]
+    """``run(family, tasks, seed, tune_tasks, episodes) -> {strategy: row}``, each row a
+    ``stats.summary_row`` (``mean``, ``ci95``, ...) plus the strategy's tuned settings; tuned on
+    ``tune_tasks`` (training tasks), never on ``tasks``."""
+    unit: str = "trial"
+    """What a row's ``mean`` measures: the total reward of a ``trial`` (bandits, MDPs) or the
+    return of an ``episode`` (controllers that do not learn across episodes)."""
+    setting_label: str = "n"
+    """Header of the setting column in Duan et al.'s layout ("n, k": pulls and arms)."""
+    setting: Callable[[Any, int], str] | None = None
+    """``setting(family, episodes)`` -> the row's label (default: episodes per trial)."""
+
+    def __post_init__(self) -> None:
+        if self.unit not in ("trial", "episode"):
+            raise ConfigError(f"classical unit must be 'trial' or 'episode', got '{self.unit}'")
+
+    def label(self, family: Any, episodes: int) -> str:
+        return self.setting(family, episodes) if self.setting else str(episodes)
+
+
+@dataclass(frozen=True)
 class EnvSpec:
     """How to build one task family. Classes may be given as ``"module:Class"`` strings."""
 
@@ -53,15 +80,12 @@ class EnvSpec:
     env_cls: Any
     description: str = ""
     classical: Any = None
-    """Optional ``"module:function"`` giving classical strategies on the same tasks
-    (``fn(family, tasks, seed, tune_tasks, episodes) -> rows``), written beside the learner."""
+    """Optional ``ClassicalStrategies`` (or ``"module:NAME"`` naming one, imported when first
+    used), evaluated on the same tasks and written beside the learner."""
     metrics: Any = None
     """Optional ``"module:function"``: ``fn(trajectories, family, tasks) -> {name: [E, B]}``, a
     metric of every episode (e.g. the drone's RMS position error), recorded at each adaptation
     point."""
-    classical_unit: str = "trial"
-    """What a classical row's ``mean`` measures: the total reward of a ``trial`` (bandits, MDPs)
-    or the return of an ``episode`` (controllers that do not learn across episodes)."""
     trace_labels: tuple[str, str] | None = None
     """Names of observation dims 0 and 1 when they are a position worth drawing: evaluation then
     saves the path before and after adapting to the hardest task (largest first parameter)."""
@@ -78,7 +102,6 @@ class EnvSpec:
             self.description,
             self.classical,
             self.metrics,
-            self.classical_unit,
             self.trace_labels,
             self.task_features,
         )
@@ -96,6 +119,17 @@ def add_plugin_module(module: ModuleType) -> None:
 
 def plugin_modules() -> list[ModuleType]:
     return list(_PLUGIN_MODULES.values())
+
+
+def classical_strategies(spec: EnvSpec) -> ClassicalStrategies | None:
+    """The family's classical strategies (None: it declares none), imported if named lazily."""
+    found = resolve(spec.classical)
+    if found is not None and not isinstance(found, ClassicalStrategies):
+        raise ConfigError(
+            f"env '{spec.name}': classical must be a ClassicalStrategies, not "
+            f"{type(found).__name__}"
+        )
+    return found
 
 
 def register_env(spec: EnvSpec) -> EnvSpec:

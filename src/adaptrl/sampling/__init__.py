@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 
+from adaptrl.config import SamplerConfig
 from adaptrl.envs import Family
 from adaptrl.errors import ConfigError
 from adaptrl.sampling.agents import (
@@ -20,7 +21,7 @@ from adaptrl.sampling.agents import (
 from adaptrl.sampling.base import InProcessSampler, RolloutWorker, Sampler
 from adaptrl.sampling.trajectories import Trajectories
 
-BACKENDS = ("auto", "inprocess", "processes", "ray")
+BACKENDS = SamplerConfig.BACKENDS
 
 
 def default_workers() -> int:
@@ -39,10 +40,7 @@ def make_sampler(
     ray_address: str = "",
 ) -> Sampler:
     """``auto``: in-process for tensor families, worker processes for external simulators."""
-    if backend not in BACKENDS:
-        raise ConfigError(f"unknown sampler '{backend}'; choose one of: {', '.join(BACKENDS)}")
-    if workers is not None and workers <= 0:
-        raise ConfigError(f"sampler.workers must be > 0 (or unset for all cores), got {workers}")
+    SamplerConfig(backend, workers, ray_address)  # validates each setting, in one place
     if backend == "auto":
         backend = "processes" if family.external else "inprocess"
     if backend == "inprocess":

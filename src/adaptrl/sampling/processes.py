@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from adaptrl.config import SamplerConfig
 from adaptrl.envs import Family
 from adaptrl.errors import AdaptrlError
 from adaptrl.sampling.base import (
@@ -106,8 +107,7 @@ class ProcessSampler(Sampler):
     def __init__(
         self, family: Family, num_workers: int, threads_per_worker: int = 1, max_restarts: int = 3
     ) -> None:
-        if num_workers <= 0:
-            raise AdaptrlError(f"sampler.workers must be > 0, got {num_workers}")
+        SamplerConfig(workers=num_workers)  # one line if it is not a positive count
         self.family, self.num_workers = family, num_workers
         self.threads, self.max_restarts = threads_per_worker, max_restarts
         self.restarts = 0

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from adaptrl.config import SamplerConfig
 from adaptrl.envs import Family, plugin_modules
 from adaptrl.errors import ConfigError
 from adaptrl.sampling.base import RolloutWorker, Sampler, num_tasks_of, shard_bounds, shard_request
@@ -82,8 +83,7 @@ class RaySampler(Sampler):
         max_restarts: int = 3,
     ) -> None:
         ray = import_ray()
-        if num_workers <= 0:
-            raise ConfigError(f"sampler.workers must be > 0, got {num_workers}")
+        SamplerConfig(workers=num_workers)  # one line if it is not a positive count
         self.ray, self.num_workers, self.max_restarts = ray, num_workers, max_restarts
         self.restarts = 0
         self._owns_ray = not ray.is_initialized()

@@ -1,0 +1,288 @@
+"""PEARL: the posterior and KL against closed forms, the soft actor-critic losses against a
+loop over transitions, the buffers, the meta-test protocol, exact resume, bad input."""
+
+import pytest
+import torch
+from torch.distributions import Normal, kl_divergence
+
+from adaptrl.algos.base import TrainContext
+from adaptrl.algos.pearl import (
+    PEARL,
+    PEARLConfig,
+    actor_value_losses,
+    critic_loss,
+    kl_to_standard_normal,
+    product_of_gaussians,
+)
+from adaptrl.algos.replay_buffers import ReplayBuffers
+from adaptrl.config import EvalConfig
+from adaptrl.envs import make_family
+from adaptrl.errors import ConfigError
+from adaptrl.sampling import InProcessSampler
+
+TINY = dict(
+    latent_size=3,
+    hidden_size=16,
+    encoder_hidden_size=16,
+    num_train_tasks=6,
+    meta_batch_size=4,
+    tasks_per_iteration=2,
+    initial_steps=40,
+    prior_steps=40,
+    posterior_steps=20,
+    extra_rl_steps=20,
+    gradient_steps=5,
+    batch_size=8,
+    context_batch_size=8,
+    buffer_size=200,
+)
+
+
+def _learner(seed=0, **overrides):
+    family = make_family("point_robot")
+    torch.manual_seed(seed)
+    return PEARL(PEARLConfig(**{**TINY, **overrides}), family, InProcessSampler(family)), family
+
+
+def test_the_posterior_is_the_closed_form_product_of_gaussians():
+    g = torch.Generator().manual_seed(0)
+    means, variances = torch.randn(3, 7, 4, generator=g), torch.rand(3, 7, 4, generator=g) + 0.1
+    mean, variance = product_of_gaussians(means, variances)
+    for i in range(3):
+        for d in range(4):  # one coordinate at a time, by the textbook formula
+            precision = sum(1.0 / float(variances[i, n, d]) for n in range(7))
+            weighted = sum(float(means[i, n, d]) / float(variances[i, n, d]) for n in range(7))
+            assert float(variance[i, d]) == pytest.approx(1.0 / precision, rel=1e-5)
+            assert float(mean[i, d]) == pytest.approx(weighted / precision, rel=1e-5, abs=1e-6)
+    shuffled = product_of_gaussians(means[:, torch.randperm(7)], variances[:, torch.randperm(7)])
+    assert not torch.allclose(shuffled[0], mean)  # different factors, different product
+    order = torch.randperm(7)
+    same = product_of_gaussians(means[:, order], variances[:, order])
+    torch.testing.assert_close(same[0], mean)  # ... but the order of the context is irrelevant
+    torch.testing.assert_close(same[1], variance)
+
+
+def test_kl_to_the_prior_is_the_closed_form():
+    g = torch.Generator().manual_seed(1)
+    mean, variance = torch.randn(5, 3, generator=g), torch.rand(5, 3, generator=g) + 0.05
+    expected = kl_divergence(Normal(mean, variance.sqrt()), Normal(0.0, 1.0)).sum(-1)
+    torch.testing.assert_close(kl_to_standard_normal(mean, variance), expected)
+    assert float(kl_to_standard_normal(torch.zeros(2), torch.ones(2))) == 0.0
+
+
+def test_the_posterior_narrows_as_context_grows_on_a_fixed_task():
+    algo, family = _learner()
+    task = {"goal": torch.tensor([[0.6, 0.8]])}
+    traj = algo._collect(task, torch.zeros(1, 8, 3), seed=3)
+    context = algo.context_of(algo._transitions(traj)[0])[None]  # [1, 160, d]
+    with torch.no_grad():
+        spreads = [float(algo.posterior(context[:, :n])[1].sum()) for n in (1, 10, 40, 160)]
+    assert spreads == sorted(spreads, reverse=True) and spreads[-1] < spreads[0] / 50
+    prior_mean, prior_var = algo.posterior(context[:, :0])
+    assert float(prior_mean.abs().sum()) == 0.0 and float(prior_var.mean()) == 1.0
+
+
+def _loop_losses(nets, batch, z, noise, gamma, scale, mean_reg, std_reg):
+    """The losses one transition at a time, written from the paper's equations."""
+    q_terms, v_terms, pi_terms, means, log_stds = [], [], [], [], []
+    for i in range(batch["obs"].shape[0]):
+        s, a, zi = batch["obs"][i], batch["actions"][i], z[i]
+        target = (
+            batch["rewards"][i] * scale
+            + (1 - batch["terminated"][i])
+            * gamma
+            * nets.target_v(torch.cat([batch["next_obs"][i], zi]))[0]
+        )
+        for q in (nets.q1, nets.q2):
+            q_terms.append((q(torch.cat([s, a, zi]))[0] - target) ** 2)
+        mean, log_std = nets.actor(torch.cat([s, zi]))
+        u = mean + log_std.exp() * noise[i]
+        new_a = torch.tanh(u)
+        log_pi = Normal(mean, log_std.exp()).log_prob(u).sum() - torch.log(1 - new_a**2).sum()
+        sa = torch.cat([s, new_a, zi])
+        min_q = torch.minimum(nets.q1(sa)[0], nets.q2(sa)[0])
+        v_terms.append((nets.v(torch.cat([s, zi]))[0] - (min_q - log_pi)) ** 2)
+        pi_terms.append(log_pi - min_q)
+        means.append(mean)
+        log_stds.append(log_std)
+    n = batch["obs"].shape[0]
+    reg = (
+        mean_reg * torch.stack(means).pow(2).mean() + std_reg * torch.stack(log_stds).pow(2).mean()
+    )
+    return sum(q_terms) / n, sum(v_terms) / n, sum(pi_terms) / n + reg
+
+
+def test_the_soft_actor_critic_losses_equal_a_loop_over_transitions():
+    algo, _ = _learner()
+    g = torch.Generator().manual_seed(2)
+    n = 12
+    batch = {
+        "obs": torch.randn(n, 2, generator=g),
+        "actions": torch.rand(n, 2, generator=g) * 1.8 - 0.9,
+        "rewards": torch.randn(n, generator=g),
+        "next_obs": torch.randn(n, 2, generator=g),
+        "terminated": (torch.rand(n, generator=g) < 0.3).float(),
+    }
+    z, noise = torch.randn(n, 3, generator=g), torch.randn(n, 2, generator=g) * 0.5
+    with torch.no_grad():
+        q = critic_loss(algo.nets, batch, z, 0.9, 5.0)
+        v, pi, _ = actor_value_losses(algo.nets, batch["obs"], z, noise, 1e-3, 1e-3)
+        q_ref, v_ref, pi_ref = _loop_losses(algo.nets, batch, z, noise, 0.9, 5.0, 1e-3, 1e-3)
+    assert float(q) == pytest.approx(float(q_ref), rel=1e-5)
+    assert float(v) == pytest.approx(float(v_ref), rel=1e-4)
+    assert float(pi) == pytest.approx(float(pi_ref), rel=1e-4, abs=1e-5)
+
+
+def test_the_critic_loss_trains_the_encoder_and_the_actor_loss_does_not():
+    algo, _ = _learner()
+    g = torch.Generator().manual_seed(4)
+    context = torch.randn(2, 5, algo.context_dim, generator=g)
+    mean, var = algo.posterior(context)
+    z = (mean + var.sqrt() * torch.randn(mean.shape, generator=g)).repeat_interleave(3, 0)
+    batch = {
+        k: torch.randn(6, *s, generator=g)
+        for k, s in (("obs", (2,)), ("actions", (2,)), ("rewards", ()), ("next_obs", (2,)))
+    }
+    batch["terminated"] = torch.zeros(6)
+    _, pi, _ = actor_value_losses(algo.nets, batch["obs"], z, torch.zeros(6, 2), 0.0, 0.0)
+    pi.backward(retain_graph=True)
+    assert all(p.grad is None for p in algo.nets.encoder.parameters())
+    critic_loss(algo.nets, batch, z, 0.9, 1.0).backward()
+    assert all(p.grad is not None for p in algo.nets.encoder.parameters())
+
+
+def test_replay_buffers_are_rings_per_task_and_sample_only_filled_rows():
+    fields = {"obs": ((2,), torch.float32), "rewards": ((), torch.float32)}
+    buf = ReplayBuffers(3, 5, fields)
+    buf.add(1, {"obs": torch.arange(14.0).reshape(7, 2), "rewards": torch.arange(7.0)})
+    assert int(buf.size[1]) == 5 and int(buf.size[0]) == 0 and int(buf.top[1]) == 0
+    assert buf.data["rewards"][1].tolist() == [2.0, 3.0, 4.0, 5.0, 6.0]  # the newest 5
+    buf.add(1, {"obs": torch.zeros(2, 2), "rewards": torch.tensor([7.0, 8.0])})  # wraps
+    assert buf.data["rewards"][1].tolist() == [7.0, 8.0, 4.0, 5.0, 6.0] and int(buf.top[1]) == 2
+    buf.add(2, {"obs": torch.ones(2, 2), "rewards": torch.tensor([10.0, 11.0])})
+    got = buf.sample(torch.tensor([2, 1, 2]), 50, torch.Generator().manual_seed(0))
+    assert got["obs"].shape == (3, 50, 2)
+    assert set(got["rewards"][0].tolist()) == {10.0, 11.0}
+    assert set(got["rewards"][1].tolist()) == {7.0, 8.0, 4.0, 5.0, 6.0}
+    buf.clear(2)
+    with pytest.raises(RuntimeError, match="empty replay buffer"):
+        buf.sample(torch.tensor([2]), 1, torch.Generator())
+
+
+def _train(algo, iterations):
+    generator = torch.Generator().manual_seed(0)
+    for i in range(iterations):
+        algo.train_iteration(TrainContext(i, 0, generator))
+
+
+def _run(tmp_path, name, iterations):
+    from adaptrl.build import build_run_config
+    from adaptrl.runs import Run
+
+    data = {
+        "algorithm": "pearl",
+        "env": {"name": "point_robot"},
+        "algo": TINY,
+        "train": {"num_iterations": iterations, "checkpoint_every": 1},
+        "sampler": {"backend": "inprocess"},
+    }
+    config = build_run_config(data)
+    path = tmp_path / name
+    return (Run.open(path) if path.exists() else Run.create(path, config)), config
+
+
+def test_resume_with_buffers_gives_the_parameters_of_an_uninterrupted_run(tmp_path):
+    """Two iterations, a new process's Trainer resuming from last.pt and its buffer file, one
+    more: the same networks, optimisers and buffers, bit for bit, as three in one go."""
+    from dataclasses import replace
+
+    from adaptrl.runs import load_arrays
+    from adaptrl.trainer import Trainer
+
+    run, config = _run(tmp_path, "straight", 3)
+    with Trainer(run, config) as straight:
+        straight.train(progress=False)
+    run2, config2 = _run(tmp_path, "resumed", 2)
+    with Trainer(run2, config2) as first:
+        first.train(progress=False)
+    bulk = sorted(p.name for p in (run2.path / "checkpoints").glob("last.bulk.*"))
+    assert bulk == ["last.bulk.2"]  # the older buffer file went once last.pt named the new one
+    more = replace(config2, train=replace(config2.train, num_iterations=3))
+    with Trainer(run2, more, resume=True) as resumed:
+        assert resumed.iteration == 2
+        resumed.train(progress=False)
+        a, b = straight.learner, resumed.learner
+        for name, module in a._modules().items():
+            other = b._modules()[name].state_dict()
+            for key, value in module.state_dict().items():
+                torch.testing.assert_close(value, other[key], rtol=0, atol=0, msg=f"{name}.{key}")
+        assert torch.equal(a.rl_buffer.size, b.rl_buffer.size)
+        for key, rows in a.bulk_state().items():
+            assert torch.equal(rows, b.bulk_state()[key]), key
+        assert a.env_steps == b.env_steps == 6 * 40 + 3 * 2 * 80
+    # A damaged buffer file is one line, not a traceback or a silent restart.
+    path = run2.path / "checkpoints" / "last.bulk.3"
+    path.write_bytes(path.read_bytes()[:100])
+    from adaptrl.errors import RunError
+
+    with pytest.raises(RunError, match="corrupted or not an adaptrl array file"):
+        list(load_arrays(path))
+
+
+def test_meta_test_records_every_trajectory_and_infers_from_online_context_only():
+    algo, family = _learner()
+    _train(algo, 1)
+    tasks = family.tasks.sample(4, "test", torch.Generator().manual_seed(5))
+    before = algo.rl_buffer.size.clone()
+    cfg = EvalConfig(num_tasks=4, num_steps=3, adaptation={"exploration_trajectories": 2})
+    result = algo.meta_test(tasks, cfg, seed=7)
+    assert result.returns.shape == (4, 4) and len(result.trajectories) == 4
+    assert torch.equal(algo.rl_buffer.size, before)  # meta-test never touches the buffers
+    again = algo.meta_test(tasks, cfg, seed=7)
+    torch.testing.assert_close(again.returns, result.returns)  # seeded
+    # Deterministic actions: the first two trajectories share z from the prior, so they match.
+    torch.testing.assert_close(result.trajectories[0].actions, result.trajectories[1].actions)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"latent_size": 0}, "algo.latent_size must be > 0"),
+        ({"buffer_size": 8, "batch_size": 16}, "smaller than a batch"),
+        ({"prior_steps": 0, "posterior_steps": 0}, r"prior_steps \+ algo.posterior_steps"),
+    ],
+)
+def test_impossible_settings_are_one_line(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        PEARLConfig(**{**TINY, **overrides})
+
+
+def test_a_discrete_action_family_is_refused():
+    family = make_family("bandit")
+    with pytest.raises(ConfigError, match="needs continuous actions"):
+        PEARL(PEARLConfig(**TINY), family, InProcessSampler(family))
+
+
+def test_buffers_that_cannot_fit_are_refused_before_any_work():
+    family = make_family("point_robot")
+    with pytest.raises(ConfigError, match="lower algo.buffer_size"):
+        PEARL(PEARLConfig(**{**TINY, "buffer_size": 10**12}), family, InProcessSampler(family))
+
+
+def test_the_sparse_point_robot_pays_only_near_the_goal():
+    family = make_family("point_robot")
+    env = family.make_env(2)
+    env.reset(tasks={"goal": torch.tensor([[0.1, 0.0], [1.0, 0.0]])})
+    _, rewards, terminated, truncated, _ = env.step(torch.tensor([[0.1, 0.0], [0.5, 0.0]]))
+    assert rewards.tolist() == pytest.approx([1.0, 0.0])  # on the goal; 0.9 away (clipped move)
+    env.step(torch.tensor([[0.0, 0.1], [0.0, 0.0]]))
+    assert float(env.step(torch.zeros(2, 2))[1][0]) == pytest.approx(1 - 0.1)
+    assert not terminated.any() and not truncated.any()
+    dense = make_family("point_robot", sparse_radius=0.0, goals="square").make_env(1)
+    dense.reset(tasks={"goal": torch.tensor([[0.3, 0.4]])})
+    assert float(dense.step(torch.zeros(1, 2))[1][0]) == pytest.approx(-0.5)
+    goals = family.tasks.sample(200, "train", torch.Generator().manual_seed(0))["goal"]
+    assert torch.allclose(goals.norm(dim=-1), torch.ones(200)) and bool((goals[:, 1] >= 0).all())
+    test = family.tasks.sample(200, "test", torch.Generator().manual_seed(0))["goal"]
+    assert set(family.tasks.split_of({"goal": test})) == {"test"}
+    assert set(family.tasks.split_of({"goal": goals})) == {"train"}
