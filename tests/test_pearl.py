@@ -286,3 +286,41 @@ def test_the_sparse_point_robot_pays_only_near_the_goal():
     test = family.tasks.sample(200, "test", torch.Generator().manual_seed(0))["goal"]
     assert set(family.tasks.split_of({"goal": test})) == {"test"}
     assert set(family.tasks.split_of({"goal": goals})) == {"train"}
+
+
+def test_pearl_learns_to_use_context_on_held_out_goals():
+    """A short fixed-seed run on the dense point robot (goals on the half circle; 40 iterations
+    of 150 gradient steps with small networks, about a minute): on 40 held-out goals the third
+    trajectory, after the posterior has seen two, returns more than the first (z from the
+    prior), beyond the 95% interval of the paired difference. Measured: −16.5 → −14.2 → −12.5
+    (difference 4.0 ± 0.8)."""
+    family = make_family("point_robot", sparse_radius=0.0)
+    torch.manual_seed(0)
+    config = PEARLConfig(
+        latent_size=2,
+        hidden_size=64,
+        encoder_hidden_size=64,
+        num_train_tasks=20,
+        meta_batch_size=8,
+        tasks_per_iteration=4,
+        initial_steps=200,
+        prior_steps=100,
+        posterior_steps=0,
+        extra_rl_steps=100,
+        gradient_steps=150,
+        batch_size=64,
+        context_batch_size=32,
+        buffer_size=5000,
+        reward_scale=100.0,
+        gamma=0.9,
+    )
+    algo = PEARL(config, family, InProcessSampler(family))
+    generator = torch.Generator().manual_seed(0)
+    for i in range(40):
+        algo.train_iteration(TrainContext(i, 0, generator))
+    tasks = family.tasks.sample(40, "test", torch.Generator().manual_seed(1))
+    returns = algo.meta_test(tasks, EvalConfig(num_tasks=40, num_steps=2), seed=5).returns
+    gain = returns[-1] - returns[0]
+    half_width = 1.96 * float(gain.std()) / 40**0.5
+    assert float(gain.mean()) > half_width > 0, (returns.mean(1).tolist(), half_width)
+    assert float(returns[-1].mean()) > -14.0  # the prior's trajectory: about −16.5
