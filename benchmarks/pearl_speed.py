@@ -41,10 +41,10 @@ def main() -> None:
         episodes = algo._episodes(c.initial_steps)
         collect = []
         for r in range(args.repeats):
-            before, start = algo.env_steps, time.perf_counter()
+            before, start = algo.sampler.env_steps, time.perf_counter()
             z = algo._prior_draws(c.num_train_tasks, episodes, gen)
             traj = algo._collect(algo.train_tasks, z, r)
-            collect.append((algo.env_steps - before) / (time.perf_counter() - start))
+            collect.append((algo.sampler.env_steps - before) / (time.perf_counter() - start))
             algo._store(ids, traj, encoder=True)
         updates = []
         algo._gradient_step(gen)  # warm-up

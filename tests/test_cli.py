@@ -102,7 +102,10 @@ def test_evaluate_and_report(trained, capsys):
     md = (trained / "report.md").read_text()
     assert "train tasks" in md and "test tasks" in md and "Generalisation gap" in md
     html = (trained / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 2
+    assert html.count("data:image/png;base64,") == 3  # training, adaptation, env steps
+    assert "![Return against environment steps](env_steps.png)" in md
+    assert main(["report", str(trained), "--beside", str(trained)]) == 0  # another run beside
+    assert "does not exist" in _error(capsys, ["report", str(trained), "--beside", "nowhere"])
     assert (trained / "adaptation.png").stat().st_size > 1000
     assert "iterations trained: 3 / 3 (checkpoint)\n" in md
     record = json.loads((trained / "eval" / "test.json").read_text())

@@ -60,6 +60,13 @@ def test_the_posterior_is_the_closed_form_product_of_gaussians():
     same = product_of_gaussians(means[:, order], variances[:, order])
     torch.testing.assert_close(same[0], mean)  # ... but the order of the context is irrelevant
     torch.testing.assert_close(same[1], variance)
+    # Padding (a task whose episode ended early) leaves the product as if it were absent.
+    padded = torch.cat([means, torch.randn(3, 2, 4, generator=g)], 1)
+    padded_var = torch.cat([variances, torch.rand(3, 2, 4, generator=g)], 1)
+    mask = torch.cat([torch.ones(3, 7), torch.zeros(3, 2)], 1)
+    masked = product_of_gaussians(padded, padded_var, mask)
+    torch.testing.assert_close(masked[0], mean)
+    torch.testing.assert_close(masked[1], variance)
 
 
 def test_kl_to_the_prior_is_the_closed_form():
@@ -219,7 +226,7 @@ def test_resume_with_buffers_gives_the_parameters_of_an_uninterrupted_run(tmp_pa
         assert torch.equal(a.rl_buffer.size, b.rl_buffer.size)
         for key, rows in a.bulk_state().items():
             assert torch.equal(rows, b.bulk_state()[key]), key
-        assert a.env_steps == b.env_steps == 6 * 40 + 3 * 2 * 80
+        assert straight.env_steps == resumed.env_steps == 6 * 40 + 3 * 2 * 80  # counted, kept
     # A damaged buffer file is one line, not a traceback or a silent restart.
     path = run2.path / "checkpoints" / "last.bulk.3"
     path.write_bytes(path.read_bytes()[:100])
@@ -324,3 +331,41 @@ def test_pearl_learns_to_use_context_on_held_out_goals():
     half_width = 1.96 * float(gain.std()) / 40**0.5
     assert float(gain.mean()) > half_width > 0, (returns.mean(1).tolist(), half_width)
     assert float(returns[-1].mean()) > -14.0  # the prior's trajectory: about −16.5
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("algo.latent_size=0", "algo.latent_size must be > 0"),
+        ("algo.buffer_size=100", "smaller than a batch"),
+        ("env={name: bandit}", "needs continuous actions"),
+        ("evaluate.exploration_trajectories=0", "evaluate.exploration_trajectories must be >= 1"),
+        ("evaluate.inner_lrs=[0.1]", "'evaluate.inner_lrs' for pearl; it is a setting of maml's"),
+    ],
+)
+def test_bad_pearl_input_is_one_line_and_creates_nothing(tmp_path, capsys, override, message):
+    from adaptrl.cli import main
+
+    out = tmp_path / "run"
+    code = main(["train", "pearl-point-robot-sparse", "--out", str(out), "--set", override])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert not out.exists()
+
+
+def test_pearls_agent_gives_the_same_trajectories_in_worker_processes():
+    """The actor with a z per row is an ordinary sampler agent: worker processes return what
+    the in-process sampler does (z sliced with the tasks of each shard)."""
+    from adaptrl.algos.pearl import PEARLAgent
+    from adaptrl.sampling.processes import ProcessSampler
+
+    algo, family = _learner()
+    tasks = family.tasks.sample(5, "train", torch.Generator().manual_seed(3))
+    z = torch.randn(5, 2, 3, generator=torch.Generator().manual_seed(4))
+    agent = PEARLAgent(algo.nets.actor, z, False, algo.low, algo.high)
+    alone = InProcessSampler(family).sample(agent, tasks, seed=9, episodes_per_task=2)
+    with ProcessSampler(family, 2) as sampler:
+        shared = sampler.sample(agent, tasks, seed=9, episodes_per_task=2)
+    torch.testing.assert_close(shared.actions, alone.actions)
+    torch.testing.assert_close(shared.rewards, alone.rewards)
+    assert float(alone.actions.abs().max()) <= 0.1  # scaled into the env's box

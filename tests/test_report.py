@@ -470,3 +470,27 @@ def test_family_metrics_get_a_table_beside_the_returns_and_titles_may_hold_paren
     assert "| 1 | 9.00 ± 0.20 |" in md
     html = (run.path / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 1
+
+
+def test_return_against_env_steps_draws_validation_or_training_returns_per_run():
+    """The sample-efficiency figure: a run's validation score where it logged one, else its
+    training returns, against the env steps training paid; runs drawn side by side."""
+    from adaptrl.plots import env_steps_figure
+
+    pearl = [
+        {"iteration": 1, "time/env_steps": 1000.0, "adapt/return_prior": -5.0},
+        {"iteration": 2, "time/env_steps": 2000.0, "adapt/return_prior": -4.0, "eval/score": -3.0},
+        {"iteration": 3, "time/env_steps": 3000.0, "adapt/return_prior": -3.5, "eval/score": -2.0},
+    ]
+    maml = [
+        {"iteration": i, "time/env_steps": 8000.0 * i, "adapt/return_pre": -9.0 + i} for i in (1, 2)
+    ]
+    fig = env_steps_figure({"pearl": pearl, "maml": maml})
+    ax = fig.axes[0]
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert set(lines) == {"pearl: validation", "maml: return_pre"}
+    assert list(lines["pearl: validation"].get_xdata()) == [2000.0, 3000.0]
+    assert list(lines["maml: return_pre"].get_ydata()) == [-8.0, -7.0]
+    assert ax.get_xlabel() == "environment steps of training"
+    pyplot().close("all")
+    assert env_steps_figure({"old run": [{"iteration": 1, "adapt/return": 1.0}]}) is None

@@ -30,10 +30,45 @@ from adaptrl.config import (
     parse_evaluate,
     parse_run_config,
 )
-from adaptrl.envs import Family, env_config
+from adaptrl.envs import EnvSpec, Family, env_config
 from adaptrl.errors import ConfigError, RunError
 from adaptrl.runs import Run
 from adaptrl.sampling import Sampler, make_sampler
+
+
+@dataclass(frozen=True)
+class Sections:
+    """A config's ``env`` and ``algo`` sections as their dataclasses, with what they name: the
+    one place a run's family and learner settings are parsed (``sections``)."""
+
+    spec: EnvSpec
+    env: Any
+    """The family's config dataclass."""
+    algo: Any
+    """The learner's config dataclass."""
+    learner: type
+    """The learner's class (its ``EvalSettings``, ``references()``)."""
+
+
+def sections(config: RunConfig) -> Sections:
+    """The ``env`` and ``algo`` sections parsed and validated (one line for a bad key or value),
+    once per config object: the result is kept on it. A ``RunConfig`` is never changed in place
+    (``replace`` makes a new one, parsed afresh where its sections differ)."""
+    kept = config.__dict__.get("_sections")
+    if kept is not None:
+        return kept
+    spec, env_cfg = env_config(config.env)
+    algo_cfg = algo_config(config.algorithm, config.algo)
+    typed = Sections(spec, env_cfg, algo_cfg, ALGORITHMS[config.algorithm][1])
+    object.__setattr__(config, "_sections", typed)  # frozen: a cache, not a field
+    return typed
+
+
+def _keep_sections(before: RunConfig, after: RunConfig) -> RunConfig:
+    """``after`` (``before`` with other train, evaluate or sampler values) keeps its parse."""
+    if "_sections" in before.__dict__ and (before.env, before.algo) == (after.env, after.algo):
+        object.__setattr__(after, "_sections", before.__dict__["_sections"])
+    return after
 
 
 def build_run_config(data: dict[str, Any]) -> RunConfig:
@@ -44,8 +79,8 @@ def build_run_config(data: dict[str, Any]) -> RunConfig:
     RUN/config.yaml says exactly what ran and a later change of a default cannot change a
     resumed run or its evaluation."""
     config = resolve_evaluate(parse_run_config(data))
-    spec, env_cfg = env_config(config.env)
-    algo_cfg = algo_config(config.algorithm, config.algo)
+    typed = sections(config)
+    spec, env_cfg = typed.spec, typed.env
     env = {"name": spec.name, **_plain_fields(env_cfg)}
     env.update({k: v for k, v in config.env.items() if k not in env})  # e.g. a user's callables
     split = config.train.validation_split
@@ -54,7 +89,9 @@ def build_run_config(data: dict[str, Any]) -> RunConfig:
             f"train.validation_split '{split}' is not a split of env '{spec.name}'; it has: "
             f"{', '.join(splits)}"
         )
-    return replace(config, env=env, algo=_plain_fields(algo_cfg))
+    complete = replace(config, env=env, algo=_plain_fields(typed.algo))
+    object.__setattr__(complete, "_sections", typed)  # the same settings, written out
+    return complete
 
 
 RETIRED_EVAL_KEYS = ("inner_lrs", "batch_steps", "actions", "tune_reference_lrs")
@@ -88,7 +125,8 @@ def resolve_evaluate(config: RunConfig, of_run: bool = False) -> RunConfig:
                 f"valid keys: {', '.join(valid)}"
             )
     settings = build_dataclass(settings_cls, own, "evaluate")
-    return replace(config, evaluate=replace(config.evaluate, adaptation=settings))
+    resolved = replace(config, evaluate=replace(config.evaluate, adaptation=settings))
+    return _keep_sections(config, resolved)
 
 
 def _field_names(learner_cls: type) -> set[str]:
@@ -111,7 +149,8 @@ def with_evaluate(
         if key.removeprefix("evaluate.") in (fixed or {}):
             raise ConfigError(f"--set {key}: {fixed[key.removeprefix('evaluate.')]}")
     data = apply_overrides({"evaluate": evaluate_dict(config.evaluate)}, overrides)
-    return resolve_evaluate(replace(config, evaluate=parse_evaluate(data["evaluate"])))
+    changed = replace(config, evaluate=parse_evaluate(data["evaluate"]))
+    return _keep_sections(config, resolve_evaluate(changed))
 
 
 def with_runtime(
@@ -134,19 +173,20 @@ def with_runtime(
         sampler = replace(sampler, ray_address=ray_address)
     if workers is not None:
         sampler = replace(sampler, workers=workers)
-    return replace(config, train=train, sampler=sampler)
+    return _keep_sections(config, replace(config, train=train, sampler=sampler))
 
 
 def annotated_config(config: RunConfig) -> str:
     """The resolved config as YAML with each key's meaning, and its default where the config
     differs: what ``--set SECTION.KEY=VALUE`` accepts (``adaptrl config``, issue 26). The text
     loads back as the same config, so it can be saved and edited as a preset."""
-    spec, _ = env_config(config.env)
+    typed = sections(config)
+    spec = typed.spec
     classes = {
         "env": [spec.config_cls],
-        "algo": [ALGORITHMS[config.algorithm][0]],
+        "algo": [type(typed.algo)],
         "train": [TrainConfig],
-        "evaluate": [EvalConfig, ALGORITHMS[config.algorithm][1].EvalSettings],
+        "evaluate": [EvalConfig, typed.learner.EvalSettings],
         "sampler": [SamplerConfig],
     }
     data = config.to_dict()
@@ -200,7 +240,7 @@ def run_config(run: Run) -> RunConfig:
     gets the value its config class declares in ``LEGACY_VALUES`` (the behaviour before the
     key), not the new default, and an old run keeps computing what it computed."""
     config = run.config()
-    spec, _ = env_config(config.env)
+    spec = env_config(config.env)[0]  # only the family: its legacy values come before parsing
     env = _legacy_values(spec.config_cls, run.written_keys("env"))
     train = _legacy_values(TrainConfig, run.written_keys("train"))
     evaluate = _legacy_values(EvalConfig, run.written_keys("evaluate"))
@@ -281,8 +321,9 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def build_family(config: RunConfig) -> Family:
-    spec, env_cfg = env_config(config.env)
+def build_family(config: RunConfig, typed: Sections | None = None) -> Family:
+    typed = typed or sections(config)
+    spec, env_cfg = typed.spec, typed.env
     return Family(spec, env_cfg, spec.tasks_cls(env_cfg), bool(config.env.get("task_in_obs")))
 
 
@@ -312,14 +353,14 @@ def build(config: RunConfig, seed: int | None = None, sampler: Sampler | None = 
     resolve_evaluate(config)  # the learner's evaluate keys: fail before training, not after
     if config.train.num_threads:
         torch.set_num_threads(config.train.num_threads)
-    family = build_family(config)
-    algo_cfg = algo_config(config.algorithm, config.algo)
+    typed = sections(config)  # the family's and the learner's settings, parsed once here
+    family = build_family(config, typed)
     if sampler is None:
         s = config.sampler
         sampler = make_sampler(family, s.backend, s.workers, str(device), s.ray_address)
     torch.manual_seed(config.train.seed if seed is None else seed)  # parameter initialisation
     try:
-        learner = make_algorithm(config.algorithm, algo_cfg, family, sampler, device)
+        learner = make_algorithm(config.algorithm, typed.algo, family, sampler, device)
         chosen_references(learner, family, config.evaluate.references)
     except BaseException:
         sampler.close()

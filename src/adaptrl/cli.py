@@ -180,7 +180,7 @@ def _report(args: argparse.Namespace) -> None:
     from adaptrl.runs import Run
 
     run = Run.open(args.run)
-    paths = write_report(run)
+    paths = write_report(run, [Run.open(path) for path in args.beside])
     print(f"wrote {paths['md']} and {paths['html']}")
     if not load_results(run):
         print(f"no adaptation curves: {not_evaluated_hint(run.path)}".replace("`", "'"))
@@ -333,6 +333,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="write report.md, report.html and PNG plots")
     p.add_argument("run", help="run directory")
+    p.add_argument(
+        "--beside",
+        nargs="+",
+        default=[],
+        metavar="RUN",
+        help="other runs (e.g. MAML's on the same family) drawn beside this one in the figure "
+        "of return against environment steps",
+    )
     p.set_defaults(func=_report)
 
     p = sub.add_parser(

@@ -91,6 +91,38 @@ def plot_training(
     return save_figure(fig, path) if fig is not None else None
 
 
+def env_steps_figure(runs: dict[str, list[dict[str, float]]]) -> Figure | None:
+    """Return against the env steps training has paid (``time/env_steps``), one line per run
+    and series: the validation score (``eval/score``, adaptation on held-out draws) where the
+    run logged one, else its training returns (``adapt/*``). Sample efficiency, the axis an
+    off-policy learner is chosen on, with other runs of the family beside it."""
+    fig, ax = pyplot().subplots(figsize=(6.5, 4))
+    drawn = 0
+    for name, metrics in runs.items():
+        rows = [m for m in metrics if "time/env_steps" in m]
+        keys = (
+            ["eval/score"]
+            if any("eval/score" in m for m in rows)
+            else sorted({k for m in rows for k in m if k.startswith("adapt/")})
+        )
+        for key in keys:
+            points = [(m["time/env_steps"], m[key]) for m in rows if key in m]
+            if points:
+                style = "o-" if key == "eval/score" else "-"
+                label = f"{name}: {'validation' if key == 'eval/score' else key[6:]}"
+                ax.plot(*zip(*points), style, ms=3, label=label)
+                drawn += 1
+    if not drawn:
+        pyplot().close(fig)
+        return None
+    ax.set_xlabel("environment steps of training")
+    ax.set_ylabel("mean episode return")
+    ax.set_title("Return against environment steps")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    return fig
+
+
 # ------------------------------------------------------------------------------ adaptation
 def identical_curves(learners: Records) -> dict[str, str]:
     """{later: earlier} for learners whose curve equals an earlier one's (it would hide it)."""

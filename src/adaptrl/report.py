@@ -19,6 +19,7 @@ from adaptrl.config import PublishedConfig, RunConfig
 from adaptrl.errors import RunError
 from adaptrl.plots import (
     classical_figure,
+    env_steps_figure,
     identical_curves,
     is_learner,
     ordered_splits,
@@ -383,7 +384,13 @@ def _intro_lines(config: RunConfig, metrics: list, state: dict | None) -> list[s
 
 
 def _figures(
-    run: Run, config: RunConfig, metrics, results, classical, state: dict | None
+    run: Run,
+    config: RunConfig,
+    metrics,
+    results,
+    classical,
+    state: dict | None,
+    beside: list[Run] | None = None,
 ) -> dict[str, Path]:
     figures = {}
     # What the adaptation axis counts, as evaluation recorded it (report never imports learners).
@@ -407,6 +414,12 @@ def _figures(
         fig = classical_figure(classical, config.algorithm, config.published)
         unit = UNITS[next(iter(classical.values())).get("unit", "trial")]
         figures[f"Classical strategies: {unit}"] = save_figure(fig, run.path / "classical.png")
+    curves = {f"{run.path.name} ({config.algorithm})": metrics}
+    for other in beside or []:
+        curves[f"{other.path.name} ({other.config().algorithm})"] = read_metrics(other)
+    steps = env_steps_figure(curves)
+    if steps is not None:
+        figures["Return against environment steps"] = save_figure(steps, run.path / "env_steps.png")
     traces = load_traces(run)
     if traces:
         figures["Paths before and after adapting, hardest task of each split"] = save_figure(
@@ -415,8 +428,10 @@ def _figures(
     return figures
 
 
-def write_report(run: Run) -> dict[str, Path]:
-    """Write RUN/report.md, RUN/report.html and the PNGs they show; returns their paths."""
+def write_report(run: Run, beside: list[Run] | None = None) -> dict[str, Path]:
+    """Write RUN/report.md, RUN/report.html and the PNGs they show; returns their paths.
+    ``beside``: other runs (e.g. another learner on the same family) drawn in the figure of
+    return against environment steps."""
     config = run.config()
     results = load_results(run)
     classical = load_classical(run)
@@ -428,7 +443,7 @@ def write_report(run: Run) -> dict[str, Path]:
         )
     state = run.load_checkpoint(required=False)
     saved = int(state["iteration"]) if state else None
-    figures = _figures(run, config, metrics, results, classical, state)
+    figures = _figures(run, config, metrics, results, classical, state, beside)
     md = _intro_lines(config, metrics, state)
     md += _adaptation_lines(results, config.algorithm, saved, run.path)
     best_dir = run.eval_dir_for("best")

@@ -37,6 +37,9 @@ class Trainer:
         self.iteration = 0
         self.elapsed_s = 0.0
         """Training wall time of all sessions so far (a resumed run keeps counting)."""
+        self.env_steps = 0
+        """Env steps sampled by training (all sessions; validation rollouts not counted): the
+        x axis of sample efficiency, logged as ``time/env_steps``."""
         self.validation_s = 0.0
         """The part of ``elapsed_s`` spent on periodic validation (``train.eval_every``): a
         reference trained for the learner's time gets the rest, the time spent learning."""
@@ -61,6 +64,7 @@ class Trainer:
             self.iteration = int(state["iteration"])
             self.elapsed_s = float(state.get("elapsed_s", 0.0))
             self.validation_s = float(state.get("validation_s", 0.0))
+            self.env_steps = int(state.get("env_steps", 0))
             self.best = dict(state.get("best", {}))
 
     algo = property(lambda self: self.learner)  # the pre-protocol name
@@ -82,6 +86,7 @@ class Trainer:
             "generator": self.generator.get_state(),
             "elapsed_s": self.elapsed_s,
             "validation_s": self.validation_s,
+            "env_steps": self.env_steps,
             "best": dict(self.best),
         }
 
@@ -125,7 +130,9 @@ class Trainer:
         try:
             while self.iteration < cfg.num_iterations and not self.out_of_time():
                 ctx = TrainContext(self.iteration, cfg.seed, self.generator)
+                sampled_before = self.built.sampler.env_steps
                 metrics = self.learner.train_iteration(ctx)
+                self.env_steps += self.built.sampler.env_steps - sampled_before
                 self.iteration += 1
                 if cfg.eval_every and self.iteration % cfg.eval_every == 0:
                     before = time.perf_counter()
@@ -133,6 +140,7 @@ class Trainer:
                     self.validation_s += time.perf_counter() - before
                 self.elapsed_s = time.perf_counter() - start
                 metrics["time/elapsed_s"] = self.elapsed_s
+                metrics["time/env_steps"] = float(self.env_steps)
                 self._keep(metrics)
                 if self.iteration % cfg.log_every == 0:
                     log.log(self.iteration, metrics)

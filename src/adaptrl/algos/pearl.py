@@ -161,13 +161,16 @@ class PEARLEvalSettings:
 
 # ----------------------------------------------------------------------------- the maths
 def product_of_gaussians(
-    means: torch.Tensor, variances: torch.Tensor
+    means: torch.Tensor, variances: torch.Tensor, mask: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The normalised product of Gaussian factors over the context axis (-2): [..., N, L] ->
-    ([..., L], [..., L]). Precisions add; the mean is the precision-weighted mean."""
-    variances = variances.clamp_min(MIN_VARIANCE)
-    variance = 1.0 / (1.0 / variances).sum(-2)
-    return variance * (means / variances).sum(-2), variance
+    ([..., L], [..., L]). Precisions add; the mean is the precision-weighted mean. ``mask``
+    [..., N] (1: a real transition) leaves padding out (its precision counts as 0)."""
+    precisions = 1.0 / variances.clamp_min(MIN_VARIANCE)
+    if mask is not None:
+        precisions = precisions * mask.unsqueeze(-1).to(precisions.dtype)
+    variance = 1.0 / precisions.sum(-2)
+    return variance * (means * precisions).sum(-2), variance
 
 
 def kl_to_standard_normal(mean: torch.Tensor, variance: torch.Tensor) -> torch.Tensor:
@@ -184,11 +187,13 @@ class ContextEncoder(nn.Module):
         self.latent = latent
         self.net = mlp(in_dim, 2 * latent, (hidden,) * 3, "relu")
 
-    def posterior(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """context [n, N, d] -> (mean [n, L], variance [n, L])."""
+    def posterior(
+        self, context: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """context [n, N, d] (``mask`` [n, N]: real rows) -> (mean [n, L], variance [n, L])."""
         out = self.net(context)
         means, raw = out[..., : self.latent], out[..., self.latent :]
-        return product_of_gaussians(means, nn.functional.softplus(raw))
+        return product_of_gaussians(means, nn.functional.softplus(raw), mask)
 
 
 class TanhGaussianActor(nn.Module):
@@ -361,7 +366,6 @@ class PEARL:
         self.rl_buffer = ReplayBuffers(n, config.buffer_size, fields)
         self.encoder_buffer = ReplayBuffers(n, encoder_capacity, fields)
         self.train_tasks: Tasks | None = None
-        self.env_steps = 0
         self._buffers_loaded = True
         """False after ``load_state_dict`` alone (an evaluation): training needs the buffers."""
 
@@ -401,14 +405,18 @@ class PEARL:
             parts.append(batch["next_obs"])
         return torch.cat(parts, -1)
 
-    def posterior(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(mean, variance) of q(z | context [n, N, d]); the prior N(0, I) where N = 0 or
+    def posterior(
+        self, context: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, variance) of q(z | context [n, N, d]); ``mask`` [n, N] marks real rows
+        (tasks whose episodes ended early have fewer). The prior N(0, I) where N = 0 or
         without context."""
         n, L = context.shape[0], self.config.latent_size
         if not self.config.context or context.shape[1] == 0:
             zeros = torch.zeros(n, L, device=self.device)
             return zeros, torch.ones(n, L, device=self.device)
-        return self.nets.encoder.posterior(context.to(self.device))
+        mask = None if mask is None else mask.to(self.device)
+        return self.nets.encoder.posterior(context.to(self.device), mask)
 
     def _draw_z(self, mean: torch.Tensor, variance: torch.Tensor, g: torch.Generator):
         if not self.config.context:
@@ -422,9 +430,7 @@ class PEARL:
     ) -> Trajectories:
         """One episode per row, z [n, E, L] per row."""
         agent = PEARLAgent(self.nets.actor, z.cpu(), deterministic, self.low, self.high)
-        traj = self.sampler.sample(agent, tasks, seed, episodes_per_task=z.shape[1])
-        self.env_steps += traj.num_steps if not deterministic else 0
-        return traj
+        return self.sampler.sample(agent, tasks, seed, episodes_per_task=z.shape[1])
 
     def _transitions(self, traj: Trajectories) -> list[dict[str, torch.Tensor]]:
         """Each task's real steps as buffer rows (actions back in the actor's (-1, 1))."""
@@ -517,7 +523,6 @@ class PEARL:
         return {
             **returns,
             **{f"loss/{k}": v for k, v in stats.items()},
-            "adapt/env_steps": float(self.env_steps),
             "perf/sample_s": sampled - start,
             "perf/update_s": end - sampled,
             "perf/iteration_s": end - start,
@@ -573,23 +578,24 @@ class PEARL:
         n = next(iter(tasks.values())).shape[0]
         L = self.config.latent_size
         g = torch.Generator().manual_seed(derive_seed(seed, 0))
-        context = torch.zeros(n, 0, self.context_dim)
+        context, real = torch.zeros(n, 0, self.context_dim), torch.zeros(n, 0)
         returns, trajectories = [], []
         z = self._draw_z(torch.zeros(n, L), torch.ones(n, L), g)
         for k in range(cfg.num_steps + 1):
             if k >= own.exploration_trajectories and self.config.context:
                 with torch.no_grad():
-                    mean, var = self.posterior(context)
+                    mean, var = self.posterior(context, real)
                 z = self._draw_z(mean.cpu(), var.cpu(), g)
             traj = self._collect(tasks, z[:, None], derive_seed(seed, k + 1), own.deterministic)
             returns.append(traj.task_returns())
             trajectories.append(traj)
             steps = self._transitions(traj)
             width = max(len(s["obs"]) for s in steps)
-            fresh = torch.zeros(n, width, self.context_dim)
-            for i, s in enumerate(steps):  # every task runs the full horizon (no early end) or less
+            fresh, valid = torch.zeros(n, width, self.context_dim), torch.zeros(n, width)
+            for i, s in enumerate(steps):  # an episode that ended early leaves padding
                 fresh[i, : len(s["obs"])] = self.context_of(s)
-            context = torch.cat([context, fresh], 1) if width else context
+                valid[i, : len(s["obs"])] = 1.0
+            context, real = torch.cat([context, fresh], 1), torch.cat([real, valid], 1)
         return Adaptation(torch.stack(returns), trajectories=trajectories)
 
     def meta_test_steps(self, cfg: EvalConfig, horizon: int) -> int:
@@ -616,7 +622,6 @@ class PEARL:
             **{f"net/{name}": m.state_dict() for name, m in self._modules().items()},
             **{f"opt/{name}": o.state_dict() for name, o in self.optimizers.items()},
             "train_tasks": dict(self.train_tasks or {}),
-            "env_steps": torch.tensor(self.env_steps),
             "rl_buffer": self.rl_buffer.levels(),
             "encoder_buffer": self.encoder_buffer.levels(),
         }
@@ -627,7 +632,6 @@ class PEARL:
         for name, o in self.optimizers.items():
             o.load_state_dict(state[f"opt/{name}"])
         self.train_tasks = dict(state["train_tasks"]) or None
-        self.env_steps = int(state["env_steps"])
         self.rl_buffer.load_levels(state["rl_buffer"])
         self.encoder_buffer.load_levels(state["encoder_buffer"])
         self._buffers_loaded = False  # until load_bulk_state: enough to evaluate, not to train

@@ -97,8 +97,10 @@ class Sampler(ABC):
     """Returns whole episodes or trials for an agent on a batch of tasks."""
 
     num_workers: int = 1
+    env_steps: int = 0
+    """Env steps of every trajectory returned so far (real steps, not padding): what a learner
+    has paid in samples; the trainer logs its training share as ``time/env_steps``."""
 
-    @abstractmethod
     def sample(
         self,
         agent: Any,
@@ -111,6 +113,21 @@ class Sampler(ABC):
         """``episodes_per_task`` rows per task (tasks outermost), each running
         ``episodes_per_trial`` consecutive episodes; the same ``seed`` gives the same result on
         every back-end and worker count."""
+        traj = self._sample(agent, tasks, seed, episodes_per_task, episodes_per_trial, max_steps)
+        self.env_steps += traj.num_steps
+        return traj
+
+    @abstractmethod
+    def _sample(
+        self,
+        agent: Any,
+        tasks: Tasks,
+        seed: int,
+        episodes_per_task: int,
+        episodes_per_trial: int,
+        max_steps: int | None,
+    ) -> Trajectories:
+        """The back-end's own rollouts (``sample`` counts their steps)."""
 
     def close(self) -> None:  # noqa: B027 (an optional hook, not abstract)
         """Stop workers and release envs; safe to call twice."""
@@ -129,7 +146,7 @@ class InProcessSampler(Sampler):
         self.family, self.device = family, torch.device(device)
         self.worker = RolloutWorker(family, self.device)
 
-    def sample(self, agent, tasks, seed, episodes_per_task=1, episodes_per_trial=1, max_steps=None):
+    def _sample(self, agent, tasks, seed, episodes_per_task, episodes_per_trial, max_steps):
         n = num_tasks_of(tasks)
         return self.worker.sample(
             agent,

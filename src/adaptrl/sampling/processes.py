@@ -147,7 +147,7 @@ class ProcessSampler(Sampler):
         proc.join(timeout=2.0)
         self._start(i)
 
-    def sample(self, agent, tasks, seed, episodes_per_task=1, episodes_per_trial=1, max_steps=None):
+    def _sample(self, agent, tasks, seed, episodes_per_task, episodes_per_trial, max_steps):
         if self._closed:
             raise AdaptrlError("this sampler is closed")
         bounds = shard_bounds(num_tasks_of(tasks), self.num_workers)

@@ -125,7 +125,7 @@ class RaySampler(Sampler):
             self.close()
             raise SamplerError(f"the Ray sampler's actors did not start: {_cause(exc)}") from None
 
-    def sample(self, agent, tasks, seed, episodes_per_task=1, episodes_per_trial=1, max_steps=None):
+    def _sample(self, agent, tasks, seed, episodes_per_task, episodes_per_trial, max_steps):
         ray = self.ray
         bounds = shard_bounds(num_tasks_of(tasks), self.num_workers)
         blobs = [
