@@ -219,8 +219,8 @@ def test_resume_with_buffers_gives_the_parameters_of_an_uninterrupted_run(tmp_pa
         assert resumed.iteration == 2
         resumed.train(progress=False)
         a, b = straight.learner, resumed.learner
-        for name, module in a._modules().items():
-            other = b._modules()[name].state_dict()
+        for name, module in a.networks().items():
+            other = b.networks()[name].state_dict()
             for key, value in module.state_dict().items():
                 torch.testing.assert_close(value, other[key], rtol=0, atol=0, msg=f"{name}.{key}")
         assert torch.equal(a.rl_buffer.size, b.rl_buffer.size)

@@ -76,12 +76,7 @@ def training_figure(
         ax.plot([m["iteration"] for m in rows], [m[key] for m in rows], style, label=label, ms=3)
     if best is not None:
         ax.axvline(best, color="grey", linestyle=":", label=f"best iteration ({best}, best.pt)")
-    ax.set_xlabel("meta-iteration")
-    ax.set_ylabel("mean episode return")
-    ax.set_title("Meta-training")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
-    return fig
+    return _returns_axes(fig, ax, "meta-iteration", "Meta-training")
 
 
 def plot_training(
@@ -115,9 +110,16 @@ def env_steps_figure(runs: dict[str, list[dict[str, float]]]) -> Figure | None:
     if not drawn:
         pyplot().close(fig)
         return None
-    ax.set_xlabel("environment steps of training")
+    return _returns_axes(
+        fig, ax, "environment steps of training", "Return against environment steps"
+    )
+
+
+def _returns_axes(fig: Figure, ax: Axes, x_label: str, title: str) -> Figure:
+    """The labels, grid and legend every return-over-training figure shares."""
+    ax.set_xlabel(x_label)
     ax.set_ylabel("mean episode return")
-    ax.set_title("Return against environment steps")
+    ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
     return fig

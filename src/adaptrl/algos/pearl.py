@@ -286,13 +286,17 @@ class PEARLAgent:
         self.low, self.high = low, high
 
     def start(self, keys: torch.Tensor, num_steps: int) -> dict[str, Any]:
+        """Noise, each row's z and the action box on the rows' device, once per rollout (not
+        once per step)."""
+        dev = keys.device
         noise = self.actor.distribution.noise(keys, num_steps, self.actor.act_dim)
-        return {"t": 0, "noise": noise}
+        z = self.z.reshape(-1, self.z.shape[-1]).to(dev)
+        low, high = self.low.to(dev), self.high.to(dev)
+        return {"t": 0, "noise": noise, "z": z, "low": low, "range": high - low}
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor, state: dict[str, Any]):
-        z = self.z.reshape(-1, self.z.shape[-1]).to(obs.device)
-        params = self.actor(torch.cat([obs, z], -1))
+        params = self.actor(torch.cat([obs, state["z"]], -1))
         dist = self.actor.distribution
         if self.deterministic:
             unit = dist.mode(params)
@@ -300,8 +304,7 @@ class PEARLAgent:
         else:
             unit, log_prob = dist.sample(params, state["noise"][state["t"]])
         state["t"] += 1
-        low, high = self.low.to(obs.device), self.high.to(obs.device)
-        return low + (unit + 1.0) * 0.5 * (high - low), log_prob, state
+        return state["low"] + (unit + 1.0) * 0.5 * state["range"], log_prob, state
 
     def observe(self, state, actions, rewards, ended):
         return state
@@ -346,10 +349,10 @@ class PEARL:
             target_v=copy.deepcopy(v),
             encoder=ContextEncoder(self.context_dim, L, config.encoder_hidden_size),
         )
-        for net in self._modules().values():
+        for net in self.networks().values():
             net.to(self.device)
         self.optimizers = {
-            name: torch.optim.Adam(self._modules()[name].parameters(), lr=config.lr)
+            name: torch.optim.Adam(self.networks()[name].parameters(), lr=config.lr)
             for name in ("actor", "q1", "q2", "v", "encoder")
         }
         fields = {
@@ -369,7 +372,7 @@ class PEARL:
         self._buffers_loaded = True
         """False after ``load_state_dict`` alone (an evaluation): training needs the buffers."""
 
-    def _modules(self) -> dict[str, nn.Module]:
+    def networks(self) -> dict[str, nn.Module]:
         return {
             "actor": self.nets.actor,
             "q1": self.nets.q1,
@@ -619,7 +622,7 @@ class PEARL:
         """Networks, optimisers, the training tasks and the buffers' fill levels; the buffers'
         contents are ``bulk_state`` (streamed by the trainer, never copied)."""
         return {
-            **{f"net/{name}": m.state_dict() for name, m in self._modules().items()},
+            **{f"net/{name}": m.state_dict() for name, m in self.networks().items()},
             **{f"opt/{name}": o.state_dict() for name, o in self.optimizers.items()},
             "train_tasks": dict(self.train_tasks or {}),
             "rl_buffer": self.rl_buffer.levels(),
@@ -627,7 +630,7 @@ class PEARL:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        for name, m in self._modules().items():
+        for name, m in self.networks().items():
             m.load_state_dict(state[f"net/{name}"])
         for name, o in self.optimizers.items():
             o.load_state_dict(state[f"opt/{name}"])
