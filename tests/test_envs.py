@@ -12,6 +12,7 @@ CHECK_CONFIG: dict[str, dict] = {
     "navigation2d": {"horizon": 30},
     "bandit": {"num_pulls": 20},
     "maze": {"horizon": 30},
+    "xland": {"horizon": 12},
 }
 
 
@@ -20,6 +21,8 @@ MUJOCO_FAMILIES = {n for n, s in registered_envs().items() if "locomotion" in st
 
 @pytest.mark.parametrize("name", sorted(registered_envs()))
 def test_env_checker_passes(name):
+    if name == "xland":
+        pytest.importorskip("xminigrid")
     if name in MUJOCO_FAMILIES:
         pytest.importorskip("mujoco")
         check_family(name, num_envs=2, steps=20, horizon=40)  # simulators: keep it short

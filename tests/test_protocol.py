@@ -206,8 +206,8 @@ def _imports(path: Path) -> set[str]:
 def test_layers_import_only_downwards_and_name_no_algorithm():
     layer_of = {
         "config": 0, "errors": 0, "runs": 0, "rng": 0, "stats": 0, "memory": 0, "envs": 1,
-        "distributions": 1, "policies": 2, "returns": 2, "trust_region": 2, "baselines": 2,
-        "sampling": 3, "controllers": 3, "algos": 4, "build": 5,
+        "distributions": 1, "policies": 2, "transformer_policy": 2, "returns": 2,
+        "trust_region": 2, "baselines": 2, "sampling": 3, "controllers": 3, "algos": 4, "build": 5,
         "protocol": 5, "results": 5, "trainer": 6, "deploy": 6, "evaluation": 7, "plots": 7,
         "report": 8, "aggregate": 8, "cli": 9,
     }  # fmt: skip

@@ -35,8 +35,10 @@ class RecurrentStep(nn.Module):
     be exported (``torch.export``) and run without adaptrl.
 
     obs [B, d], prev_action [B] int64 (or [B, A] for continuous actions), prev_reward/prev_done/
-    progress [B], prev_obs [B, d], hidden [1, B, S] -> (logits or mean [B, A], hidden [1, B, S]);
-    S is the policy's ``state_size`` (H for a GRU, 2H for an LSTM's (h, c)).
+    progress [B], prev_obs [B, d], hidden [t, B, S] -> (logits or mean [B, A], hidden);
+    S is the policy's ``state_size`` (H for a GRU, 2H for an LSTM's (h, c)); t is 1 for a
+    recurrent cell, and the steps seen so far for a transformer (its key-value cache grows by one
+    entry per step).
     """
 
     def __init__(self, policy: RecurrentPolicy) -> None:
@@ -57,7 +59,8 @@ class RecurrentController:
     vector for continuous actions); ``observe(reward, ended)`` reports the step's reward and
     whether the episode ended. ``budget`` is the trial's step budget (episodes per trial x
     horizon), the scale of the policy's time input. ``action_std``: the Gaussian head's std
-    (continuous actions only).
+    (continuous actions only). ``state_steps``: the initial state's length (1: a recurrent
+    state; 0: a transformer's empty key-value cache).
     """
 
     def __init__(
@@ -68,8 +71,10 @@ class RecurrentController:
         mode: bool = False,
         seed: int = 0,
         action_std: list[float] | None = None,
+        state_steps: int = 1,
     ) -> None:
         self.step, self.state_size, self.budget, self.mode = step, state_size, budget, mode
+        self.state_steps = state_steps  # the initial state's length: 0 for a transformer's cache
         self.action_std = None if action_std is None else torch.tensor(action_std)
         self.distribution = Categorical() if action_std is None else DiagGaussian()
         self.generator = torch.Generator().manual_seed(seed)
@@ -81,7 +86,7 @@ class RecurrentController:
 
     def reset(self) -> None:
         self.t = 0
-        self.hidden = torch.zeros(1, 1, self.state_size)
+        self.hidden = torch.zeros(self.state_steps, 1, self.state_size)
         size = 0 if self.action_std is None else self.action_std.shape[0]
         self.prev_action = self.distribution.null_action(1, size, "cpu")
         self.prev_reward = torch.zeros(1)

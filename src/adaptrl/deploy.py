@@ -83,6 +83,7 @@ def load_run(path: str | Path, checkpoint: str = "last", device: str = "cpu") ->
 def save_policy(policy: nn.Module | RecurrentController, path: str | Path) -> Path:
     """Write ``policy`` (a Gaussian policy module or an RL² controller) as one exported file."""
     path = Path(path)
+    dynamic = None
     if isinstance(policy, RecurrentController):
         step = policy.step
         example = (
@@ -92,12 +93,20 @@ def save_policy(policy: nn.Module | RecurrentController, path: str | Path) -> Pa
             torch.zeros(1),
             torch.zeros(1),
             torch.zeros(1, step.policy.obs_dim),
-            torch.zeros(1, 1, policy.state_size),
+            torch.zeros(policy.state_steps or 2, 1, policy.state_size),  # a cache: any length
         )
-        meta = {"kind": "recurrent", "state_size": policy.state_size, "budget": policy.budget}
+        meta = {
+            "kind": "recurrent",
+            "state_size": policy.state_size,
+            "budget": policy.budget,
+            "state_steps": policy.state_steps,
+        }
+        # a transformer's cache grows by a step per call: its length is a dynamic dimension
+        if policy.state_steps == 0:
+            dynamic = (None,) * 6 + ({0: torch.export.Dim.AUTO},)
         if policy.continuous:
             meta["action_std"] = policy.action_std.tolist()
-        module, dynamic = step, None
+        module = step
     else:
         if isinstance(policy, (GaussianMLPPolicy, CategoricalMLPPolicy)):
             policy = MeanActionPolicy(policy)
@@ -136,7 +145,13 @@ def load_policy(path: str | Path, mode: bool = False, seed: int = 0):
     if meta["kind"] == "recurrent":
         state_size = meta.get("state_size", meta.get("hidden_size"))  # older files: hidden_size
         return RecurrentController(
-            module, state_size, meta["budget"], mode, seed, meta.get("action_std")
+            module,
+            state_size,
+            meta["budget"],
+            mode,
+            seed,
+            meta.get("action_std"),
+            meta.get("state_steps", 1),
         )
     return module
 

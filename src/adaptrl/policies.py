@@ -138,7 +138,66 @@ def broadcast_per_task(
     return param.reshape(shape)
 
 
-class RecurrentPolicy(nn.Module):
+class InContextPolicy(nn.Module):
+    """What every in-context policy (RL²'s recurrent cell, the causal transformer) shares: the
+    per-step input (observation, previous action, reward, done flag, trial progress[, previous
+    observation]), the null action a trial starts from, and the head's distribution. A
+    subclass adds the sequence model: ``initial_state``, ``replay`` and ``forward``, whose
+    carried ``state`` is a tensor [steps, B, S] (a recurrent cell's: one step; a transformer's
+    key-value cache: one entry per step seen)."""
+
+    state_steps = 1
+    """Leading length of ``initial_state``: 1 for a recurrent state, 0 for an empty cache."""
+
+    def _init_inputs(
+        self,
+        obs_dim: int,
+        action_dim: int,
+        time_input: bool,
+        prev_obs_input: bool,
+        memory: bool,
+        distribution: Categorical | DiagGaussian | None,
+    ) -> int:
+        """Set the input attributes; returns the input width."""
+        self.distribution = distribution or Categorical()
+        self.obs_dim, self.action_dim, self.memory = obs_dim, action_dim, memory
+        self.time_input, self.prev_obs_input = time_input, prev_obs_input
+        # the previous action takes action_dim inputs: a one-hot, or the action vector
+        return obs_dim * (1 + int(prev_obs_input)) + action_dim + 2 + int(time_input)
+
+    def inputs(
+        self, obs, prev_action, prev_reward, prev_done, progress=None, prev_obs=None
+    ) -> torch.Tensor:
+        """[..., obs_dim], [...] long (or [..., A]), [...], [...], [...], [..., obs_dim] ->
+        [..., in].
+
+        ``progress`` (fraction of the trial's step budget used) is appended when ``time_input``:
+        without it the value of a long trial is aliased across time steps (Pardo et al. 2018).
+        ``prev_obs`` (zeros at a trial's start) is used when ``prev_obs_input``.
+        """
+        action = self.distribution.action_features(prev_action, self.action_dim, obs.dtype)
+        past = [action, prev_reward.unsqueeze(-1), prev_done.unsqueeze(-1)]
+        if self.prev_obs_input:
+            past.append(prev_obs)
+        if not self.memory:  # nothing of the past reaches a memoryless policy
+            past = [torch.zeros_like(x) for x in past]
+        parts = [obs, *past]
+        if self.time_input:
+            parts.append(progress.unsqueeze(-1))
+        return torch.cat(parts, -1)
+
+    def initial_action(self, batch: int, device) -> torch.Tensor:
+        """The 'previous action' input at a trial's start."""
+        return self.distribution.null_action(batch, self.action_dim, device)
+
+    def distribution_params(self, out: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The policy head's output [..., A] as its distribution's parameters."""
+        if self.log_std is None:
+            return (out,)
+        return out, self.log_std.expand_as(out)
+
+
+class RecurrentPolicy(InContextPolicy):
     """RL² agent: a GRU over (observation, previous action, previous reward, done flag) with a
     policy head and a value head (Duan et al. 2016, §2.2). The head's ``distribution`` decides
     the rest: a categorical head emits logits and is fed its previous action one-hot; a
@@ -181,13 +240,11 @@ class RecurrentPolicy(nn.Module):
         super().__init__()
         if cell not in ("gru", "lstm"):
             raise ValueError(f"cell must be gru or lstm, got {cell!r}")
-        self.distribution = distribution or Categorical()
-        self.obs_dim, self.action_dim, self.hidden_size = obs_dim, action_dim, hidden_size
-        self.cell, self.memory = cell, memory
+        in_dim = self._init_inputs(
+            obs_dim, action_dim, time_input, prev_obs_input, memory, distribution
+        )
+        self.hidden_size, self.cell = hidden_size, cell
         self.state_size = hidden_size * (2 if cell == "lstm" else 1)  # width of the carried state
-        self.time_input, self.prev_obs_input = time_input, prev_obs_input
-        # the previous action takes action_dim inputs: a one-hot, or the action vector
-        in_dim = obs_dim * (1 + int(prev_obs_input)) + action_dim + 2 + int(time_input)
         self.encoder = (
             nn.Sequential(nn.Linear(in_dim, encoder_size), nn.ReLU())
             if encoder_size
@@ -204,27 +261,6 @@ class RecurrentPolicy(nn.Module):
         self.value_head = nn.Linear(head_size or hidden_size, 1)
         log_std = torch.full((action_dim,), math.log(init_std))  # registered last: old checkpoints
         self.log_std = nn.Parameter(log_std) if self.distribution.continuous else None
-
-    def inputs(
-        self, obs, prev_action, prev_reward, prev_done, progress=None, prev_obs=None
-    ) -> torch.Tensor:
-        """[..., obs_dim], [...] long (or [..., A]), [...], [...], [...], [..., obs_dim] ->
-        [..., in].
-
-        ``progress`` (fraction of the trial's step budget used) is appended when ``time_input``:
-        without it the value of a long trial is aliased across time steps (Pardo et al. 2018).
-        ``prev_obs`` (zeros at a trial's start) is used when ``prev_obs_input``.
-        """
-        action = self.distribution.action_features(prev_action, self.action_dim, obs.dtype)
-        past = [action, prev_reward.unsqueeze(-1), prev_done.unsqueeze(-1)]
-        if self.prev_obs_input:
-            past.append(prev_obs)
-        if not self.memory:  # nothing of the past reaches a memoryless policy
-            past = [torch.zeros_like(x) for x in past]
-        parts = [obs, *past]
-        if self.time_input:
-            parts.append(progress.unsqueeze(-1))
-        return torch.cat(parts, -1)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # Checkpoints written before ``cell`` existed name the GRU ``gru``.
@@ -280,16 +316,6 @@ class RecurrentPolicy(nn.Module):
         for t in range(features.shape[0] - 1):
             c_before.append(torch.addcmul(update[t], forget[t], c_before[-1]))
         return out, torch.cat([h_before, torch.stack(c_before)], -1)
-
-    def initial_action(self, batch: int, device) -> torch.Tensor:
-        """The 'previous action' input at a trial's start."""
-        return self.distribution.null_action(batch, self.action_dim, device)
-
-    def distribution_params(self, out: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """The policy head's output [..., A] as its distribution's parameters."""
-        if self.log_std is None:
-            return (out,)
-        return out, self.log_std.expand_as(out)
 
     def forward(self, x: torch.Tensor, hidden: torch.Tensor):
         """x: [T, B, in], hidden: [1, B, S] -> logits [T, B, A], values [T, B], hidden."""

@@ -11,6 +11,7 @@ from adaptrl.algos.base import Adaptation, Learner, Reference, TrainContext
 from adaptrl.algos.maml import MAML, MAMLConfig
 from adaptrl.algos.pearl import PEARL, PEARLConfig
 from adaptrl.algos.rl2 import RL2, RL2Config
+from adaptrl.algos.transformer import InContextTransformer, TransformerConfig
 from adaptrl.config import build_dataclass
 from adaptrl.envs import Family
 from adaptrl.errors import ConfigError
@@ -20,12 +21,15 @@ ALGORITHMS: dict[str, tuple[type, type]] = {
     "maml": (MAMLConfig, MAML),
     "rl2": (RL2Config, RL2),
     "pearl": (PEARLConfig, PEARL),
+    "transformer": (TransformerConfig, InContextTransformer),
 }
 
 DESCRIPTIONS = {
     "maml": "MAML with a TRPO meta-update, second- or first-order (Finn et al. 2017)",
     "rl2": "RL²: a recurrent policy (algo.cell: GRU or LSTM) that adapts in memory across a "
     "trial, trained by PPO or TRPO (Duan et al. 2016)",
+    "transformer": "in-context transformer: RL² with a causal transformer over the trial (a "
+    "key-value cache, one token per step), trained by PPO",
 }
 
 
@@ -43,6 +47,7 @@ def make_algorithm(
 
 __all__ = [
     "ALGORITHMS",
+    "InContextTransformer",
     "MAML",
     "RL2",
     "Adaptation",
@@ -53,6 +58,7 @@ __all__ = [
     "RL2Config",
     "Reference",
     "TrainContext",
+    "TransformerConfig",
     "algo_config",
     "make_algorithm",
 ]

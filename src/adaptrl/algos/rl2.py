@@ -38,7 +38,11 @@ from adaptrl.config import EvalConfig
 from adaptrl.controllers import RecurrentController, RecurrentStep
 from adaptrl.envs import Family, Tasks
 from adaptrl.errors import ConfigError
-from adaptrl.policies import RecurrentCategoricalPolicy, RecurrentGaussianPolicy
+from adaptrl.policies import (
+    RecurrentCategoricalPolicy,
+    RecurrentGaussianPolicy,
+    RecurrentPolicy,
+)
 from adaptrl.returns import discounted_returns, gae
 from adaptrl.rng import derive_seed
 from adaptrl.sampling import RecurrentAgent, Sampler, Trajectories
@@ -46,19 +50,13 @@ from adaptrl.trust_region import trpo_step
 
 
 @dataclass(frozen=True)
-class RL2Config:
-    """RL²-PPO settings."""
+class InContextConfig:
+    """What every in-context learner trained by PPO over trials shares (RL², the transformer)."""
 
     meta_batch_size: int = 256
     """Trials (each on its own task) per iteration."""
     episodes_per_trial: int = 1
     """Episodes per trial; the hidden state carries across them."""
-    hidden_size: int = 256
-    """Units of the recurrent cell."""
-    cell: str = "gru"
-    """Recurrent cell: gru (Duan et al.) or lstm (same interface; on CPUs its backward runs
-    as fused oneDNN kernels, about 2× faster than the GRU's at 64 units: see
-    ``RecurrentCategoricalPolicy``)."""
     lr: float = 1e-3
     """Adam step size."""
     gamma: float = 1.0
@@ -77,8 +75,6 @@ class RL2Config:
     """PPO epochs over each batch."""
     num_minibatches: int = 4
     """Minibatches per epoch (over trials x chunks)."""
-    bptt_len: int = 0
-    """Truncated-BPTT chunk length (0 = whole trials)."""
     entropy_coef: float = 0.01
     """Weight of the policy's entropy bonus in the PPO loss."""
     entropy_decay_iterations: int = 0
@@ -95,12 +91,46 @@ class RL2Config:
     """Feed the fraction of the trial's step budget used (see RecurrentCategoricalPolicy)."""
     prev_obs_input: bool = False
     """Feed the previous observation too, so one input is a whole transition."""
+    max_grad_norm: float = 0.5
+    """Clip the gradient norm of each Adam step (of the policy, or of TRPO's value network)."""
+    init_std: float = 0.5
+    """Initial action noise (std) of the Gaussian head, for continuous action spaces."""
+    memory: bool = True
+    """False: the same network without memory (state reset every step, no past inputs), trained
+    by the same updates: the domain-randomised reference, which cannot adapt within a trial."""
+
+    def __post_init__(self) -> None:
+        for name in ("meta_batch_size", "episodes_per_trial", "num_epochs", "num_minibatches"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"algo.{name} must be > 0, got {getattr(self, name)}")
+        if self.lr <= 0 or self.clip <= 0 or self.max_grad_norm <= 0 or self.init_std <= 0:
+            raise ConfigError("algo.lr, clip, max_grad_norm and init_std must be > 0")
+        if not 0 < self.gamma <= 1 or not 0 <= self.gae_lambda <= 1:
+            raise ConfigError("algo.gamma must be in (0, 1] and algo.gae_lambda in [0, 1]")
+        if self.entropy_coef < 0 or self.value_coef < 0:
+            raise ConfigError("algo.entropy_coef and value_coef must be >= 0")
+        if self.entropy_decay_iterations < 0 or self.lr_decay_iterations < 0:
+            raise ConfigError(
+                "algo.entropy_decay_iterations and lr_decay_iterations must be >= 0 (0: no decay)"
+            )
+
+
+@dataclass(frozen=True)
+class RL2Config(InContextConfig):
+    """RL²'s settings: the shared PPO ones, the recurrent cell's, and TRPO's."""
+
+    hidden_size: int = 256
+    """Units of the recurrent cell."""
+    cell: str = "gru"
+    """Recurrent cell: gru (Duan et al.) or lstm (same interface; on CPUs its backward runs
+    as fused oneDNN kernels, about 2× faster than the GRU's at 64 units: see
+    ``RecurrentCategoricalPolicy``)."""
+    bptt_len: int = 0
+    """Truncated-BPTT chunk length (0 = whole trials)."""
     encoder_size: int = 0
     """Units of a ReLU layer before the GRU (0: none, as in Duan et al.)."""
     head_size: int = 0
     """Units of a ReLU layer after the GRU (0: none)."""
-    max_grad_norm: float = 0.5
-    """Clip the gradient norm of each Adam step (of the policy, or of TRPO's value network)."""
     optimizer: str = "ppo"
     """Outer optimiser of the policy: ppo, or trpo (Duan et al.'s choice): a natural-gradient
     step on the whole batch with mean KL ≤ ``max_kl`` (shared ``trust_region``); the value
@@ -117,28 +147,13 @@ class RL2Config:
     value_epochs: int = 3
     """TRPO: epochs of Adam (``num_minibatches`` steps each) on the value network per
     iteration."""
-    init_std: float = 0.5
-    """Initial action noise (std) of the Gaussian head, for continuous action spaces."""
-    memory: bool = True
-    """False: the same network without memory (state reset every step, no past inputs), trained
-    by the same updates: the domain-randomised reference, which cannot adapt within a trial."""
 
     def __post_init__(self) -> None:
-        for name in (
-            "meta_batch_size",
-            "episodes_per_trial",
-            "hidden_size",
-            "num_epochs",
-            "num_minibatches",
-        ):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"algo.{name} must be > 0, got {getattr(self, name)}")
-        if self.lr <= 0 or self.clip <= 0 or self.max_grad_norm <= 0 or self.init_std <= 0:
-            raise ConfigError("algo.lr, clip, max_grad_norm and init_std must be > 0")
-        if not 0 < self.gamma <= 1 or not 0 <= self.gae_lambda <= 1:
-            raise ConfigError("algo.gamma must be in (0, 1] and algo.gae_lambda in [0, 1]")
-        if self.encoder_size < 0 or self.head_size < 0:
-            raise ConfigError("algo.encoder_size and algo.head_size must be >= 0")
+        super().__post_init__()
+        if self.hidden_size <= 0:
+            raise ConfigError(f"algo.hidden_size must be > 0, got {self.hidden_size}")
+        if self.encoder_size < 0 or self.head_size < 0 or self.bptt_len < 0:
+            raise ConfigError("algo.encoder_size, head_size and bptt_len must be >= 0")
         if self.cell not in ("gru", "lstm"):
             raise ConfigError(f"algo.cell must be gru or lstm, got {self.cell!r}")
         if self.optimizer not in ("ppo", "trpo"):
@@ -147,12 +162,6 @@ class RL2Config:
             raise ConfigError("algo.max_kl, cg_iters and value_epochs must be > 0")
         if not 0 < self.curvature_fraction <= 1 or self.cg_damping < 0:
             raise ConfigError("algo.curvature_fraction must be in (0, 1], cg_damping >= 0")
-        if self.bptt_len < 0 or self.entropy_coef < 0 or self.value_coef < 0:
-            raise ConfigError("algo.bptt_len, entropy_coef and value_coef must be >= 0")
-        if self.entropy_decay_iterations < 0 or self.lr_decay_iterations < 0:
-            raise ConfigError(
-                "algo.entropy_decay_iterations and lr_decay_iterations must be >= 0 (0: no decay)"
-            )
 
 
 def ppo_loss(
@@ -239,27 +248,7 @@ class RL2:
     def __init__(self, config: RL2Config, family: Family, sampler: Sampler, device="cpu"):
         self.config, self.family, self.sampler = config, family, sampler
         self.device = torch.device(device)
-        obs_space, act_space = family.spaces()
-        layers = (
-            config.hidden_size,
-            config.time_input,
-            config.prev_obs_input,
-            config.encoder_size,
-            config.head_size,
-            config.cell,
-            config.memory,
-        )
-        if hasattr(act_space, "n"):
-            self.policy = RecurrentCategoricalPolicy(obs_space.shape[0], int(act_space.n), *layers)
-        elif len(act_space.shape) == 1:  # a Box: Gaussian head over the action vector
-            self.policy = RecurrentGaussianPolicy(
-                obs_space.shape[0], act_space.shape[0], *layers, init_std=config.init_std
-            )
-        else:
-            raise ConfigError(
-                f"RL² needs a Discrete or a 1-D Box action space; env '{family.spec.name}' has "
-                f"{act_space}"
-            )
+        self.policy = self.make_policy(*family.spaces())
         self.policy = self.policy.to(self.device)
         # TRPO: the value function is a recurrent network of its own (same layers), fitted by
         # Adam, so the trust region constrains only the policy and the baseline keeps learning
@@ -273,6 +262,29 @@ class RL2:
         self.value_scale: float | None = None
         # Minibatch order of PPO; seeded per iteration from the run seed (resume-exact).
         self._perm_generator = torch.Generator(device=self.device)
+
+    def make_policy(self, obs_space, act_space) -> RecurrentPolicy:
+        """The recurrent policy for the family's spaces (a categorical or a Gaussian head)."""
+        c = self.config
+        layers = (
+            c.hidden_size,
+            c.time_input,
+            c.prev_obs_input,
+            c.encoder_size,
+            c.head_size,
+            c.cell,
+            c.memory,
+        )
+        if hasattr(act_space, "n"):
+            return RecurrentCategoricalPolicy(obs_space.shape[0], int(act_space.n), *layers)
+        if len(act_space.shape) == 1:  # a Box: Gaussian head over the action vector
+            return RecurrentGaussianPolicy(
+                obs_space.shape[0], act_space.shape[0], *layers, init_std=c.init_std
+            )
+        raise ConfigError(
+            f"{type(self).__name__} needs a Discrete or a 1-D Box action space; env "
+            f"'{self.family.spec.name}' has {act_space}"
+        )
 
     @classmethod
     def references(cls) -> dict[str, Reference]:
@@ -289,7 +301,7 @@ class RL2:
                 env_overrides={"task_in_obs": True},
                 added_later=True,
             ),
-            "random_init": Reference("untrained recurrent policy (same architecture)"),
+            "random_init": Reference("the same policy, untrained"),
         }
 
     def sample_trials(
@@ -471,13 +483,13 @@ class RL2:
         }
         self._track_value_scale(returns, trials.mask)
         value_scale = self.value_scale
-        h0 = trials.hidden_in[::L].reshape(-1, trials.hidden_in.shape[-1])  # [C*B, S]
-        num = h0.shape[0]
+        h0 = self.chunk_start_states(trials, L)  # [steps, C*B, S]
+        num = h0.shape[1]
         stats: dict[str, float] = {}
         for _ in range(c.num_epochs):
             perm = torch.randperm(num, generator=self._perm_generator, device=self.device)
             for idx in perm.chunk(c.num_minibatches):
-                out, values, _ = self.policy(data["inputs"][:, idx], h0[idx].unsqueeze(0))
+                out, values, _ = self.policy(data["inputs"][:, idx], h0[:, idx])
                 values = values * value_scale
                 log_prob, entropy = self._log_prob_entropy(out, data["actions"][:, idx])
                 terms = ppo_loss(
@@ -499,6 +511,11 @@ class RL2:
                 self.optimizer.step()
                 stats = {f"loss/{k}": float(v.detach()) for k, v in terms.items()}
         return stats
+
+    def chunk_start_states(self, trials: Trials, L: int) -> torch.Tensor:
+        """The carried state at the start of every chunk of ``L`` steps, chunk-major as
+        ``_chunks`` orders them: [1, C*B, S] (what the rollout's cell held there)."""
+        return trials.hidden_in[::L].reshape(1, -1, trials.hidden_in.shape[-1])
 
     def _log_prob_entropy(self, out: torch.Tensor, actions: torch.Tensor):
         """Log-probability of the taken actions and the policy's entropy at each step:
@@ -564,7 +581,9 @@ class RL2:
         budget = (episodes or self.config.episodes_per_trial) * horizon
         step = RecurrentStep(copy.deepcopy(self.policy).cpu().eval())
         std = self.policy.log_std.exp().tolist() if self.policy.distribution.continuous else None
-        return RecurrentController(step, self.policy.state_size, budget, mode, seed, std)
+        return RecurrentController(
+            step, self.policy.state_size, budget, mode, seed, std, self.policy.state_steps
+        )
 
     def meta_test(self, tasks: Tasks, cfg: EvalConfig, seed: int = 0) -> Adaptation:
         """One trial per task (its episodes are the adaptation points)."""

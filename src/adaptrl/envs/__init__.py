@@ -111,6 +111,14 @@ _builtin(
     "Procedural DFS grid mazes, 3x3 egocentric view, held-out layouts (cf. Duan et al. 2016)",
 )
 _builtin(
+    "xland",
+    "xland",
+    "XLand",
+    "XLand-MiniGrid game levels: hidden goals and production rules, held-out rule sets, "
+    "deeper ones out of distribution (optional extra: adaptrl[xland])",
+    task_features=("goal", "rules"),
+)
+_builtin(
     "drone_wind",
     "drone",
     "DroneWind",

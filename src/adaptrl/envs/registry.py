@@ -33,7 +33,9 @@ def resolve(ref: Any) -> Any:
     try:
         obj = importlib.import_module(module)
     except ModuleNotFoundError as exc:
-        extra = {"mujoco": "mujoco", "ray": "ray"}.get((exc.name or "").split(".")[0])
+        extra = {"mujoco": "mujoco", "ray": "ray", "jax": "xland", "xminigrid": "xland"}.get(
+            (exc.name or "").split(".")[0]
+        )
         if extra:
             raise ConfigError(
                 f"'{exc.name}' is not installed; install it with: pip install 'adaptrl[{extra}]'"

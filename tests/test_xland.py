@@ -1,0 +1,169 @@
+"""The XLand-MiniGrid family: transitions equal the library's own for the same keys and actions,
+rule sets encoded as the library encodes them, held-out and deeper rule sets disjoint from
+training ones, and one-line errors for bad input."""
+
+import bz2
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from adaptrl import make_family
+from adaptrl.cli import main
+from adaptrl.envs.xland import TIERS, generate_ruleset, max_sizes, ruleset_split
+from adaptrl.errors import ConfigError
+from adaptrl.rng import RowStreams, seed_keys
+
+xminigrid = pytest.importorskip("xminigrid")
+jax = pytest.importorskip("jax")
+
+
+def test_transitions_equal_the_librarys_for_the_same_keys_and_actions():
+    family = make_family("xland", horizon=6)
+    tasks = family.tasks.sample(5, "train", torch.Generator().manual_seed(0))
+    env = family.make_env(5)
+    ours = [env.reset(tasks=tasks, seed=3)[0]]
+    actions = torch.randint(6, (8, 5), generator=torch.Generator().manual_seed(1))
+    steps = [env.step(a) for a in actions]
+    # The library alone: the same rule sets, the keys our rows drew, the same actions.
+    lib, params = xminigrid.make("XLand-MiniGrid-R1-9x9")
+    params = params.replace(max_steps=6, view_size=5)
+    from xminigrid.types import RuleSet
+
+    jnp = jax.numpy
+    params = params.replace(
+        ruleset=RuleSet(
+            *(jnp.asarray(tasks[k].numpy(), jnp.uint8) for k in ("goal", "rules", "init_tiles"))
+        )
+    )
+    draw = RowStreams(seed_keys(3, 5)).uniform(2)
+    keys = jax.random.wrap_key_data((draw.double() * 2**32).long().numpy().astype(np.uint32))
+    ts = jax.vmap(lib.reset)(params, keys)
+
+    def onehot(obs):
+        obs = torch.as_tensor(np.asarray(obs)).long()
+        tiles = torch.nn.functional.one_hot(obs[..., 0], 13)
+        colours = torch.nn.functional.one_hot(obs[..., 1], 12)
+        return torch.cat([tiles, colours], -1).reshape(5, -1).float()
+
+    assert torch.equal(ours[0], onehot(ts.observation))
+    ended = torch.zeros(5, dtype=torch.bool)
+    for t, (obs, reward, terminated, truncated, _) in enumerate(steps):
+        ts = jax.vmap(lib.step)(params, ts, jnp.asarray(actions[t].numpy(), jnp.int32))
+        live = ~ended  # after its episode ends a row's outputs are masked by the sampler
+        assert torch.equal(obs[live], onehot(ts.observation)[live])
+        assert torch.equal(reward[live], torch.as_tensor(np.asarray(ts.reward))[live])
+        last = torch.as_tensor(np.asarray(ts.step_type)) == 2
+        assert torch.equal((terminated | truncated)[live], last[live])
+        assert torch.equal(
+            truncated[live], (last & (torch.as_tensor(np.asarray(ts.discount)) == 1))[live]
+        )
+        ended |= terminated | truncated
+    assert ended.all()  # six steps: every episode ended (truncated at the horizon at the latest)
+
+
+@pytest.mark.parametrize("tier", list(TIERS))
+def test_rule_sets_are_seeded_encoded_as_the_library_does_and_fit_the_padding(tier):
+    from xminigrid.core.goals import AgentHoldGoal, TileNearGoal
+    from xminigrid.core.rules import AgentHoldRule, TileNearRule
+
+    for seed in range(50):
+        goal, rules, objects = generate_ruleset(seed, **TIERS[tier])
+        assert (goal, rules, objects) == generate_ruleset(seed, **TIERS[tier])  # a pure function
+        most_rules, most_objects = max_sizes(TIERS[tier])
+        assert len(rules) <= most_rules and len(objects) <= most_objects
+        assert TIERS[tier]["chain_depth"] > 0 or not rules  # trivial: a goal and objects only
+    # The library's own encoding of the same goal and rule (ids and tile layout).
+    jnp = jax.numpy
+    ball, key = jnp.array((3, 1)), jnp.array((7, 3))
+    lib = np.asarray(TileNearGoal(tile_a=ball, tile_b=key).encode()).tolist()
+    assert lib == [4, 3, 1, 7, 3]
+    assert np.asarray(AgentHoldGoal(tile=ball).encode()).tolist()[:3] == [1, 3, 1]
+    rule = TileNearRule(tile_a=ball, tile_b=key, prod_tile=jnp.array((5, 2))).encode()
+    assert np.asarray(rule).tolist() == [3, 3, 1, 7, 3, 5, 2]
+    hold = AgentHoldRule(tile=ball, prod_tile=jnp.array((5, 2))).encode()
+    assert np.asarray(hold).tolist() == [1, 3, 1, 5, 2, 0, 0]
+
+
+def test_the_goal_of_a_trivial_rule_set_is_among_its_objects():
+    for seed in range(100):
+        goal, _, objects = generate_ruleset(seed, **TIERS["trivial"])
+        tiles = [tuple(goal[1:3])] + ([tuple(goal[3:5])] if len(goal) == 5 else [])
+        assert all(t in objects for t in tiles)
+
+
+def test_held_out_and_deeper_rule_sets_are_disjoint_from_training_ones():
+    family = make_family("xland", tier="small")
+    gen = torch.Generator().manual_seed(0)
+    split = {s: family.tasks.sample(300, s, gen) for s in ("train", "test", "ood")}
+
+    def keys(tasks):
+        return {
+            (tuple(g.tolist()), tuple(map(tuple, r.tolist())))
+            for g, r in zip(tasks["goal"], tasks["rules"])
+        }
+
+    assert keys(split["train"]).isdisjoint(keys(split["test"]))
+    assert keys(split["train"]).isdisjoint(keys(split["ood"]))
+    assert set(family.tasks.split_of(split["test"])) == {"test"}
+    assert set(family.tasks.split_of(split["ood"])) == {"ood"}
+    depth = lambda t: (t["rules"][:, :, 0] > 0).sum(1).float().mean()  # noqa: E731
+    assert depth(split["ood"]) > depth(split["train"])  # the next tier: more rules
+
+
+def test_a_benchmark_file_is_drawn_from_and_a_broken_one_named(tmp_path):
+    rng = [generate_ruleset(s, **TIERS["trivial"]) for s in range(40)]
+    goals = np.stack([np.pad(g, (0, 5 - len(g))) for g, _, _ in rng]).astype(np.uint8)
+    objects = np.stack([np.pad(np.array(o), ((0, 5 - len(o)), (0, 0))) for _, _, o in rng])
+    data = {"goals": goals, "rules": np.zeros((40, 1, 7), np.uint8), "init_tiles": objects}
+    path = tmp_path / "tiny.pkl"
+    with bz2.open(path, "wb") as f:
+        pickle.dump(data, f)
+    family = make_family("xland", benchmark_file=str(path))
+    tasks = family.tasks.sample(10, "test", torch.Generator().manual_seed(0))
+    drawn = {tuple(g.tolist()) for g in tasks["goal"]}
+    assert drawn <= {tuple(g.tolist()) for g in goals}
+    assert all(
+        ruleset_split(g.numpy(), r.numpy(), 0.2) == "test"
+        for g, r in zip(tasks["goal"], tasks["rules"])
+    )
+    broken = tmp_path / "broken.pkl"
+    broken.write_bytes(bz2.compress(b"not a pickle"))
+    with pytest.raises(ConfigError, match="is not an xminigrid benchmark"):
+        make_family("xland", benchmark_file=str(broken))
+
+
+@pytest.mark.parametrize(
+    "setting,words",
+    [
+        ("env.grid=R7-9x9", "env.grid must be one of"),
+        ("env.tier=impossible", "env.tier and env.ood_tier must be one of"),
+        ("env.benchmark_file=/no/such/file.pkl", "does not exist"),
+        ("env.view_size=4", "odd"),
+    ],
+)
+def test_bad_settings_are_one_line_exit_2_and_create_nothing(tmp_path, capsys, setting, words):
+    out = tmp_path / "run"
+    assert main(["train", "rl2-xland", "--out", str(out), "--set", setting]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and words in err, err
+    assert not out.exists()
+
+
+def test_the_missing_extra_is_named_in_one_line(tmp_path, capsys, monkeypatch):
+    import builtins
+
+    real = builtins.__import__
+
+    def no_jax(name, *args, **kwargs):
+        if name.split(".")[0] in ("jax", "xminigrid"):
+            raise ModuleNotFoundError(f"No module named '{name}'", name=name)
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_jax)
+    out = tmp_path / "run"
+    assert main(["train", "rl2-xland", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "pip install 'adaptrl[xland]'" in err, err
+    assert not out.exists()
