@@ -494,3 +494,27 @@ def test_return_against_env_steps_draws_validation_or_training_returns_per_run()
     assert ax.get_xlabel() == "environment steps of training"
     pyplot().close("all")
     assert env_steps_figure({"old run": [{"iteration": 1, "adapt/return": 1.0}]}) is None
+
+
+def test_a_run_beside_joins_the_table_and_verdicts_only_where_it_saw_the_same_tasks(tmp_path):
+    """``report RUN --beside OTHER``: another learner on the same family, evaluated on the same
+    tasks (same split, seed and count), is a row beside the references with a paired verdict;
+    on a split evaluated on other tasks it is left out, never paired by mistake."""
+    ours, theirs = make_run(tmp_path / "tr", "transformer"), make_run(tmp_path / "gru", "rl2")
+    per_task = [[1.0, 2.0], [1.0, 3.0], [1.0, 4.0]]  # 3 tasks x 2 episodes
+    write(
+        ours,
+        record("transformer", "test", [1.0, 3.0], seed=5, per_task_return=per_task),
+        "transformer",
+    )
+    write(ours, record("transformer", "ood", [1.0, 2.0], seed=5), "transformer")
+    worse = [[1.0, 1.0], [1.0, 2.0], [1.0, 3.0]]
+    write(theirs, record("rl2", "test", [1.0, 2.0], seed=5, per_task_return=worse), "rl2")
+    write(theirs, record("rl2", "ood", [1.0, 1.0], seed=6), "rl2")  # other tasks
+    write_report(ours, [theirs])
+    md = (ours.path / "report.md").read_text()
+    assert "**gru (rl2)**: the run" in md
+    test_part, ood_part = md.split("### test tasks")[1].split("### ood tasks")
+    assert "| gradient steps | transformer | gru (rl2) |" in test_part
+    assert "| 1 | +1.00 ± 0.00 better |" in test_part  # paired by task: 3 - 2, 4 - 3, 2 - 1
+    assert "gru (rl2)" not in ood_part  # seed 6: other tasks, so no row and no verdict

@@ -85,7 +85,13 @@ def test_the_past_reaches_the_output_only_with_memory():
 
 
 @pytest.mark.parametrize(
-    "env,kwargs", [("tabular_mdp", {"episode_length": 4}), ("drone_wind", {"horizon": 5})]
+    "env,kwargs",
+    [
+        ("tabular_mdp", {"episode_length": 4}),
+        ("drone_wind", {"horizon": 5}),  # a Gaussian head
+        ("recommender", {"session_length": 4}),
+        ("bandit", {"num_pulls": 5}),
+    ],
 )
 def test_sampled_actions_and_log_probs_replay_under_the_full_forward_pass(env, kwargs):
     """The sampler acts one token at a time through the cache; the PPO update replays the whole

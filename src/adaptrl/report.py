@@ -428,12 +428,34 @@ def _figures(
     return figures
 
 
+def _with_beside(results: dict[str, Records], config: RunConfig, beside: list[Run]):
+    """Other runs' learners added as rows beside this run's references, split by split, where
+    they were evaluated on the very same tasks (same family settings, split, seed and number of
+    tasks), so the paired verdicts stay paired; elsewhere they appear in the env-steps figure
+    only."""
+    for other in beside:
+        other_config = other.config()
+        if other_config.env != config.env:
+            continue
+        for split, records in load_results(other).items():
+            theirs = records.get(other_config.algorithm)
+            ours = results.get(split, {}).get(config.algorithm)
+            if theirs is None or ours is None:
+                continue
+            if (theirs["seed"], theirs["num_tasks"]) != (ours["seed"], ours["num_tasks"]):
+                continue
+            name = f"{other.path.name} ({other_config.algorithm})"
+            results[split][name] = {**theirs, "description": f"the run {other.path}, beside"}
+    return results
+
+
 def write_report(run: Run, beside: list[Run] | None = None) -> dict[str, Path]:
     """Write RUN/report.md, RUN/report.html and the PNGs they show; returns their paths.
     ``beside``: other runs (e.g. another learner on the same family) drawn in the figure of
-    return against environment steps."""
+    return against environment steps, and, where they were evaluated on the same tasks, beside
+    the references in the adaptation curves and the paired verdicts."""
     config = run.config()
-    results = load_results(run)
+    results = _with_beside(load_results(run), config, beside or [])
     classical = load_classical(run)
     metrics = read_metrics(run)
     if not results and not metrics:
