@@ -2,7 +2,8 @@
 
 ``MeanActionPolicy`` turns a feed-forward policy into ``obs -> action``; ``RecurrentStep`` is one
 step of an RL² policy as a pure function (exportable with ``torch.export``); ``RecurrentController``
-runs such a step in one plain environment, carrying the agent's memory across a trial's episodes.
+runs such a step in one plain environment, carrying the agent's memory across a trial's episodes;
+``ContextController`` runs PEARL's actor there, inferring its task from the context it gathers.
 Nothing here trains: it is the leaf that deployment and the learners' ``controller()`` share.
 """
 
@@ -118,3 +119,72 @@ class RecurrentController:
         self.prev_reward = torch.tensor([float(reward)])
         self.prev_done = torch.tensor([float(ended)])
         self.prev_obs = self._obs
+
+
+class ContextController:
+    """A PEARL agent acting in one plain environment: it infers its task from the context it
+    gathers there (online, never from a replay buffer), as PEARL's meta-test does.
+
+    ``reset()`` starts a new task: empty context, z drawn from the prior N(0, I). ``act(obs)``
+    returns the actor's action for (obs, z) in the env's box (``deterministic``: tanh of its
+    mean). ``observe(reward, ended, next_obs=None)`` adds the transition to the context
+    (``next_obs`` is needed when the encoder reads s′); when an episode ends and at least
+    ``exploration`` of them are done, z is drawn again from the posterior of the whole context.
+    ``actor``: (obs ++ z) -> (mean, log-std) with a tanh-Gaussian ``distribution``; ``encoder``:
+    ``posterior(context [1, N, d]) -> (mean, variance)``. ``infer=False``: z stays 0 (the
+    domain-randomised reference). Same seed, same z draws as ``PEARL.meta_test`` on one task.
+    """
+
+    def __init__(
+        self,
+        actor: nn.Module,
+        encoder: nn.Module,
+        latent: int,
+        low: torch.Tensor,
+        high: torch.Tensor,
+        context_next_obs: bool = False,
+        exploration: int = 1,
+        deterministic: bool = True,
+        seed: int = 0,
+        infer: bool = True,
+    ) -> None:
+        self.actor, self.encoder, self.latent, self.infer = actor, encoder, latent, infer
+        self.low, self.high = low.float(), high.float()
+        self.context_next_obs, self.exploration = context_next_obs, exploration
+        self.deterministic, self.seed = deterministic, seed
+        self.reset()
+
+    def reset(self) -> None:
+        self.generator = torch.Generator().manual_seed(self.seed)
+        self.context: list[torch.Tensor] = []
+        self.episodes = 0
+        self.z = torch.randn(1, self.latent, generator=self.generator)  # the prior
+        if not self.infer:  # a policy trained without a task variable: z = 0 throughout
+            self.z = torch.zeros(1, self.latent)
+
+    @torch.no_grad()
+    def act(self, obs: Any) -> Any:
+        self._obs = torch.as_tensor(obs, dtype=torch.float32).reshape(1, -1)
+        params = self.actor(torch.cat([self._obs, self.z], -1))
+        dist = self.actor.distribution
+        if self.deterministic:
+            unit = dist.mode(params)
+        else:
+            unit, _ = dist.sample(params, torch.randn(params[0].shape, generator=self.generator))
+        self._unit = unit  # the encoder reads actions in the actor's (-1, 1)
+        return (self.low + (unit[0] + 1.0) * 0.5 * (self.high - self.low)).numpy()
+
+    @torch.no_grad()
+    def observe(self, reward: float, ended: bool, next_obs: Any = None) -> None:
+        parts = [self._obs, self._unit, torch.tensor([[float(reward)]])]
+        if self.context_next_obs:
+            if next_obs is None:
+                raise ValueError("this agent's encoder reads s′: pass observe(..., next_obs=obs)")
+            parts.append(torch.as_tensor(next_obs, dtype=torch.float32).reshape(1, -1))
+        self.context.append(torch.cat(parts, -1))
+        if ended:
+            self.episodes += 1
+            if self.episodes >= self.exploration and self.infer:
+                mean, variance = self.encoder.posterior(torch.cat(self.context)[None])
+                noise = torch.randn(mean.shape, generator=self.generator)
+                self.z = mean + variance.sqrt() * noise

@@ -37,6 +37,7 @@ from torch import nn
 from adaptrl.algos.base import Adaptation, Reference, TrainContext, eval_settings
 from adaptrl.algos.replay_buffers import ReplayBuffers
 from adaptrl.config import EvalConfig
+from adaptrl.controllers import ContextController
 from adaptrl.distributions import TanhGaussian
 from adaptrl.envs import Family, Tasks
 from adaptrl.errors import ConfigError, RunError
@@ -600,6 +601,26 @@ class PEARL:
                 valid[i, : len(s["obs"])] = 1.0
             context, real = torch.cat([context, fresh], 1), torch.cat([real, valid], 1)
         return Adaptation(torch.stack(returns), trajectories=trajectories)
+
+    def controller(
+        self, exploration: int = 1, deterministic: bool = True, seed: int = 0
+    ) -> ContextController:
+        """The trained agent for one plain gymnasium env: ``reset()`` per task, ``act(obs)``,
+        ``observe(reward, ended[, next_obs])``; z from the prior for the first ``exploration``
+        episodes, then from the posterior of the context it gathered (``meta_test``'s protocol:
+        with the same ``seed`` it draws the same z on a task)."""
+        return ContextController(
+            copy.deepcopy(self.nets.actor).cpu().eval(),
+            copy.deepcopy(self.nets.encoder).cpu().eval(),
+            self.config.latent_size,
+            self.low,
+            self.high,
+            self.config.context_next_obs,
+            exploration,
+            deterministic,
+            derive_seed(seed, 0),
+            infer=self.config.context,
+        )
 
     def meta_test_steps(self, cfg: EvalConfig, horizon: int) -> int:
         return (cfg.num_steps + 1) * horizon
