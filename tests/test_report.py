@@ -500,7 +500,8 @@ def test_a_run_beside_joins_the_table_and_verdicts_only_where_it_saw_the_same_ta
     """``report RUN --beside OTHER``: another learner on the same family, evaluated on the same
     tasks (same split, seed and count), is a row beside the references with a paired verdict;
     on a split evaluated on other tasks it is left out, never paired by mistake."""
-    ours, theirs = make_run(tmp_path / "tr", "transformer"), make_run(tmp_path / "gru", "rl2")
+    ours = make_run(tmp_path / "tr", "transformer")
+    theirs = make_run(tmp_path / "gru", "rl2", iteration=7)  # its own length of training
     per_task = [[1.0, 2.0], [1.0, 3.0], [1.0, 4.0]]  # 3 tasks x 2 episodes
     write(
         ours,
@@ -509,11 +510,14 @@ def test_a_run_beside_joins_the_table_and_verdicts_only_where_it_saw_the_same_ta
     )
     write(ours, record("transformer", "ood", [1.0, 2.0], seed=5), "transformer")
     worse = [[1.0, 1.0], [1.0, 2.0], [1.0, 3.0]]
-    write(theirs, record("rl2", "test", [1.0, 2.0], seed=5, per_task_return=worse), "rl2")
-    write(theirs, record("rl2", "ood", [1.0, 1.0], seed=6), "rl2")  # other tasks
+    write(
+        theirs, record("rl2", "test", [1.0, 2.0], seed=5, iteration=7, per_task_return=worse), "rl2"
+    )
+    write(theirs, record("rl2", "ood", [1.0, 1.0], seed=6, iteration=7), "rl2")  # other tasks
     write_report(ours, [theirs])
     md = (ours.path / "report.md").read_text()
-    assert "**gru (rl2)**: the run" in md
+    assert "**gru (rl2)**: the run" in md and "(iteration 7), beside" in md
+    assert "Stale" not in md  # its iteration is its own, not a stale evaluation of this run
     test_part, ood_part = md.split("### test tasks")[1].split("### ood tasks")
     assert "| gradient steps | transformer | gru (rl2) |" in test_part
     assert "| 1 | +1.00 ± 0.00 better |" in test_part  # paired by task: 3 - 2, 4 - 3, 2 - 1

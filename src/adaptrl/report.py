@@ -108,8 +108,8 @@ def _stale_lines(learners: Records, saved: int | None, run_path: Path) -> list[s
         return []
     stale: dict[int, list[str]] = {}
     for name, rec in learners.items():
-        if rec.get("checkpoint", "last") != "last":
-            continue  # evaluated from best.pt or a kept iteration on purpose
+        if rec.get("checkpoint", "last") != "last" or rec.get("beside"):
+            continue  # evaluated from best.pt or a kept iteration on purpose, or another run
         if rec.get("iteration") is not None and int(rec["iteration"]) != saved:
             stale.setdefault(int(rec["iteration"]), []).append(name)
     lines = []
@@ -445,7 +445,12 @@ def _with_beside(results: dict[str, Records], config: RunConfig, beside: list[Ru
             if (theirs["seed"], theirs["num_tasks"]) != (ours["seed"], ours["num_tasks"]):
                 continue
             name = f"{other.path.name} ({other_config.algorithm})"
-            results[split][name] = {**theirs, "description": f"the run {other.path}, beside"}
+            iteration = theirs.get("iteration")
+            results[split][name] = {
+                **theirs,
+                "description": f"the run {other.path} (iteration {iteration}), beside",
+                "beside": True,
+            }
     return results
 
 

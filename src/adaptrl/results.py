@@ -210,6 +210,8 @@ def paired_difference(a: dict[str, Any], b: dict[str, Any], x: int) -> tuple[flo
     task-to-task spread (some goals are far, some winds strong) cancels. None when the records
     are not paired (other tasks, seeds or task counts) or lack point ``x``."""
     paired_on = ("num_tasks", "seed", "split", "iteration", "actions", "episodes_per_step")
+    if a.get("beside") or b.get("beside"):  # another run's learner: its own iteration
+        paired_on = tuple(k for k in paired_on if k != "iteration")
     if any(a.get(k) != b.get(k) for k in (*paired_on, "batch_steps")):
         return None  # another evaluation's record (a stale file): not paired
     if (
