@@ -113,7 +113,7 @@ def test_evaluate_and_report(trained, capsys):
     # MAML adapts from sampled actions: asking for the mode is a one-line error, nothing runs.
     err = _error(capsys, ["evaluate", str(trained), "--actions", "mode"])
     assert "unknown config key 'evaluate.actions' for maml" in err
-    assert "it is a setting of rl2's evaluation" in err
+    assert "it is a setting of rl2's and transformer's evaluation" in err
 
 
 def test_report_names_the_checkpoint_a_killed_run_was_evaluated_at(trained, tmp_path):

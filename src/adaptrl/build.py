@@ -117,7 +117,8 @@ def resolve_evaluate(config: RunConfig, of_run: bool = False) -> RunConfig:
         if key not in names:
             valid = [*evaluate_dict(EvalConfig()), *names]
             other = [a for a, (_, cls) in ALGORITHMS.items() if key in _field_names(cls)]
-            whose = f"; it is a setting of {', '.join(other)}'s evaluation" if other else ""
+            owners = " and ".join(f"{a}'s" for a in other)
+            whose = f"; it is a setting of {owners} evaluation" if other else ""
             close = difflib.get_close_matches(str(key), valid, n=1) if not other else []
             hint = f" (did you mean 'evaluate.{close[0]}'?)" if close else ""
             raise ConfigError(
