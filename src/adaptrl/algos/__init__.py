@@ -28,6 +28,8 @@ DESCRIPTIONS = {
     "maml": "MAML with a TRPO meta-update, second- or first-order (Finn et al. 2017)",
     "rl2": "RL²: a recurrent policy (algo.cell: GRU or LSTM) that adapts in memory across a "
     "trial, trained by PPO or TRPO (Duan et al. 2016)",
+    "pearl": "PEARL: off-policy soft actor-critic on a task variable inferred from the context "
+    "of past trajectories, per-task replay buffers (Rakelly et al. 2019)",
     "transformer": "in-context transformer: RL² with a causal transformer over the trial (a "
     "key-value cache, one token per step), trained by PPO",
 }

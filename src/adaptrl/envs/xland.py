@@ -352,7 +352,7 @@ class XLandEnv(BatchedMetaEnv):
         )
 
 
-_COMPILED: dict[int, tuple] = {}
+_COMPILED: dict[tuple[int, str], tuple] = {}
 
 
 def _compiled(env, jax) -> tuple:
