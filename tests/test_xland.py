@@ -11,7 +11,18 @@ import torch
 
 from adaptrl import make_family
 from adaptrl.cli import main
-from adaptrl.envs.xland import TIERS, generate_ruleset, max_sizes, ruleset_split
+from adaptrl.envs.xland import (
+    AGENT_HOLD_GOAL,
+    AGENT_HOLD_RULE,
+    AGENT_NEAR_GOALS,
+    AGENT_NEAR_RULES,
+    TIERS,
+    TILE_NEAR_GOALS,
+    TILE_NEAR_RULES,
+    generate_ruleset,
+    max_sizes,
+    ruleset_split,
+)
 from adaptrl.errors import ConfigError
 from adaptrl.rng import RowStreams, seed_keys
 
@@ -64,26 +75,45 @@ def test_transitions_equal_the_librarys_for_the_same_keys_and_actions():
 
 
 @pytest.mark.parametrize("tier", list(TIERS))
-def test_rule_sets_are_seeded_encoded_as_the_library_does_and_fit_the_padding(tier):
-    from xminigrid.core.goals import AgentHoldGoal, TileNearGoal
-    from xminigrid.core.rules import AgentHoldRule, TileNearRule
-
+def test_rule_sets_are_seeded_use_the_librarys_kinds_and_fit_the_padding(tier):
+    kinds = {AGENT_HOLD_RULE, *AGENT_NEAR_RULES, *TILE_NEAR_RULES}
     for seed in range(50):
         goal, rules, objects = generate_ruleset(seed, **TIERS[tier])
         assert (goal, rules, objects) == generate_ruleset(seed, **TIERS[tier])  # a pure function
         most_rules, most_objects = max_sizes(TIERS[tier])
         assert len(rules) <= most_rules and len(objects) <= most_objects
         assert TIERS[tier]["chain_depth"] > 0 or not rules  # trivial: a goal and objects only
-    # The library's own encoding of the same goal and rule (ids and tile layout).
+        assert all(len(rule) == 7 and rule[0] in kinds for rule in rules)
+
+
+def test_our_goal_and_rule_ids_encode_as_the_librarys():
+    # Our id tables against the library's own encodings: every goal and rule kind the
+    # generator draws, with its tiles laid out as the library lays them out.
+    from xminigrid.core import goals as G
+    from xminigrid.core import rules as R
+
     jnp = jax.numpy
-    ball, key = jnp.array((3, 1)), jnp.array((7, 3))
-    lib = np.asarray(TileNearGoal(tile_a=ball, tile_b=key).encode()).tolist()
-    assert lib == [4, 3, 1, 7, 3]
-    assert np.asarray(AgentHoldGoal(tile=ball).encode()).tolist()[:3] == [1, 3, 1]
-    rule = TileNearRule(tile_a=ball, tile_b=key, prod_tile=jnp.array((5, 2))).encode()
-    assert np.asarray(rule).tolist() == [3, 3, 1, 7, 3, 5, 2]
-    hold = AgentHoldRule(tile=ball, prod_tile=jnp.array((5, 2))).encode()
-    assert np.asarray(hold).tolist() == [1, 3, 1, 5, 2, 0, 0]
+    a, b, prod = (3, 1), (7, 3), (5, 2)
+    t = {name: jnp.array(v) for name, v in (("a", a), ("b", b), ("prod", prod))}
+
+    def enc(obj):
+        return np.asarray(obj.encode()).tolist()
+
+    assert enc(G.AgentHoldGoal(tile=t["a"]))[:3] == [AGENT_HOLD_GOAL, *a]
+    near = ["", "Up", "Right", "Down", "Left"]
+    for ours, side in zip(AGENT_NEAR_GOALS, near):
+        assert enc(getattr(G, f"AgentNear{side}Goal")(tile=t["a"]))[:3] == [ours, *a]
+    for ours, side in zip(TILE_NEAR_GOALS, near):
+        goal = getattr(G, f"TileNear{side}Goal")(tile_a=t["a"], tile_b=t["b"])
+        assert enc(goal) == [ours, *a, *b]
+    hold = R.AgentHoldRule(tile=t["a"], prod_tile=t["prod"])
+    assert enc(hold) == [AGENT_HOLD_RULE, *a, *prod, 0, 0]
+    for ours, side in zip(AGENT_NEAR_RULES, near):
+        rule = getattr(R, f"AgentNear{side}Rule")(tile=t["a"], prod_tile=t["prod"])
+        assert enc(rule) == [ours, *a, *prod, 0, 0]
+    for ours, side in zip(TILE_NEAR_RULES, near):
+        rule = getattr(R, f"TileNear{side}Rule")(tile_a=t["a"], tile_b=t["b"], prod_tile=t["prod"])
+        assert enc(rule) == [ours, *a, *b, *prod]
 
 
 def test_the_goal_of_a_trivial_rule_set_is_among_its_objects():

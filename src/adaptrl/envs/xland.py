@@ -294,17 +294,12 @@ class XLandEnv(BatchedMetaEnv):
         self.config = config or XLandConfig()
         self.horizon = self.config.episode_steps
         self.deterministic = False  # layouts are drawn from the rows' streams at every reset
-        v = self.config.view_size
-        self.single_observation_space = spaces.Box(
-            0.0, 1.0, (v * v * (NUM_TILES + NUM_COLORS),), "float32"
-        )
-        self.single_action_space = spaces.Discrete(NUM_ACTIONS)
+        self.single_observation_space, self.single_action_space = self.spaces(self.config)
         self._batch_spaces()
         jax, xminigrid = _library()
         self._jax = jax
         env, params = xminigrid.make(f"XLand-MiniGrid-{self.config.grid}")
-        self._params = params.replace(max_steps=self.horizon, view_size=v)
-        self._env = env
+        self._params = params.replace(max_steps=self.horizon, view_size=self.config.view_size)
         self._timestep = None
         self._reset_fn, self._step_fn = _compiled(env, jax)
 
@@ -352,12 +347,13 @@ class XLandEnv(BatchedMetaEnv):
         )
 
 
-_COMPILED: dict[tuple[int, str], tuple] = {}
+_COMPILED: dict[type, tuple] = {}
 
 
 def _compiled(env, jax) -> tuple:
-    """The jitted batched reset and step (one per library env object kind, compiled per shape)."""
-    key = id(type(env)), env.__class__.__name__
+    """The jitted batched reset and step, made once per library env class (the env object holds
+    no settings: sizes travel in its params, which jit specialises on)."""
+    key = type(env)
     if key in _COMPILED:
         return _COMPILED[key]
     jnp = jax.numpy
