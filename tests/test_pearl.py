@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch.distributions import Normal, kl_divergence
 
+import adaptrl
 from adaptrl.algos.base import TrainContext
 from adaptrl.algos.pearl import (
     PEARL,
@@ -253,35 +254,38 @@ def test_meta_test_records_every_trajectory_and_infers_from_online_context_only(
 
 
 @pytest.mark.parametrize("next_obs", [False, True])
-def test_the_controller_acts_in_a_plain_env_as_meta_test_does(next_obs):
+def test_the_controller_acts_in_a_plain_env_as_meta_test_does(next_obs, tmp_path):
     """The deployed agent (step by step in one gymnasium env, its own online context) takes
-    meta-test's actions and returns on the same held-out task, trajectory after trajectory."""
+    meta-test's actions and returns on the same held-out task, trajectory after trajectory; so
+    does the one file ``save_policy`` writes of it (actor and encoder), loaded back."""
     algo, family = _learner(context_next_obs=next_obs)
     _train(algo, 1)
     tasks = family.tasks.sample(1, "test", torch.Generator().manual_seed(5))
     cfg = EvalConfig(num_tasks=1, num_steps=3, adaptation={"exploration_trajectories": 2})
     result = algo.meta_test(tasks, cfg, seed=7)
     controller = algo.controller(exploration=2, seed=7)
-    env = family.make_single_task_env({k: v[:1] for k, v in tasks.items()})
-    controller.reset()
-    for k in range(4):
-        obs, _ = env.reset(seed=k)
-        actions, total, done = [], 0.0, False
-        while not done:
-            actions.append(controller.act(obs))
-            obs, reward, terminated, truncated, _ = env.step(actions[-1])
-            done = terminated or truncated
-            controller.observe(reward, done, obs)
-            total += reward
-        expected = result.trajectories[k].actions[: len(actions), 0]
-        torch.testing.assert_close(
-            torch.as_tensor(np.stack(actions)), expected, atol=1e-5, rtol=1e-5
-        )
-        assert total == pytest.approx(float(result.returns[k, 0]), abs=1e-4)
-    assert controller.episodes == 4 and len(controller.context) == 4 * family.make_env(1).horizon
-    if next_obs:
-        with pytest.raises(ValueError, match="next_obs"):
-            controller.observe(0.0, False)
+    path = adaptrl.save_policy(controller, tmp_path / "pearl.pt2")
+    for agent in (controller, adaptrl.load_policy(path, seed=7)):
+        env = family.make_single_task_env({k: v[:1] for k, v in tasks.items()})
+        agent.reset()
+        for k in range(4):
+            obs, _ = env.reset(seed=k)
+            actions, total, done = [], 0.0, False
+            while not done:
+                actions.append(agent.act(obs))
+                obs, reward, terminated, truncated, _ = env.step(actions[-1])
+                done = terminated or truncated
+                agent.observe(reward, done, obs)
+                total += reward
+            expected = result.trajectories[k].actions[: len(actions), 0]
+            torch.testing.assert_close(
+                torch.as_tensor(np.stack(actions)), expected, atol=1e-5, rtol=1e-5
+            )
+            assert total == pytest.approx(float(result.returns[k, 0]), abs=1e-4)
+        assert agent.episodes == 4 and len(agent.context) == 4 * family.make_env(1).horizon
+        if next_obs:
+            with pytest.raises(ValueError, match="next_obs"):
+                agent.observe(0.0, False)
 
 
 @pytest.mark.parametrize(
