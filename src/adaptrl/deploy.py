@@ -124,7 +124,7 @@ def save_policy(
     else:
         if isinstance(policy, (GaussianMLPPolicy, CategoricalMLPPolicy)):
             policy = MeanActionPolicy(policy)
-        obs_dim = next(m for m in policy.modules() if isinstance(m, nn.Linear)).in_features
+        obs_dim = _first_linear(policy).in_features
         example, dynamic = (torch.zeros(2, obs_dim),), ({0: torch.export.Dim.AUTO},)
         meta, module = {"kind": "action"}, policy
     with warnings.catch_warnings():  # nn.GRU's flat-weights notice during tracing
@@ -177,6 +177,7 @@ class _LoadedEncoder(nn.Module):
 
 
 def _first_linear(module: nn.Module) -> nn.Linear:
+    """The input layer: its width is the input size an export example needs."""
     return next(m for m in module.modules() if isinstance(m, nn.Linear))
 
 
