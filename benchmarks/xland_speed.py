@@ -43,7 +43,7 @@ class RandomAgent:
         actions = torch.randint(self.num_actions, (obs.shape[0],), generator=state["gen"])
         return actions, torch.zeros(obs.shape[0]), state
 
-    def observe(self, state, actions, rewards, ended):
+    def observe(self, state, actions, rewards, ended, next_obs):
         return state
 
     def shard(self, start, stop):

@@ -74,12 +74,13 @@ def test_saved_policy_is_a_plain_module_with_the_same_actions(tmp_path, caplog):
         adaptrl.load_policy(tmp_path / "bad.pt2")
 
 
-@pytest.mark.parametrize("cell", ["gru", "lstm"])
-def test_rl2_controller_takes_the_samplers_actions_step_by_step(tmp_path, cell):
+@pytest.mark.parametrize("cell, terminal", [("gru", False), ("lstm", False), ("gru", True)])
+def test_rl2_controller_takes_the_samplers_actions_step_by_step(tmp_path, cell, terminal):
     """Same actions, and the same carried state after every step (an LSTM's cell state too)
-    as the learner's replay of the trial, live and after export."""
+    as the learner's replay of the trial, live and after export; with the terminal observation
+    as an input, the controller is handed it through ``observe`` and still agrees."""
     overrides = ["algo.hidden_size=16", "algo.meta_batch_size=4", "train.num_iterations=1"]
-    overrides.append(f"algo.cell={cell}")
+    overrides += [f"algo.cell={cell}", f"algo.terminal_obs_input={str(terminal).lower()}"]
     with _built("rl2-maze", overrides) as built:
         rl2 = built.learner
         tasks = rl2.family.tasks.sample(1, "test", torch.Generator().manual_seed(0))
@@ -87,12 +88,16 @@ def test_rl2_controller_takes_the_samplers_actions_step_by_step(tmp_path, cell):
         states = rl2.trials(traj).hidden_in[:, 0]  # [T, S]: before each step
         controller = rl2.controller(mode=True)
         saved = adaptrl.load_policy(adaptrl.save_policy(controller, tmp_path / "rl2.pt2"), True)
+        assert saved.terminal_obs_input == terminal
+        if terminal:  # the maze ends episodes at the goal: a boundary the input must cross
+            assert 0 < int(traj.ends[:, 0].sum()) < int(traj.mask[:, 0].sum())
         for ctrl in (controller, saved):
             ctrl.reset()
             actions = []
             for t in range(int(traj.mask[:, 0].sum())):
                 actions.append(ctrl.act(traj.obs[t, 0].numpy()))
-                ctrl.observe(float(traj.rewards[t, 0]), bool(traj.ends[t, 0]))
+                end = bool(traj.ends[t, 0])
+                ctrl.observe(float(traj.rewards[t, 0]), end, traj.next_obs[t, 0].numpy())
                 if t + 1 < states.shape[0]:
                     assert_close(ctrl.hidden[0, 0], states[t + 1], atol=1e-5, rtol=1e-5)
             assert actions == traj.actions[: len(actions), 0].tolist()

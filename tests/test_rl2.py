@@ -211,6 +211,33 @@ def test_previous_observation_input_holds_the_whole_transition():
     algo.update(trials)  # one PPO update runs through the extra layers
 
 
+def test_terminal_observation_input_carries_the_last_state_across_the_boundary():
+    """With ``terminal_obs_input`` the first input of an episode holds the observation the
+    previous episode ended on (what the agent saw when it was paid), zeros at every other step;
+    the acting agent and the learner's replay build the same inputs (same log-probabilities)."""
+    family = make_family("tabular_mdp", episode_length=4)
+    gen = torch.Generator().manual_seed(0)
+    cfg = RL2Config(meta_batch_size=4, episodes_per_trial=3, hidden_size=8, terminal_obs_input=True)
+    algo = _rl2(cfg, family)
+    S, A = 10, 5
+    assert algo.policy.rnn.input_size == 2 * S + A + 2 + 1
+    traj, trials = _run(algo, family.tasks.sample(4, "train", gen))
+    terminal = trials.inputs[..., S + A + 2 : 2 * S + A + 2]
+    starts = torch.tensor([4, 8])  # episodes of 4 steps: new episodes begin at t = 4 and 8
+    assert_close(terminal[starts], traj.next_obs[starts - 1])
+    assert traj.next_obs[starts - 1].abs().sum() > 0
+    others = torch.ones(12, dtype=torch.bool)
+    others[starts] = False
+    assert terminal[others].eq(0).all()
+    logits, _, _ = algo.policy(trials.inputs, algo.policy.initial_state(4, "cpu"))
+    lp = torch.log_softmax(logits, -1).gather(-1, trials.actions[..., None]).squeeze(-1)
+    assert_close(lp, trials.log_probs)
+    # A memoryless policy (the domain-randomised reference) never sees it.
+    blind = _rl2(RL2Config(**{**cfg.__dict__, "memory": False}), family)
+    _, blind_trials = _run(blind, family.tasks.sample(4, "train", gen))
+    assert blind_trials.inputs[..., S:-1].eq(0).all()  # only obs and progress remain
+
+
 def test_mode_actions_take_the_most_likely_action():
     family, algo, gen = _agent()
     tasks = family.tasks.sample(4, "train", gen)

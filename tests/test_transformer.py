@@ -113,7 +113,7 @@ def test_sampled_actions_and_log_probs_replay_under_the_full_forward_pass(env, k
 
 def test_controller_takes_the_samplers_actions_live_and_after_export(tmp_path):
     family = make_family("maze", size=3, horizon=8)
-    algo = _learner(family, episodes_per_trial=2)
+    algo = _learner(family, episodes_per_trial=2, terminal_obs_input=True)
     tasks = family.tasks.sample(1, "test", torch.Generator().manual_seed(0))
     traj = algo.sample_trials(tasks, seed=5, mode=True)
     controller = algo.controller(mode=True)
@@ -125,7 +125,7 @@ def test_controller_takes_the_samplers_actions_live_and_after_export(tmp_path):
         actions = []
         for t in range(steps):
             actions.append(ctrl.act(traj.obs[t, 0].numpy()))
-            ctrl.observe(float(traj.rewards[t, 0]), bool(traj.ends[t, 0]))
+            ctrl.observe(float(traj.rewards[t, 0]), bool(traj.ends[t, 0]), traj.next_obs[t, 0])
         assert actions == traj.actions[:steps, 0].tolist()
         assert ctrl.hidden.shape[0] == steps  # one cache entry per step
 

@@ -36,7 +36,8 @@ class RecurrentStep(nn.Module):
     be exported (``torch.export``) and run without adaptrl.
 
     obs [B, d], prev_action [B] int64 (or [B, A] for continuous actions), prev_reward/prev_done/
-    progress [B], prev_obs [B, d], hidden [t, B, S] -> (logits or mean [B, A], hidden);
+    progress [B], prev_obs [B, d], hidden [t, B, S][, terminal_obs [B, d] where the policy takes
+    it] -> (logits or mean [B, A], hidden);
     S is the policy's ``state_size`` (H for a GRU, 2H for an LSTM's (h, c)); t is 1 for a
     recurrent cell, and the steps seen so far for a transformer (its key-value cache grows by one
     entry per step).
@@ -46,8 +47,20 @@ class RecurrentStep(nn.Module):
         super().__init__()
         self.policy = policy
 
-    def forward(self, obs, prev_action, prev_reward, prev_done, progress, prev_obs, hidden):
-        x = self.policy.inputs(obs, prev_action, prev_reward, prev_done, progress, prev_obs)
+    def forward(
+        self,
+        obs,
+        prev_action,
+        prev_reward,
+        prev_done,
+        progress,
+        prev_obs,
+        hidden,
+        terminal_obs=None,
+    ):
+        x = self.policy.inputs(
+            obs, prev_action, prev_reward, prev_done, progress, prev_obs, terminal_obs
+        )
         out, _, hidden = self.policy(x.unsqueeze(0), hidden)
         return out[0], hidden  # logits, or the Gaussian head's mean
 
@@ -73,9 +86,11 @@ class RecurrentController:
         seed: int = 0,
         action_std: list[float] | None = None,
         state_steps: int = 1,
+        terminal_obs_input: bool = False,
     ) -> None:
         self.step, self.state_size, self.budget, self.mode = step, state_size, budget, mode
         self.state_steps = state_steps  # the initial state's length: 0 for a transformer's cache
+        self.terminal_obs_input = terminal_obs_input  # observe() must be given next_obs
         self.action_std = None if action_std is None else torch.tensor(action_std)
         self.distribution = Categorical() if action_std is None else DiagGaussian()
         self.generator = torch.Generator().manual_seed(seed)
@@ -94,31 +109,39 @@ class RecurrentController:
         self.prev_done = torch.zeros(1)
         self.prev_obs: torch.Tensor | None = None
         self._obs: torch.Tensor | None = None
+        self.terminal_obs: torch.Tensor | None = None
 
     @torch.no_grad()
     def act(self, obs: Any) -> Any:
         obs_t = torch.as_tensor(obs, dtype=torch.float32).reshape(1, -1)
         prev_obs = self.prev_obs if self.prev_obs is not None else torch.zeros_like(obs_t)
         progress = torch.full((1,), self.t / self.budget)
-        out, self.hidden = self.step(
-            obs_t,
-            self.prev_action,
-            self.prev_reward,
-            self.prev_done,
-            progress,
-            prev_obs,
-            self.hidden,
-        )
+        args = [obs_t, self.prev_action, self.prev_reward, self.prev_done, progress, prev_obs]
+        args.append(self.hidden)
+        if self.terminal_obs_input:
+            terminal = self.terminal_obs
+            args.append(terminal if terminal is not None else torch.zeros_like(obs_t))
+        out, self.hidden = self.step(*args)
         self._obs, self.t = obs_t, self.t + 1
         dist = self.distribution
         params = (out, self.action_std.log()) if self.continuous else dist.params_of(out)
         self.prev_action = dist.mode(params) if self.mode else dist.draw(params, self.generator)
         return self.prev_action[0].numpy() if self.continuous else int(self.prev_action[0])
 
-    def observe(self, reward: float, ended: bool) -> None:
+    def observe(self, reward: float, ended: bool, next_obs: Any = None) -> None:
+        """``next_obs``: the observation the step returned (needed when an episode ends, if the
+        policy reads the terminal observation: ``terminal_obs_input``)."""
         self.prev_reward = torch.tensor([float(reward)])
         self.prev_done = torch.tensor([float(ended)])
         self.prev_obs = self._obs
+        self.terminal_obs = None
+        if self.terminal_obs_input and ended:
+            if next_obs is None:
+                raise ValueError(
+                    "this policy reads the observation an episode ended on: call "
+                    "observe(reward, ended, next_obs) with the observation env.step returned"
+                )
+            self.terminal_obs = torch.as_tensor(next_obs, dtype=torch.float32).reshape(1, -1)
 
 
 class ContextController:

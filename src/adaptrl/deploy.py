@@ -108,16 +108,18 @@ def save_policy(
             torch.zeros(1),
             torch.zeros(1, step.policy.obs_dim),
             torch.zeros(policy.state_steps or 2, 1, policy.state_size),  # a cache: any length
-        )
+        ) + ((torch.zeros(1, step.policy.obs_dim),) if policy.terminal_obs_input else ())
         meta = {
             "kind": "recurrent",
             "state_size": policy.state_size,
             "budget": policy.budget,
             "state_steps": policy.state_steps,
+            "terminal_obs_input": policy.terminal_obs_input,
         }
         # a transformer's cache grows by a step per call: its length is a dynamic dimension
         if policy.state_steps == 0:
             dynamic = (None,) * 6 + ({0: torch.export.Dim.AUTO},)
+            dynamic += (None,) * (len(example) - 7)
         if policy.continuous:
             meta["action_std"] = policy.action_std.tolist()
         module = step
@@ -252,6 +254,7 @@ def load_policy(path: str | Path, mode: bool = False, seed: int = 0):
             seed,
             meta.get("action_std"),
             meta.get("state_steps", 1),
+            meta.get("terminal_obs_input", False),
         )
     return module
 

@@ -157,28 +157,42 @@ class InContextPolicy(nn.Module):
         prev_obs_input: bool,
         memory: bool,
         distribution: Categorical | DiagGaussian | None,
+        terminal_obs_input: bool = False,
     ) -> int:
         """Set the input attributes; returns the input width."""
         self.distribution = distribution or Categorical()
         self.obs_dim, self.action_dim, self.memory = obs_dim, action_dim, memory
         self.time_input, self.prev_obs_input = time_input, prev_obs_input
+        self.terminal_obs_input = terminal_obs_input
         # the previous action takes action_dim inputs: a one-hot, or the action vector
-        return obs_dim * (1 + int(prev_obs_input)) + action_dim + 2 + int(time_input)
+        observations = 1 + int(prev_obs_input) + int(terminal_obs_input)
+        return obs_dim * observations + action_dim + 2 + int(time_input)
 
     def inputs(
-        self, obs, prev_action, prev_reward, prev_done, progress=None, prev_obs=None
+        self,
+        obs,
+        prev_action,
+        prev_reward,
+        prev_done,
+        progress=None,
+        prev_obs=None,
+        terminal_obs=None,
     ) -> torch.Tensor:
-        """[..., obs_dim], [...] long (or [..., A]), [...], [...], [...], [..., obs_dim] ->
-        [..., in].
+        """[..., obs_dim], [...] long (or [..., A]), [...], [...], [...], [..., obs_dim],
+        [..., obs_dim] -> [..., in].
 
         ``progress`` (fraction of the trial's step budget used) is appended when ``time_input``:
         without it the value of a long trial is aliased across time steps (Pardo et al. 2018).
-        ``prev_obs`` (zeros at a trial's start) is used when ``prev_obs_input``.
+        ``prev_obs`` (zeros at a trial's start) is used when ``prev_obs_input``;
+        ``terminal_obs`` (the observation the previous episode ended on, at the first step of
+        the next; zeros at every other step) when ``terminal_obs_input``.
         """
         action = self.distribution.action_features(prev_action, self.action_dim, obs.dtype)
         past = [action, prev_reward.unsqueeze(-1), prev_done.unsqueeze(-1)]
         if self.prev_obs_input:
             past.append(prev_obs)
+        if self.terminal_obs_input:
+            past.append(terminal_obs)
         if not self.memory:  # nothing of the past reaches a memoryless policy
             past = [torch.zeros_like(x) for x in past]
         parts = [obs, *past]
@@ -236,12 +250,19 @@ class RecurrentPolicy(InContextPolicy):
         memory: bool = True,
         distribution: Categorical | DiagGaussian | None = None,
         init_std: float = 0.5,
+        terminal_obs_input: bool = False,
     ) -> None:
         super().__init__()
         if cell not in ("gru", "lstm"):
             raise ValueError(f"cell must be gru or lstm, got {cell!r}")
         in_dim = self._init_inputs(
-            obs_dim, action_dim, time_input, prev_obs_input, memory, distribution
+            obs_dim,
+            action_dim,
+            time_input,
+            prev_obs_input,
+            memory,
+            distribution,
+            terminal_obs_input,
         )
         self.hidden_size, self.cell = hidden_size, cell
         self.state_size = hidden_size * (2 if cell == "lstm" else 1)  # width of the carried state

@@ -85,12 +85,19 @@ class TransformerPolicy(InContextPolicy):
         memory: bool = True,
         distribution: Categorical | DiagGaussian | None = None,
         init_std: float = 0.5,
+        terminal_obs_input: bool = False,
     ) -> None:
         super().__init__()
         if model_size % (2 * num_heads):
             raise ValueError(f"model_size {model_size} must be a multiple of 2 x {num_heads} heads")
         in_dim = self._init_inputs(
-            obs_dim, action_dim, time_input, prev_obs_input, memory, distribution
+            obs_dim,
+            action_dim,
+            time_input,
+            prev_obs_input,
+            memory,
+            distribution,
+            terminal_obs_input,
         )
         self.model_size, self.num_layers = model_size, num_layers
         self.state_size = num_layers * 2 * model_size

@@ -307,7 +307,7 @@ class PEARLAgent:
         state["t"] += 1
         return state["low"] + (unit + 1.0) * 0.5 * state["range"], log_prob, state
 
-    def observe(self, state, actions, rewards, ended):
+    def observe(self, state, actions, rewards, ended, next_obs):
         return state
 
     def shard(self, start: int, stop: int) -> PEARLAgent:

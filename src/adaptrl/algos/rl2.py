@@ -91,6 +91,11 @@ class InContextConfig:
     """Feed the fraction of the trial's step budget used (see RecurrentCategoricalPolicy)."""
     prev_obs_input: bool = False
     """Feed the previous observation too, so one input is a whole transition."""
+    terminal_obs_input: bool = False
+    """Feed the observation the previous episode ended on, at the first step of the next (zeros
+    at every other step). Without it that observation never reaches the policy (the next input
+    is the new episode's first), so where reward comes only at the goal (XLand) the agent never
+    sees the state that paid; AMAGO feeds it as an extra step (Grigsby et al. 2024)."""
     max_grad_norm: float = 0.5
     """Clip the gradient norm of each Adam step (of the policy, or of TRPO's value network)."""
     init_std: float = 0.5
@@ -275,11 +280,12 @@ class RL2:
             c.cell,
             c.memory,
         )
+        kw = {"terminal_obs_input": c.terminal_obs_input}
         if hasattr(act_space, "n"):
-            return RecurrentCategoricalPolicy(obs_space.shape[0], int(act_space.n), *layers)
+            return RecurrentCategoricalPolicy(obs_space.shape[0], int(act_space.n), *layers, **kw)
         if len(act_space.shape) == 1:  # a Box: Gaussian head over the action vector
             return RecurrentGaussianPolicy(
-                obs_space.shape[0], act_space.shape[0], *layers, init_std=c.init_std
+                obs_space.shape[0], act_space.shape[0], *layers, init_std=c.init_std, **kw
             )
         raise ConfigError(
             f"{type(self).__name__} needs a Discrete or a 1-D Box action space; env "
@@ -325,6 +331,7 @@ class RL2:
             _shifted(traj.ends.float()),
             progress.unsqueeze(1).expand(T, B),
             _shifted(traj.obs),
+            _shifted(traj.next_obs * traj.ends.unsqueeze(-1)),  # an episode's last s', if any
         )
         h0 = self.policy.initial_state(B, self.device)
         features = self.policy.encoder(x)
@@ -582,7 +589,14 @@ class RL2:
         step = RecurrentStep(copy.deepcopy(self.policy).cpu().eval())
         std = self.policy.log_std.exp().tolist() if self.policy.distribution.continuous else None
         return RecurrentController(
-            step, self.policy.state_size, budget, mode, seed, std, self.policy.state_steps
+            step,
+            self.policy.state_size,
+            budget,
+            mode,
+            seed,
+            std,
+            self.policy.state_steps,
+            self.policy.terminal_obs_input,
         )
 
     def meta_test(self, tasks: Tasks, cfg: EvalConfig, seed: int = 0) -> Adaptation:

@@ -81,11 +81,12 @@ class InContextTransformer(RL2):
                 f"episodes x {env.horizon} steps = {trial}: set it to >= {trial}, or 0 (the trial)"
             )
         layers = (c.model_size, c.num_layers, c.num_heads, c.time_input, c.prev_obs_input, c.memory)
+        kw = {"terminal_obs_input": c.terminal_obs_input}
         if hasattr(act_space, "n"):
-            return TransformerCategoricalPolicy(obs_space.shape[0], int(act_space.n), *layers)
+            return TransformerCategoricalPolicy(obs_space.shape[0], int(act_space.n), *layers, **kw)
         if len(act_space.shape) == 1:
             return TransformerGaussianPolicy(
-                obs_space.shape[0], act_space.shape[0], *layers, init_std=c.init_std
+                obs_space.shape[0], act_space.shape[0], *layers, init_std=c.init_std, **kw
             )
         raise ConfigError(
             f"the transformer needs a Discrete or a 1-D Box action space; env "

@@ -29,7 +29,10 @@ class Agent(Protocol):
 
     def act(self, obs: torch.Tensor, state: Any) -> tuple[torch.Tensor, torch.Tensor, Any]: ...
 
-    def observe(self, state: Any, actions, rewards, ended) -> Any: ...
+    def observe(self, state: Any, actions, rewards, ended, next_obs) -> Any:
+        """After a step: its actions, rewards, which rows' episodes ended, and the observations
+        the step returned (before any reset: an ended row's terminal observation)."""
+        ...
 
     def shard(self, start: int, stop: int) -> Agent: ...
 
@@ -70,7 +73,7 @@ class PolicyAgent:
         state["t"] += 1
         return actions, log_probs, state
 
-    def observe(self, state, actions, rewards, ended):
+    def observe(self, state, actions, rewards, ended, next_obs):
         return state
 
     def shard(self, start: int, stop: int) -> PolicyAgent:
@@ -114,15 +117,24 @@ class RecurrentAgent:
             "prev_done": torch.zeros(B, device=dev),
             "prev_obs": None,
             "obs": None,
+            "terminal_obs": None,
         }
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor, state: dict[str, Any]):
         t, B = state["t"], obs.shape[0]
-        prev_obs = state["prev_obs"] if state["prev_obs"] is not None else torch.zeros_like(obs)
+        zeros = torch.zeros_like(obs)
+        prev_obs = state["prev_obs"] if state["prev_obs"] is not None else zeros
+        terminal = state["terminal_obs"] if state["terminal_obs"] is not None else zeros
         progress = torch.full((B,), t / state["budget"], device=obs.device)
         x = self.policy.inputs(
-            obs, state["prev_action"], state["prev_reward"], state["prev_done"], progress, prev_obs
+            obs,
+            state["prev_action"],
+            state["prev_reward"],
+            state["prev_done"],
+            progress,
+            prev_obs,
+            terminal,
         )
         out, _, state["hidden"] = self.policy(x.unsqueeze(0), state["hidden"])
         dist = self.policy.distribution
@@ -136,9 +148,12 @@ class RecurrentAgent:
         state["t"] = t + 1
         return actions, log_probs, state
 
-    def observe(self, state, actions, rewards, ended):
+    def observe(self, state, actions, rewards, ended, next_obs):
         state["prev_action"], state["prev_reward"] = actions, rewards
         state["prev_done"], state["prev_obs"] = ended.float(), state["obs"]
+        if self.policy.terminal_obs_input:  # the ended rows' last observation, zeros elsewhere
+            flags = ended.view(-1, *[1] * (next_obs.dim() - 1))
+            state["terminal_obs"] = torch.where(flags, next_obs, 0.0)
         return state
 
     def shard(self, start: int, stop: int) -> RecurrentAgent:

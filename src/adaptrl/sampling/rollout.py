@@ -55,7 +55,7 @@ def rollout(
         buf["terminated"][t] = term & alive
         buf["truncated"][t] = trunc & alive
         ended = (term | trunc) & alive
-        state = agent.observe(state, actions, rewards, ended)
+        state = agent.observe(state, actions, rewards, ended, next_obs)
         obs = next_obs
         if E > 1:
             episode += ended.long()
