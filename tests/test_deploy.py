@@ -102,6 +102,11 @@ def test_rl2_controller_takes_the_samplers_actions_step_by_step(tmp_path, cell, 
                     assert_close(ctrl.hidden[0, 0], states[t + 1], atol=1e-5, rtol=1e-5)
             assert actions == traj.actions[: len(actions), 0].tolist()
             assert ctrl.hidden.shape[-1] == (16 if cell == "gru" else 32)
+            if terminal:  # an episode's end without its observation is refused, naming the fix
+                ctrl.reset()
+                ctrl.act(traj.obs[0, 0].numpy())
+                with pytest.raises(ValueError, match=r"observe\(reward, ended, next_obs\)"):
+                    ctrl.observe(0.0, True)
 
 
 def test_a_trained_run_is_loaded_adapted_saved_and_run_in_a_gymnasium_loop(tmp_path):
