@@ -117,10 +117,11 @@ class RecurrentController:
         prev_obs = self.prev_obs if self.prev_obs is not None else torch.zeros_like(obs_t)
         progress = torch.full((1,), self.t / self.budget)
         args = [obs_t, self.prev_action, self.prev_reward, self.prev_done, progress, prev_obs]
-        args.append(self.hidden)
-        if self.terminal_obs_input:
-            terminal = self.terminal_obs
-            args.append(terminal if terminal is not None else torch.zeros_like(obs_t))
+        if self.terminal_obs_input:  # zeros except at the first step after an episode's end
+            terminal = self.terminal_obs if self.terminal_obs is not None else torch.zeros_like(obs_t)
+            args += [self.hidden, terminal]
+        else:
+            args += [self.hidden]
         out, self.hidden = self.step(*args)
         self._obs, self.t = obs_t, self.t + 1
         dist = self.distribution

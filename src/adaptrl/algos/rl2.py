@@ -324,6 +324,9 @@ class RL2:
         values and the recurrent state before every step."""
         T, B = traj.rewards.shape
         progress = torch.arange(T, device=self.device, dtype=torch.float32) / traj.budget
+        # an episode's last s' at the next step, built only for a policy that reads it
+        ends = traj.ends.unsqueeze(-1)
+        terminal = _shifted(traj.next_obs * ends) if self.policy.terminal_obs_input else None
         x = self.policy.inputs(
             traj.obs,
             _shifted(traj.actions),
@@ -331,7 +334,7 @@ class RL2:
             _shifted(traj.ends.float()),
             progress.unsqueeze(1).expand(T, B),
             _shifted(traj.obs),
-            _shifted(traj.next_obs * traj.ends.unsqueeze(-1)),  # an episode's last s', if any
+            terminal,
         )
         h0 = self.policy.initial_state(B, self.device)
         features = self.policy.encoder(x)
