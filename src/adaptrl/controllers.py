@@ -118,7 +118,9 @@ class RecurrentController:
         progress = torch.full((1,), self.t / self.budget)
         args = [obs_t, self.prev_action, self.prev_reward, self.prev_done, progress, prev_obs]
         if self.terminal_obs_input:  # zeros except at the first step after an episode's end
-            terminal = self.terminal_obs if self.terminal_obs is not None else torch.zeros_like(obs_t)
+            terminal = (
+                self.terminal_obs if self.terminal_obs is not None else torch.zeros_like(obs_t)
+            )
             args += [self.hidden, terminal]
         else:
             args += [self.hidden]
