@@ -74,6 +74,23 @@ def test_transitions_equal_the_librarys_for_the_same_keys_and_actions():
     assert ended.all()  # six steps: every episode ended (truncated at the horizon at the latest)
 
 
+def test_same_layout_replays_a_trials_first_layout_at_every_episode_and_the_default_does_not():
+    first, again = {}, {}
+    for same in (False, True):
+        family = make_family("xland", horizon=6, same_layout=same)
+        tasks = family.tasks.sample(16, "train", torch.Generator().manual_seed(0))
+        env = family.make_env(16)
+        first[same] = env.reset(tasks=tasks, seed=3)[0]
+        for a in torch.randint(6, (3, 16), generator=torch.Generator().manual_seed(1)):
+            env.step(a)  # the rows move on
+        mask = torch.arange(16) % 2 == 0
+        again[same] = env.reset(mask=mask)[0]
+    assert torch.equal(first[True], first[False])  # the option leaves a trial's first draw alone
+    assert torch.equal(again[True][mask], first[True][mask])  # the same view: the same layout
+    changed = (again[False][mask] != first[False][mask]).any(-1)
+    assert changed.float().mean() >= 0.75  # a new layout per episode by default
+
+
 @pytest.mark.parametrize("tier", list(TIERS))
 def test_rule_sets_are_seeded_use_the_librarys_kinds_and_fit_the_padding(tier):
     kinds = {AGENT_HOLD_RULE, *AGENT_NEAR_RULES, *TILE_NEAR_RULES}

@@ -5,6 +5,8 @@ A task is a *rule set*: a hidden goal ("pick up the blue pyramid", "put the red 
 green key") and production rules ("a yellow ball next to a blue pyramid becomes a green square"),
 with the objects they start from. Every episode of a trial draws a new layout of the same rule
 set, so an agent has to find the goal and the rules by acting and remember them across episodes.
+With ``same_layout`` every episode of a trial replays its first layout instead (a level as a fixed
+map, as the mazes are): what carries across episodes is then also *where* things are.
 
 The library steps every row at once (``jit`` of ``vmap``); its arrays reach torch through DLPack
 without a copy on the CPU. Observations are the library's symbolic egocentric view
@@ -92,6 +94,9 @@ class XLandConfig:
     """Tier of the ``ood`` split ('': the next deeper one)."""
     test_fraction: float = 0.2
     """Share of rule sets held out (by the hash of goal and rules)."""
+    same_layout: bool = False
+    """Every episode of a trial replays the layout of its first (the objects and the agent's start
+    where they were); False: a new layout per episode, as the library's meta-RL training."""
     benchmark_file: str = ""
     """A published benchmark file (bz2 pickle, as ``xminigrid.load_benchmark`` caches them) to
     draw rule sets from instead of generating them; splits by the same hash."""
@@ -301,6 +306,7 @@ class XLandEnv(BatchedMetaEnv):
         env, params = xminigrid.make(f"XLand-MiniGrid-{self.config.grid}")
         self._params = params.replace(max_steps=self.horizon, view_size=self.config.view_size)
         self._timestep = None
+        self._layout: np.ndarray | None = None  # [B, 2]: each row's key of its trial's layout
         self._reset_fn, self._step_fn = _compiled(env, jax)
 
     @classmethod
@@ -326,11 +332,13 @@ class XLandEnv(BatchedMetaEnv):
 
     def reset(self, *, tasks=None, mask=None, keys=None, seed=None, options=None):
         self._prepare_reset(tasks, keys, seed)
-        draw = self.rng.uniform(2, rows=mask)  # the row's next layout, from its own stream
-        key_data = (draw.double() * 2**32).long().cpu().numpy().astype(np.uint32)  # [B, 2]
         everywhere = mask is None or self._timestep is None
+        if everywhere or not self.config.same_layout:
+            draw = self.rng.uniform(2, rows=mask)  # the row's next layout, from its own stream
+            key_data = (draw.double() * 2**32).long().cpu().numpy().astype(np.uint32)  # [B, 2]
+            self._layout = key_data  # same_layout: only a trial's first reset draws
         rows = np.ones(self.num_envs, bool) if everywhere else mask.cpu().numpy()
-        self._timestep, obs = self._reset_fn(self._batch_params, key_data, rows, self._timestep)
+        self._timestep, obs = self._reset_fn(self._batch_params, self._layout, rows, self._timestep)
         return self._to_torch(obs), {}
 
     def step(self, actions):
