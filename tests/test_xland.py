@@ -85,6 +85,9 @@ def test_same_layout_replays_a_trials_first_layout_at_every_episode_and_the_defa
             env.step(a)  # the rows move on
         mask = torch.arange(16) % 2 == 0
         again[same] = env.reset(mask=mask)[0]
+        if same:  # tasks handed in start a new trial: a new layout, same_layout or not
+            renewed = env.reset(tasks=tasks, mask=mask)[0]
+            assert (renewed[mask] != first[same][mask]).any(-1).float().mean() >= 0.75
     assert torch.equal(first[True], first[False])  # the option leaves a trial's first draw alone
     assert torch.equal(again[True][mask], first[True][mask])  # the same view: the same layout
     changed = (again[False][mask] != first[False][mask]).any(-1)

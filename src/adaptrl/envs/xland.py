@@ -333,11 +333,13 @@ class XLandEnv(BatchedMetaEnv):
     def reset(self, *, tasks=None, mask=None, keys=None, seed=None, options=None):
         self._prepare_reset(tasks, keys, seed)
         everywhere = mask is None or self._timestep is None
-        if everywhere or not self.config.same_layout:
+        rows = np.ones(self.num_envs, bool) if everywhere else mask.cpu().numpy()
+        if tasks is not None or everywhere or not self.config.same_layout:
+            # same_layout: only a trial's first reset (or a new task) draws a layout
             draw = self.rng.uniform(2, rows=mask)  # the row's next layout, from its own stream
             key_data = (draw.double() * 2**32).long().cpu().numpy().astype(np.uint32)  # [B, 2]
-            self._layout = key_data  # same_layout: only a trial's first reset draws
-        rows = np.ones(self.num_envs, bool) if everywhere else mask.cpu().numpy()
+            kept = self._layout if self._layout is not None else key_data
+            self._layout = np.where(rows[:, None], key_data, kept)
         self._timestep, obs = self._reset_fn(self._batch_params, self._layout, rows, self._timestep)
         return self._to_torch(obs), {}
 
