@@ -332,6 +332,83 @@ def test_the_sparse_point_robot_pays_only_near_the_goal():
     assert set(family.tasks.split_of({"goal": goals})) == {"train"}
 
 
+def test_a_dense_critic_reward_feeds_the_critic_and_the_context_keeps_the_sparse_one():
+    """oyster's sparse point robot: the RL buffer holds −distance (the dense reward the sparse
+    one is cut from), the encoder buffer the env's reward, for the same transitions."""
+    algo, _ = _learner(critic_reward="dense", initial_steps=0, extra_rl_steps=0)
+    generator = torch.Generator().manual_seed(0)
+    algo.train_iteration(TrainContext(0, 0, generator))
+    task = int(algo.encoder_buffer.size.nonzero()[0, 0])
+    goal = algo.train_tasks["goal"][task]
+    n = int(algo.encoder_buffer.size[task])
+    enc = {k: v[task, :n] for k, v in algo.encoder_buffer.data.items()}
+    rl = {k: v[task, :n] for k, v in algo.rl_buffer.data.items()}
+    distance = (rl["next_obs"] - goal).norm(dim=-1)
+    assert torch.equal(rl["next_obs"], enc["next_obs"])
+    assert torch.allclose(rl["rewards"], -distance)
+    sparse = torch.where(distance <= 0.2, 1.0 - distance, torch.zeros_like(distance))
+    assert torch.allclose(enc["rewards"], sparse)
+    assert bool((rl["rewards"] < 0).all()) and not torch.equal(rl["rewards"], enc["rewards"])
+
+
+def test_the_env_reward_feeds_both_buffers_by_default():
+    algo, _ = _learner(initial_steps=0, extra_rl_steps=0)
+    algo.train_iteration(TrainContext(0, 0, torch.Generator().manual_seed(0)))
+    task = int(algo.encoder_buffer.size.nonzero()[0, 0])
+    n = int(algo.encoder_buffer.size[task])
+    assert torch.equal(
+        algo.rl_buffer.data["rewards"][task, :n], algo.encoder_buffer.data["rewards"][task, :n]
+    )
+
+
+def test_a_dense_critic_reward_needs_a_family_that_has_one():
+    family = make_family("drone_wind")
+    with pytest.raises(ConfigError, match="critic_reward=dense needs a family with a dense"):
+        PEARL(PEARLConfig(**{**TINY, "critic_reward": "dense"}), family, InProcessSampler(family))
+    with pytest.raises(ConfigError, match="algo.critic_reward must be 'env' or 'dense'"):
+        PEARLConfig(**{**TINY, "critic_reward": "shaped"})
+
+
+@pytest.mark.parametrize(
+    "steps, every, encoder, chunks",
+    [
+        (900, 1, True, [(True, 1)] + [(False, 1)] * 44),  # oyster's sparse robot: 45 trajectories
+        (60, 2, True, [(True, 2), (False, 1)]),
+        (600, 1, False, [(True, 1), (False, 2)]),  # RL-only steps: the posterior cannot change
+        (0, 1, True, []),
+        (900, 0, True, [(False, 45)]),  # the default: one batch from the posterior
+    ],
+)
+def test_posterior_phases_re_infer_z_after_every_few_trajectories(steps, every, encoder, chunks):
+    algo, _ = _learner(posterior_update_every=every)
+    algo.horizon = 20 if steps != 600 else 200
+    assert algo._posterior_chunks(steps, encoder) == chunks
+
+
+def test_a_posterior_phase_sees_the_trajectories_it_has_just_collected():
+    """With updates after every trajectory, the encoder buffer grows between the calls of one
+    posterior phase (oyster's collect_data), so the posterior phase makes one sampler call per
+    trajectory."""
+    algo, _ = _learner(
+        initial_steps=0,
+        prior_steps=20,
+        posterior_steps=60,
+        extra_rl_steps=0,
+        posterior_update_every=1,
+    )
+    calls = []
+    collect = algo._collect
+
+    def counting(tasks, z, seed, deterministic=False):
+        calls.append((z.shape[1], int(algo.encoder_buffer.size.sum())))
+        return collect(tasks, z, seed, deterministic)
+
+    algo._collect = counting
+    algo.train_iteration(TrainContext(0, 0, torch.Generator().manual_seed(0)))
+    per_call = 2 * 20  # two visited tasks, one 20-step trajectory each
+    assert calls == [(1, 0), (1, per_call), (1, 2 * per_call), (1, 3 * per_call)]
+
+
 def test_pearl_learns_to_use_context_on_held_out_goals():
     """A short fixed-seed run on the dense point robot (goals on the half circle; 40 iterations
     of 150 gradient steps with small networks, about a minute): on 40 held-out goals the third

@@ -39,7 +39,7 @@ from adaptrl.algos.replay_buffers import ReplayBuffers
 from adaptrl.config import EvalConfig
 from adaptrl.controllers import ContextController
 from adaptrl.distributions import TanhGaussian
-from adaptrl.envs import Family, Tasks
+from adaptrl.envs import Family, Tasks, resolve
 from adaptrl.errors import ConfigError, RunError
 from adaptrl.memory import available_bytes
 from adaptrl.policies import mlp
@@ -79,6 +79,12 @@ class PEARLConfig:
     """Per visited task and iteration: steps with z from the posterior (both buffers)."""
     extra_rl_steps: int = 400
     """Per visited task and iteration: steps with z from the posterior (RL buffer only)."""
+    posterior_update_every: int = 0
+    """0: each posterior-phase trajectory of a visit draws its own context sample and z from
+    the encoder buffer as it stood when the phase began, all in one batch. k > 0: as oyster's
+    ``collect_data`` (``update_post_train`` = k), the phase starts from the prior and z is
+    re-inferred after every k trajectories, so a trajectory that found a sparse reward steers
+    the next ones (the sparse presets: 1)."""
     gradient_steps: int = 2000
     """Gradient steps per iteration."""
     batch_size: int = 256
@@ -93,6 +99,11 @@ class PEARLConfig:
     """Soft update of the target V network."""
     lr: float = 3e-4
     """Adam step size of every network (actor, Q, V, encoder)."""
+    critic_reward: str = "env"
+    """What the critic's Bellman targets use: ``env`` (the env's reward, as the context sees it)
+    or ``dense`` (the family's dense reward, ``EnvSpec.dense_reward``, while the context still
+    sees the env's sparse one: oyster's sparse point robot, whose ``step()`` returns the dense
+    reward for meta-training and whose encoder alone gets ``sparse_reward``)."""
     reward_scale: float = 5.0
     """Rewards are multiplied by this in the Bellman target: SAC's entropy temperature is its
     inverse (the entropy weight is 1)."""
@@ -122,7 +133,13 @@ class PEARLConfig:
         ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"algo.{name} must be > 0, got {getattr(self, name)}")
-        for name in ("initial_steps", "prior_steps", "posterior_steps", "extra_rl_steps"):
+        for name in (
+            "initial_steps",
+            "prior_steps",
+            "posterior_steps",
+            "extra_rl_steps",
+            "posterior_update_every",
+        ):
             if getattr(self, name) < 0:
                 raise ConfigError(f"algo.{name} must be >= 0, got {getattr(self, name)}")
         if self.context and self.prior_steps + self.posterior_steps == 0:
@@ -137,6 +154,10 @@ class PEARLConfig:
             )
         if not 0 < self.gamma <= 1 or not 0 < self.tau <= 1:
             raise ConfigError("algo.gamma and algo.tau must lie in (0, 1]")
+        if self.critic_reward not in ("env", "dense"):
+            raise ConfigError(
+                f"algo.critic_reward must be 'env' or 'dense', got {self.critic_reward!r}"
+            )
         if self.lr <= 0 or self.reward_scale <= 0 or self.kl_lambda < 0:
             raise ConfigError("algo.lr and algo.reward_scale must be > 0, algo.kl_lambda >= 0")
 
@@ -332,6 +353,14 @@ class PEARL:
                 f"PEARL's soft actor-critic needs continuous actions (a 1-D Box); env "
                 f"'{family.spec.name}' has {act_space}: use rl2 or maml"
             )
+        self._dense_reward = None
+        if config.critic_reward == "dense":
+            if not family.spec.dense_reward:
+                raise ConfigError(
+                    f"algo.critic_reward=dense needs a family with a dense reward; env "
+                    f"'{family.spec.name}' has none: set algo.critic_reward=env"
+                )
+            self._dense_reward = resolve(family.spec.dense_reward)
         with family.make_env(1) as env:
             self.horizon = env.horizon
         obs_dim, act_dim, L = obs_space.shape[0], act_space.shape[0], config.latent_size
@@ -456,9 +485,12 @@ class PEARL:
 
     def _store(self, ids: list[int], traj: Trajectories, encoder: bool) -> None:
         for task, rows in zip(ids, self._transitions(traj)):
-            self.rl_buffer.add(task, rows)
             if encoder:
                 self.encoder_buffer.add(task, rows)
+            if self._dense_reward is not None:
+                goal = {k: v[task : task + 1] for k, v in self.train_tasks.items()}
+                rows = {**rows, "rewards": self._dense_reward(rows["next_obs"], goal, self.family)}
+            self.rl_buffer.add(task, rows)
 
     def _episodes(self, steps: int) -> int:
         return math.ceil(steps / self.horizon) if steps else 0
@@ -476,12 +508,38 @@ class PEARL:
             self._store(ids, traj, encoder=True)
             returns["adapt/return_prior"] = float(traj.task_returns().mean())
         for phase, steps, encoder in ((2, c.posterior_steps, True), (3, c.extra_rl_steps, False)):
-            if (e := self._episodes(steps)) > 0:
-                z = self._posterior_draws(ids, e, g)
-                traj = self._collect(tasks, z, derive_seed(seed, phase))
+            phase_returns = []
+            for chunk, (first, e) in enumerate(self._posterior_chunks(steps, encoder)):
+                if first:  # oyster's collect_data starts every phase from the prior (clear_z)
+                    z = self._prior_draws(len(ids), e, g)
+                else:
+                    z = self._posterior_draws(ids, e, g)
+                traj = self._collect(tasks, z, derive_seed(seed, phase, chunk))
                 self._store(ids, traj, encoder)
-                returns["adapt/return_posterior"] = float(traj.task_returns().mean())
+                phase_returns.append(traj.task_returns().mean() * e)
+            if phase_returns:
+                mean = float(sum(phase_returns)) / self._episodes(steps)
+                returns["adapt/return_posterior"] = mean
         return returns
+
+    def _posterior_chunks(self, steps: int, encoder: bool) -> list[tuple[bool, int]]:
+        """(from the prior?, episodes) of each collection call of a posterior phase: all at
+        once (``posterior_update_every`` 0), or the first k = ``posterior_update_every`` from
+        the prior and then z re-inferred from the encoder buffer after every k (oyster's
+        ``update_post_train``). A phase that does not feed the encoder buffer never changes
+        its posterior, so its remaining episodes go in one call."""
+        total, every = self._episodes(steps), self.config.posterior_update_every
+        if total == 0:
+            return []
+        if every == 0:
+            return [(False, total)]
+        chunks = [(True, min(every, total))]
+        rest = total - chunks[0][1]
+        while rest > 0:
+            e = min(every, rest) if encoder else rest
+            chunks.append((False, e))
+            rest -= e
+        return chunks
 
     def _prior_draws(self, n: int, episodes: int, g: torch.Generator) -> torch.Tensor:
         """z [n, E, L] from N(0, I), one per episode (zeros without context)."""

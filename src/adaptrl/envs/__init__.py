@@ -103,6 +103,7 @@ _builtin(
     "(Rakelly et al. 2019)",
     metrics="adaptrl.envs.point_robot:point_metrics",
     task_features=("goal",),
+    dense_reward="adaptrl.envs.point_robot:dense_point_reward",
 )
 _builtin(
     "maze",

@@ -105,6 +105,12 @@ def point_reward(distance: torch.Tensor, sparse_radius: float) -> torch.Tensor:
     return torch.where(distance <= sparse_radius, 1.0 - distance, torch.zeros_like(distance))
 
 
+def dense_point_reward(next_obs: torch.Tensor, tasks: Tasks, family) -> torch.Tensor:
+    """−distance to the goal, the reward the sparse one is cut from (``EnvSpec.dense_reward``;
+    oyster's ``step()`` returns it and trains PEARL's critic on it)."""
+    return -(next_obs[..., :2] - tasks["goal"].to(next_obs.device)).norm(dim=-1)
+
+
 def point_metrics(traj, family, tasks: Tasks | None = None) -> dict[str, torch.Tensor]:
     """``final_distance`` to the goal at each episode's end and ``success`` (it ends within the
     goal radius: ``sparse_radius``, or 0.2 for the dense task; PEARL's criterion):

@@ -94,6 +94,10 @@ class EnvSpec:
     task_features: tuple[str, ...] = ()
     """Task keys an oracle may see (appended to its observations, ``env.task_in_obs``); empty:
     the family cannot hand its task to a policy, so it has no oracle reference."""
+    dense_reward: Any = None
+    """Optional ``"module:function"``: ``fn(next_obs [N, ·], tasks (one row each), family) ->
+    [N]``, the dense reward a sparse family's reward is cut from. A learner may train its critic
+    on it while its context sees only the env's reward (oyster's sparse point robot)."""
 
     def resolved(self) -> EnvSpec:
         return EnvSpec(
@@ -106,6 +110,7 @@ class EnvSpec:
             self.metrics,
             self.trace_labels,
             self.task_features,
+            self.dense_reward,
         )
 
 
