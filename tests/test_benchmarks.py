@@ -48,6 +48,10 @@ TINY_RUNS = {  # each benchmark end to end at a toy size, and what its JSON must
         + ["--set", "algo.num_train_tasks=4", "--set", "algo.initial_steps=40"],
         lambda r: r["gradient_steps_per_s"][0] > 0 and r["env_steps_per_s"][0] > 0,
     ),
+    "transformer_acting.py": (
+        ["--rows", "3", "--steps", "5", "--model-size", "8", "--heads", "2", "--repeats", "1"],
+        lambda r: r["same_outputs"] is True and r["in_place_cache_s"] > 0,
+    ),
     "env_steps.py": (
         ["--batch", "16", "--steps", "3", "--repeats", "1"],
         lambda r: (

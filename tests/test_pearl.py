@@ -249,8 +249,11 @@ def test_meta_test_records_every_trajectory_and_infers_from_online_context_only(
     assert torch.equal(algo.rl_buffer.size, before)  # meta-test never touches the buffers
     again = algo.meta_test(tasks, cfg, seed=7)
     torch.testing.assert_close(again.returns, result.returns)  # seeded
-    # Deterministic actions: the first two trajectories share z from the prior, so they match.
-    torch.testing.assert_close(result.trajectories[0].actions, result.trajectories[1].actions)
+    # Deterministic actions, yet each exploration trajectory draws its own z from the prior
+    # (oyster resamples z after every trajectory): with one shared z the two would be equal bit
+    # for bit on every task (the actor barely reads z after one iteration, hence > 0).
+    first, second = result.trajectories[0].actions, result.trajectories[1].actions
+    assert (first - second).abs().amax(dim=(0, 2)).min() > 0
 
 
 @pytest.mark.parametrize("next_obs", [False, True])
@@ -353,7 +356,8 @@ def test_a_dense_critic_reward_feeds_the_critic_and_the_context_keeps_the_sparse
 
 def test_the_env_reward_feeds_both_buffers_by_default():
     algo, _ = _learner(initial_steps=0, extra_rl_steps=0)
-    algo.train_iteration(TrainContext(0, 0, torch.Generator().manual_seed(0)))
+    stats = algo.train_iteration(TrainContext(0, 0, torch.Generator().manual_seed(0)))
+    assert stats["loss/q"] >= 0 and "loss/mean_q" in stats  # the Q loss, not the mean Q
     task = int(algo.encoder_buffer.size.nonzero()[0, 0])
     n = int(algo.encoder_buffer.size[task])
     assert torch.equal(

@@ -13,6 +13,7 @@ from adaptrl.cli import main
 from adaptrl.errors import ConfigError
 from adaptrl.runs import load_checkpoint_file
 from adaptrl.sampling import InProcessSampler
+from adaptrl.sampling.agents import RecurrentAgent
 from adaptrl.transformer_policy import TransformerCategoricalPolicy
 
 
@@ -44,6 +45,23 @@ def test_the_cache_gives_the_full_forward_pass_step_by_step_and_in_pieces():
     tail, tail_values, _ = policy(x[4:], part)
     assert_close(torch.cat([head, tail]), full, atol=1e-5, rtol=1e-5)
     assert_close(tail_values, values[4:], atol=1e-5, rtol=1e-5)
+
+
+def test_acting_in_place_gives_the_forward_pass_and_its_cache():
+    """The samplers' path: a cache allocated once for the trial, each step's keys and values
+    written into its row; the same outputs, values and cache as ``forward``'s growing cache."""
+    policy = _policy()
+    x = torch.randn(9, 5, policy.encoder.in_features)
+    full, values, cache = policy(x, policy.initial_state(5, "cpu"))
+    buffer = policy.preallocate(12, 5, "cpu")
+    for t in range(9):
+        out, value = policy.step_in_place(x[t : t + 1], buffer, t)
+        assert_close(out, full[t : t + 1], atol=1e-5, rtol=1e-5)
+        assert_close(value, values[t : t + 1], atol=1e-5, rtol=1e-5)
+    assert_close(buffer[:9], cache, atol=1e-5, rtol=1e-5)
+    assert not buffer[9:].any()  # rows after the last step are never touched
+    memoryless = RecurrentAgent(_policy(memory=False))
+    assert not memoryless.start(torch.zeros(5, dtype=torch.int64), 9)["in_place"]
 
 
 def _looks_ahead(policy) -> bool:

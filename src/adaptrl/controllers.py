@@ -154,8 +154,10 @@ class ContextController:
     ``reset()`` starts a new task: empty context, z drawn from the prior N(0, I). ``act(obs)``
     returns the actor's action for (obs, z) in the env's box (``deterministic``: tanh of its
     mean). ``observe(reward, ended, next_obs=None)`` adds the transition to the context
-    (``next_obs`` is needed when the encoder reads s′); when an episode ends and at least
-    ``exploration`` of them are done, z is drawn again from the posterior of the whole context.
+    (``next_obs`` is needed when the encoder reads s′); when an episode ends, z is drawn again:
+    from the prior while fewer than ``exploration`` episodes are done (each exploration episode
+    tries another hypothesis, as oyster's resampling), then from the posterior of the whole
+    context.
     ``actor``: (obs ++ z) -> (mean, log-std) with a tanh-Gaussian ``distribution``; ``encoder``:
     ``posterior(context [1, N, d]) -> (mean, variance)``. ``infer=False``: z stays 0 (the
     domain-randomised reference). Same seed, same z draws as ``PEARL.meta_test`` on one task.
@@ -210,7 +212,11 @@ class ContextController:
         self.context.append(torch.cat(parts, -1))
         if ended:
             self.episodes += 1
-            if self.episodes >= self.exploration and self.infer:
+            if not self.infer:
+                return
+            if self.episodes >= self.exploration:
                 mean, variance = self.encoder.posterior(torch.cat(self.context)[None])
                 noise = torch.randn(mean.shape, generator=self.generator)
                 self.z = mean + variance.sqrt() * noise
+            else:
+                self.z = torch.randn(1, self.latent, generator=self.generator)  # the prior

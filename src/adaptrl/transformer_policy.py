@@ -51,13 +51,24 @@ class Block(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(size, 4 * size), nn.GELU(), nn.Linear(4 * size, size))
 
     def forward(
-        self, h: torch.Tensor, past_k: torch.Tensor, past_v: torch.Tensor, mask: torch.Tensor
+        self,
+        h: torch.Tensor,
+        past_k: torch.Tensor,
+        past_v: torch.Tensor,
+        mask: torch.Tensor | None,
+        in_place: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """h [T, B, D]; past_k/v [t0, B, D]; mask [T, t0 + T] (True: may attend) -> (h, this
-        call's keys, values [T, B, D])."""
+        """h [T, B, D]; past_k/v [t0, B, D]; mask [T, t0 + T] (True: may attend; None: all)
+        -> (h, this call's keys, values [T, B, D]). ``in_place``: past_k/v are views of a
+        preallocated cache with t0 + T rows, whose last T this call writes (no copy of the
+        past)."""
         T, B, D = h.shape
         q, k, v = self.qkv(self.norm1(h)).chunk(3, -1)
-        keys, values = torch.cat([past_k, k]), torch.cat([past_v, v])
+        if in_place:
+            past_k[-T:], past_v[-T:] = k, v
+            keys, values = past_k, past_v
+        else:
+            keys, values = torch.cat([past_k, k]), torch.cat([past_v, v])
 
         def heads(x: torch.Tensor) -> torch.Tensor:  # [L, B, D] -> [B, heads, L, D / heads]
             return x.reshape(x.shape[0], B, self.heads, D // self.heads).permute(1, 2, 0, 3)
@@ -135,6 +146,24 @@ class TransformerPolicy(InContextPolicy):
             h, k, v = block(h, past[..., :D], past[..., D:], mask)
             new += [k, v]
         return self.norm(h), torch.cat([cache, torch.cat(new, -1)])
+
+    def preallocate(self, steps: int, batch: int, device) -> torch.Tensor:
+        """A cache with room for a whole trial, [steps, B, S], for ``step_in_place``."""
+        return torch.zeros(steps, batch, self.state_size, device=device)
+
+    def step_in_place(self, x: torch.Tensor, cache: torch.Tensor, t: int):
+        """One step x [1, B, in] after the first t rows of a preallocated cache: this step's
+        keys and values are written into row t, so acting never copies the past (``forward``
+        returns a new, longer cache instead: the exported step and the controller use that).
+        -> (logits or means [1, B, A], values [1, B]); the same numbers as ``forward``."""
+        D = self.model_size
+        h = self.encoder(x) + positions(t, 1, D, x.device).unsqueeze(1)
+        for i, block in enumerate(self.blocks):
+            keys = cache[: t + 1, :, 2 * i * D : (2 * i + 1) * D]
+            values = cache[: t + 1, :, (2 * i + 1) * D : (2 * i + 2) * D]
+            h, _, _ = block(h, keys, values, None, in_place=True)
+        out = self.norm(h)
+        return self.policy_head(out), self.value_head(out).squeeze(-1)
 
     def replay(self, features: torch.Tensor, state: torch.Tensor):
         """(outputs [T, B, D], a zero-width placeholder [T, B, 0]): every chunk of a PPO update

@@ -287,7 +287,7 @@ def actor_value_losses(
     value_loss = (v - (min_q - log_pi).detach()).pow(2).mean()
     policy_loss = (log_pi - min_q).mean()
     policy_loss = policy_loss + mean_reg * mean.pow(2).mean() + std_reg * log_std.pow(2).mean()
-    stats = {"log_pi": float(log_pi.detach().mean()), "q": float(min_q.detach().mean())}
+    stats = {"log_pi": float(log_pi.detach().mean()), "mean_q": float(min_q.detach().mean())}
     return value_loss, policy_loss, stats
 
 
@@ -635,19 +635,22 @@ class PEARL:
     # ------------------------------------------------------------------------- meta-test
     def meta_test(self, tasks: Tasks, cfg: EvalConfig, seed: int = 0) -> Adaptation:
         """``cfg.num_steps`` + 1 trajectories per task, z from the prior for the first
-        ``exploration_trajectories``, then from the posterior of the online context."""
+        ``exploration_trajectories`` (a new draw for each: oyster resamples z after every
+        trajectory, so each explores another hypothesis), then from the posterior of the online
+        context."""
         own = eval_settings(self, cfg)
         n = next(iter(tasks.values())).shape[0]
         L = self.config.latent_size
         g = torch.Generator().manual_seed(derive_seed(seed, 0))
         context, real = torch.zeros(n, 0, self.context_dim), torch.zeros(n, 0)
         returns, trajectories = [], []
-        z = self._draw_z(torch.zeros(n, L), torch.ones(n, L), g)
         for k in range(cfg.num_steps + 1):
             if k >= own.exploration_trajectories and self.config.context:
                 with torch.no_grad():
                     mean, var = self.posterior(context, real)
                 z = self._draw_z(mean.cpu(), var.cpu(), g)
+            else:
+                z = self._draw_z(torch.zeros(n, L), torch.ones(n, L), g)
             traj = self._collect(tasks, z[:, None], derive_seed(seed, k + 1), own.deterministic)
             returns.append(traj.task_returns())
             trajectories.append(traj)
@@ -665,8 +668,8 @@ class PEARL:
     ) -> ContextController:
         """The trained agent for one plain gymnasium env: ``reset()`` per task, ``act(obs)``,
         ``observe(reward, ended[, next_obs])``; z from the prior for the first ``exploration``
-        episodes, then from the posterior of the context it gathered (``meta_test``'s protocol:
-        with the same ``seed`` it draws the same z on a task)."""
+        episodes (a new draw each), then from the posterior of the context it gathered
+        (``meta_test``'s protocol: with the same ``seed`` it draws the same z on a task)."""
         return ContextController(
             copy.deepcopy(self.nets.actor).cpu().eval(),
             copy.deepcopy(self.nets.encoder).cpu().eval(),
