@@ -135,34 +135,36 @@ class TransformerPolicy(InContextPolicy):
             return out.reshape(T, B, -1), cache
         return self.attend_causal(features, cache)
 
-    def attend_causal(self, features: torch.Tensor, cache: torch.Tensor):
-        t0, T, D = cache.shape[0], features.shape[0], self.model_size
+    def attend_causal(self, features: torch.Tensor, cache: torch.Tensor, written: int = -1):
+        """Steps [T, B, D] after the cached ones. ``written`` < 0: ``cache`` [t0, B, S] holds
+        exactly the past and a new, longer cache is returned. ``written`` = t0 >= 0: ``cache``
+        is preallocated, its first t0 rows the past; the new steps' keys and values are written
+        into rows t0 .. t0 + T (no copy of the past) and the same tensor is returned."""
+        in_place = written >= 0
+        t0 = written if in_place else cache.shape[0]
+        T, D = features.shape[0], self.model_size
         h = features + positions(t0, T, D, features.device).unsqueeze(1)
-        query = torch.arange(t0, t0 + T, device=features.device).unsqueeze(1)
-        mask = torch.arange(t0 + T, device=features.device).unsqueeze(0) <= query  # no look-ahead
+        mask = None  # one query may see every key up to itself
+        if T > 1:
+            query = torch.arange(t0, t0 + T, device=features.device).unsqueeze(1)
+            mask = torch.arange(t0 + T, device=features.device).unsqueeze(0) <= query  # causal
         new = []
         for i, block in enumerate(self.blocks):
-            past = cache[..., 2 * i * D : (2 * i + 2) * D]
-            h, k, v = block(h, past[..., :D], past[..., D:], mask)
+            layer = cache[: t0 + T if in_place else t0, :, 2 * i * D : (2 * i + 2) * D]
+            h, k, v = block(h, layer[..., :D], layer[..., D:], mask, in_place)
             new += [k, v]
-        return self.norm(h), torch.cat([cache, torch.cat(new, -1)])
+        return self.norm(h), cache if in_place else torch.cat([cache, torch.cat(new, -1)])
 
     def preallocate(self, steps: int, batch: int, device) -> torch.Tensor:
         """A cache with room for a whole trial, [steps, B, S], for ``step_in_place``."""
         return torch.zeros(steps, batch, self.state_size, device=device)
 
     def step_in_place(self, x: torch.Tensor, cache: torch.Tensor, t: int):
-        """One step x [1, B, in] after the first t rows of a preallocated cache: this step's
-        keys and values are written into row t, so acting never copies the past (``forward``
-        returns a new, longer cache instead: the exported step and the controller use that).
-        -> (logits or means [1, B, A], values [1, B]); the same numbers as ``forward``."""
-        D = self.model_size
-        h = self.encoder(x) + positions(t, 1, D, x.device).unsqueeze(1)
-        for i, block in enumerate(self.blocks):
-            keys = cache[: t + 1, :, 2 * i * D : (2 * i + 1) * D]
-            values = cache[: t + 1, :, (2 * i + 1) * D : (2 * i + 2) * D]
-            h, _, _ = block(h, keys, values, None, in_place=True)
-        out = self.norm(h)
+        """One step x [1, B, in] after the first t rows of a preallocated cache, written into
+        row t (what the samplers do; ``forward`` returns a new, longer cache instead, which the
+        controller and the exported step use) -> (logits or means [1, B, A], values [1, B]),
+        the same numbers as ``forward``."""
+        out, _ = self.attend_causal(self.encoder(x), cache, written=t)
         return self.policy_head(out), self.value_head(out).squeeze(-1)
 
     def replay(self, features: torch.Tensor, state: torch.Tensor):
