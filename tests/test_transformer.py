@@ -53,15 +53,21 @@ def test_acting_in_place_gives_the_forward_pass_and_its_cache():
     policy = _policy()
     x = torch.randn(9, 5, policy.encoder.in_features)
     full, values, cache = policy(x, policy.initial_state(5, "cpu"))
-    buffer = policy.preallocate(12, 5, "cpu")
+    buffer = policy.acting_state(12, 5, "cpu")
+    assert buffer.shape == (12, 5, policy.state_size)
     for t in range(9):
-        out, value = policy.step_in_place(x[t : t + 1], buffer, t)
+        out, value, state = policy.act_step(x[t : t + 1], buffer, t)
+        assert state is buffer  # written in place, never copied
         assert_close(out, full[t : t + 1], atol=1e-5, rtol=1e-5)
         assert_close(value, values[t : t + 1], atol=1e-5, rtol=1e-5)
     assert_close(buffer[:9], cache, atol=1e-5, rtol=1e-5)
     assert not buffer[9:].any()  # rows after the last step are never touched
-    memoryless = RecurrentAgent(_policy(memory=False))
-    assert not memoryless.start(torch.zeros(5, dtype=torch.int64), 9)["in_place"]
+    memoryless = _policy(memory=False)  # keeps no past: an empty cache that stays empty
+    state = RecurrentAgent(memoryless).start(torch.zeros(5, dtype=torch.int64), 9)["hidden"]
+    assert state.shape == (0, 5, memoryless.state_size)
+    out, _, state = memoryless.act_step(x[:1], state, 0)
+    assert_close(out, memoryless(x[:1], memoryless.initial_state(5, "cpu"))[0])
+    assert state.shape[0] == 0
 
 
 def _looks_ahead(policy) -> bool:

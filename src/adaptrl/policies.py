@@ -142,7 +142,8 @@ class InContextPolicy(nn.Module):
     """What every in-context policy (RL²'s recurrent cell, the causal transformer) shares: the
     per-step input (observation, previous action, reward, done flag, trial progress[, previous
     observation]), the null action a trial starts from, and the head's distribution. A
-    subclass adds the sequence model: ``initial_state``, ``replay`` and ``forward``, whose
+    subclass adds the sequence model: ``initial_state``, ``replay`` and ``forward`` (and the
+    samplers' ``acting_state`` and ``act_step``, which default to those), whose
     carried ``state`` is a tensor [steps, B, S] (a recurrent cell's: one step; a transformer's
     key-value cache: one entry per step seen)."""
 
@@ -199,6 +200,17 @@ class InContextPolicy(nn.Module):
         if self.time_input:
             parts.append(progress.unsqueeze(-1))
         return torch.cat(parts, -1)
+
+    def acting_state(self, steps: int, batch: int, device) -> torch.Tensor:
+        """The state a sampler starts a trial of ``steps`` steps from (``act_step`` carries
+        it): ``initial_state`` here; a policy that can act faster knowing the trial's length
+        overrides this and ``act_step`` together (the transformer writes its cache in place)."""
+        return self.initial_state(batch, device)
+
+    def act_step(self, x: torch.Tensor, state: torch.Tensor, t: int):
+        """Step ``t`` of a trial, x [1, B, in], from the state ``acting_state`` started ->
+        (logits or means [1, B, A], values [1, B], the state after it): ``forward``'s numbers."""
+        return self(x, state)
 
     def initial_action(self, batch: int, device) -> torch.Tensor:
         """The 'previous action' input at a trial's start."""

@@ -159,6 +159,21 @@ class TransformerPolicy(InContextPolicy):
         """A cache with room for a whole trial, [steps, B, S], for ``step_in_place``."""
         return torch.zeros(steps, batch, self.state_size, device=device)
 
+    def acting_state(self, steps: int, batch: int, device) -> torch.Tensor:
+        """With memory, the whole trial's cache at once (written in place by ``act_step``); a
+        memoryless policy keeps no past, so its empty cache."""
+        if not self.memory:
+            return self.initial_state(batch, device)
+        return self.preallocate(steps, batch, device)
+
+    def act_step(self, x: torch.Tensor, cache: torch.Tensor, t: int):
+        """The samplers' step: ``step_in_place`` with memory (the cache tensor is returned, now
+        holding row t), ``forward`` without."""
+        if not self.memory:
+            return self(x, cache)
+        out, values = self.step_in_place(x, cache, t)
+        return out, values, cache
+
     def step_in_place(self, x: torch.Tensor, cache: torch.Tensor, t: int):
         """One step x [1, B, in] after the first t rows of a preallocated cache, written into
         row t (what the samplers do; ``forward`` returns a new, longer cache instead, which the

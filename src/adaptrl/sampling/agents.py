@@ -107,15 +107,11 @@ class RecurrentAgent:
     def start(self, keys: torch.Tensor, num_steps: int) -> dict[str, Any]:
         B, dev = keys.shape[0], keys.device
         policy = self.policy
-        in_place = hasattr(policy, "step_in_place") and policy.memory
         return {
             "t": 0,
             "budget": num_steps,
             "noise": policy.distribution.noise(keys, num_steps, policy.action_dim),
-            "in_place": in_place,  # a transformer's cache, allocated once for the whole trial
-            "hidden": (
-                policy.preallocate(num_steps, B, dev) if in_place else policy.initial_state(B, dev)
-            ),
+            "hidden": policy.acting_state(num_steps, B, dev),
             "prev_action": policy.initial_action(B, dev),
             "prev_reward": torch.zeros(B, device=dev),
             "prev_done": torch.zeros(B, device=dev),
@@ -140,10 +136,7 @@ class RecurrentAgent:
             prev_obs,
             terminal,
         )
-        if state["in_place"]:
-            out, _ = self.policy.step_in_place(x.unsqueeze(0), state["hidden"], t)
-        else:
-            out, _, state["hidden"] = self.policy(x.unsqueeze(0), state["hidden"])
+        out, _, state["hidden"] = self.policy.act_step(x.unsqueeze(0), state["hidden"], t)
         dist = self.policy.distribution
         params = self.policy.distribution_params(out[0])
         if self.mode:
