@@ -1,5 +1,5 @@
 """Acting cost of the in-context transformer's key-value cache: one trial batch stepped a token
-at a time through the cache written in place (``step_in_place``, what the samplers do) beside
+at a time through the cache written in place (``act_step``, what the samplers do) beside
 the cache grown by concatenation at every step (``forward``, what the controller and the
 exported step do), same network, same inputs, measured in one run. Inputs are random: the
 figure is the network and its cache, not an env.
@@ -31,9 +31,9 @@ def act_growing(policy, x: torch.Tensor) -> torch.Tensor:
 
 
 def act_in_place(policy, x: torch.Tensor) -> torch.Tensor:
-    cache, outs = policy.preallocate(x.shape[0], x.shape[1], "cpu"), []
+    cache, outs = policy.acting_state(x.shape[0], x.shape[1], "cpu"), []
     for t in range(x.shape[0]):
-        out, _ = policy.step_in_place(x[t : t + 1], cache, t)
+        out, _, _ = policy.act_step(x[t : t + 1], cache, t)
         outs.append(out)
     return torch.cat(outs)
 

@@ -155,32 +155,23 @@ class TransformerPolicy(InContextPolicy):
             new += [k, v]
         return self.norm(h), cache if in_place else torch.cat([cache, torch.cat(new, -1)])
 
-    def preallocate(self, steps: int, batch: int, device) -> torch.Tensor:
-        """A cache with room for a whole trial, [steps, B, S], for ``step_in_place``."""
-        return torch.zeros(steps, batch, self.state_size, device=device)
-
     def acting_state(self, steps: int, batch: int, device) -> torch.Tensor:
-        """With memory, the whole trial's cache at once (written in place by ``act_step``); a
-        memoryless policy keeps no past, so its empty cache."""
+        """With memory, a cache with room for the whole trial, [steps, B, S], written in place
+        by ``act_step``; a memoryless policy keeps no past, so its empty cache."""
         if not self.memory:
             return self.initial_state(batch, device)
-        return self.preallocate(steps, batch, device)
+        return torch.zeros(steps, batch, self.state_size, device=device)
 
     def act_step(self, x: torch.Tensor, cache: torch.Tensor, t: int):
-        """The samplers' step: ``step_in_place`` with memory (the cache tensor is returned, now
-        holding row t), ``forward`` without."""
+        """The samplers' step x [1, B, in] after the first t rows of ``acting_state``'s cache,
+        its keys and values written into row t (``forward`` instead returns a new, longer
+        cache, which the controller and the exported step use) -> (logits or means [1, B, A],
+        values [1, B], the same cache tensor): ``forward``'s numbers. Without memory:
+        ``forward``."""
         if not self.memory:
             return self(x, cache)
-        out, values = self.step_in_place(x, cache, t)
-        return out, values, cache
-
-    def step_in_place(self, x: torch.Tensor, cache: torch.Tensor, t: int):
-        """One step x [1, B, in] after the first t rows of a preallocated cache, written into
-        row t (what the samplers do; ``forward`` returns a new, longer cache instead, which the
-        controller and the exported step use) -> (logits or means [1, B, A], values [1, B]),
-        the same numbers as ``forward``."""
         out, _ = self.attend_causal(self.encoder(x), cache, written=t)
-        return self.policy_head(out), self.value_head(out).squeeze(-1)
+        return self.policy_head(out), self.value_head(out).squeeze(-1), cache
 
     def replay(self, features: torch.Tensor, state: torch.Tensor):
         """(outputs [T, B, D], a zero-width placeholder [T, B, 0]): every chunk of a PPO update
