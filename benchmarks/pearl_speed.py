@@ -2,7 +2,8 @@
 update on meta_batch_size tasks x batch_size transitions) and env steps per second of its
 collection (the actor with a z per row, through the sampler), at a preset's settings.
 
-Prints JSON. ``--device cuda`` times the updates on a GPU (collection stays on the CPU).
+Prints JSON. ``--device cuda`` times the updates and the collection on a GPU. ``--profile N``
+also prints (to stderr) where N more gradient steps spend their time, op by op.
 
     python benchmarks/pearl_speed.py [--preset pearl-point-robot-sparse] [--steps 50]
 """
@@ -28,6 +29,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=50, help="gradient steps timed")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--profile", type=int, default=0, help="gradient steps to profile")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     args = parser.parse_args()
     overrides = [*args.overrides, f"train.device={args.device}"]
@@ -57,6 +59,8 @@ def main() -> None:
             if args.device.startswith("cuda"):
                 torch.cuda.synchronize()
             updates.append(args.steps / (time.perf_counter() - start))
+        if args.profile:
+            profile(algo, gen, args.profile, args.device)
     print(
         json.dumps(
             {
@@ -78,6 +82,24 @@ def main() -> None:
             }
         )
     )
+
+
+def profile(algo, gen, steps: int, device: str) -> None:
+    """torch.profiler over ``steps`` gradient steps: the ops that take the time (stderr)."""
+    import sys
+
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    cuda = device.startswith("cuda")
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with torch_profile(activities=activities) as prof:
+        for _ in range(steps):
+            algo._gradient_step(gen)
+        if cuda:
+            torch.cuda.synchronize()
+    for key in ("self_cpu_time_total",) + (("self_cuda_time_total",) if cuda else ()):
+        print(prof.key_averages().table(sort_by=key, row_limit=14), file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -5,9 +5,10 @@ training scripts step it; and without resets, a bound no training loop reaches),
 through DLPack, one-hot observations), (c) our in-process sampler (trajectories recorded) with a
 uniformly random agent, so the figure is the family and sampler, not a network.
 
-Prints JSON. Needs adaptrl[xland].
+Prints JSON. Needs adaptrl[xland]. ``--device cuda``: the library, our adapter and the sampler on
+the GPU (JAX's and torch's), arrays handed over by DLPack on the card.
 
-    python benchmarks/xland_speed.py [--rows 4096 16384] [--steps 40] [--repeats 3]
+    python benchmarks/xland_speed.py [--rows 4096 16384] [--steps 40] [--repeats 3] [--device cpu]
 """
 
 from __future__ import annotations
@@ -16,9 +17,12 @@ import argparse
 import json
 import os
 import statistics
+import sys
 import time
 
-os.environ.setdefault("JAX_PLATFORMS", "cpu")
+if "cuda" not in " ".join(sys.argv[1:]):  # on the CPU, JAX must not take a GPU either
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # leave the card to torch too
 
 # isort: off
 import adaptrl  # noqa: F401, E402
@@ -37,11 +41,13 @@ class RandomAgent:
         self.num_actions = num_actions
 
     def start(self, keys, num_steps):
-        return {"gen": torch.Generator().manual_seed(int(keys[0]))}
+        gen = torch.Generator(keys.device).manual_seed(int(keys[0]))
+        return {"gen": gen}
 
     def act(self, obs, state):
-        actions = torch.randint(self.num_actions, (obs.shape[0],), generator=state["gen"])
-        return actions, torch.zeros(obs.shape[0]), state
+        n, dev = obs.shape[0], obs.device
+        actions = torch.randint(self.num_actions, (n,), generator=state["gen"], device=dev)
+        return actions, torch.zeros(n, device=dev), state
 
     def observe(self, state, actions, rewards, ended, next_obs):
         return state
@@ -50,7 +56,20 @@ class RandomAgent:
         return self
 
 
-def library_steps_per_s(family, tasks, rows: int, steps: int, auto_reset: bool = True) -> float:
+def library_steps_per_s(
+    family, tasks, rows: int, steps: int, device: str, auto_reset: bool = True
+) -> float:
+    with jax.default_device(_jax_device(device)):
+        return _library_steps_per_s(family, tasks, rows, steps, auto_reset)
+
+
+def _jax_device(device: str):
+    from adaptrl.envs.xland import _jax_device as beside
+
+    return beside(jax, torch.device(device))
+
+
+def _library_steps_per_s(family, tasks, rows: int, steps: int, auto_reset: bool) -> float:
     import xminigrid
     from xminigrid.types import RuleSet
     from xminigrid.wrappers import GymAutoResetWrapper
@@ -74,12 +93,13 @@ def library_steps_per_s(family, tasks, rows: int, steps: int, auto_reset: bool =
     return rows * steps / (time.perf_counter() - start)
 
 
-def adapter_steps_per_s(family, tasks, rows: int, steps: int) -> float:
-    env = family.make_env(rows)
+def adapter_steps_per_s(family, tasks, rows: int, steps: int, device: str) -> float:
+    env = family.make_env(rows, device)
     env.reset(tasks=tasks, seed=0)
     actions = torch.randint(6, (steps + 1, rows), generator=torch.Generator().manual_seed(1))
+    actions = actions.to(device)
     env.step(actions[0])  # compile
-    ended = torch.zeros(rows, dtype=torch.bool)
+    ended = torch.zeros(rows, dtype=torch.bool, device=device)
     env.reset(mask=~ended)  # compile the masked reset
     start = time.perf_counter()
     for a in actions[1:]:
@@ -87,16 +107,24 @@ def adapter_steps_per_s(family, tasks, rows: int, steps: int) -> float:
         ended = terminated | truncated
         if ended.any():
             env.reset(mask=ended)
+    _sync(device)
     return rows * steps / (time.perf_counter() - start)
 
 
-def sampler_steps_per_s(family, tasks, rows: int) -> float:
-    sampler = InProcessSampler(family)
+def sampler_steps_per_s(family, tasks, rows: int, device: str) -> float:
+    sampler = InProcessSampler(family, device)
     agent = RandomAgent(6)
     sampler.sample(agent, tasks, 0, 1)  # warm-up: compile
     start = time.perf_counter()
     traj = sampler.sample(agent, tasks, 1, 1)
+    _sync(device)
     return traj.num_steps / (time.perf_counter() - start)
+
+
+def _sync(device: str) -> None:
+    """Device work is asynchronous: wait for it before reading the clock."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
 
 
 def main() -> None:
@@ -105,9 +133,17 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--horizon", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     args = parser.parse_args()
     family = make_family("xland", horizon=args.horizon)
-    out = {"cpu_threads": torch.get_num_threads(), "jax": jax.__version__, "rows": {}}
+    out = {
+        "device": args.device,
+        "jax_device": str(_jax_device(args.device)),
+        "cpu_threads": torch.get_num_threads(),
+        "jax": jax.__version__,
+        "torch": torch.__version__,
+        "rows": {},
+    }
     for rows in args.rows:
         tasks = family.tasks.sample(rows, "train", torch.Generator().manual_seed(0))
         row = {
@@ -115,10 +151,10 @@ def main() -> None:
                 statistics.median(fn(family, tasks, rows, *more) for _ in range(args.repeats))
             )
             for name, fn, more in (
-                ("library", library_steps_per_s, (args.steps,)),
-                ("library_no_reset", library_steps_per_s, (args.steps, False)),
-                ("adapter", adapter_steps_per_s, (args.steps,)),
-                ("sampler", sampler_steps_per_s, ()),
+                ("library", library_steps_per_s, (args.steps, args.device)),
+                ("library_no_reset", library_steps_per_s, (args.steps, args.device, False)),
+                ("adapter", adapter_steps_per_s, (args.steps, args.device)),
+                ("sampler", sampler_steps_per_s, (args.device,)),
             )
         }
         row["adapter_over_library"] = round(row["adapter"] / row["library"], 3)

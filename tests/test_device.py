@@ -1,7 +1,8 @@
 """The same computations on an accelerator as on the CPU: rollouts of every family; MAML's
 surrogate, meta-gradient and Fisher-vector products (tightly) and a whole MAML-TRPO iteration;
-RL²-TRPO's gradient and Fisher-vector product and a whole step; train, resume, evaluate and
-report through the CLI.
+RL²-TRPO's gradient and Fisher-vector product and a whole step; PEARL's posterior, soft
+actor-critic losses and gradients, and whole gradient steps; the transformer's cache, PPO loss and
+gradient; XLand stepped by JAX on the device; train, resume, evaluate and report through the CLI.
 
 Run on a GPU with ``pytest tests/test_device.py --device cuda``. Without ``--device`` the CLI test
 runs on the CPU and the comparisons are skipped (they would compare the CPU with itself).
@@ -9,12 +10,15 @@ runs on the CPU and the comparisons are skipped (they would compare the CPU with
 
 import pytest
 import torch
+from test_pearl import sac_batch
 from torch.testing import assert_close
 
 from adaptrl import MAML, MAMLConfig, make_family
 from adaptrl.algos.base import TrainContext
 from adaptrl.algos.maml import PGBatch
-from adaptrl.algos.rl2 import RL2, RL2Config
+from adaptrl.algos.pearl import PEARL, PEARLConfig, actor_value_losses, critic_loss
+from adaptrl.algos.rl2 import RL2, RL2Config, ppo_loss
+from adaptrl.algos.transformer import InContextTransformer, TransformerConfig
 from adaptrl.cli import main
 from adaptrl.envs import registered_envs
 from adaptrl.sampling import InProcessSampler
@@ -169,21 +173,209 @@ def test_rl2_trpo_maths_on_the_device_match_the_cpu(accelerator, cell):
     assert_close(p_dev, p_cpu, rtol=1e-4, atol=1e-4 * float(p_cpu.abs().max()))
 
 
+PEARL_TINY = {
+    "latent_size": 3,
+    "hidden_size": 32,
+    "encoder_hidden_size": 32,
+    "num_train_tasks": 6,
+    "meta_batch_size": 4,
+    "tasks_per_iteration": 2,
+    "initial_steps": 40,
+    "prior_steps": 40,
+    "posterior_steps": 20,
+    "gradient_steps": 3,
+    "batch_size": 16,
+    "context_batch_size": 16,
+    "buffer_size": 200,
+}
+
+
+def _pearl(device, **overrides):
+    family = make_family("point_robot", sparse_radius=0.2)
+    torch.manual_seed(0)  # the same initial parameters on both devices
+    cfg = PEARLConfig(**{**PEARL_TINY, **overrides})
+    return PEARL(cfg, family, InProcessSampler(family, device), device)
+
+
+def _grads(module):
+    return {n: p.grad.to("cpu") for n, p in module.named_parameters() if p.grad is not None}
+
+
+def test_pearl_posterior_losses_and_gradients_on_the_device_match_the_cpu(accelerator):
+    """On the same batch and context: the product-of-Gaussians posterior, the critic loss (which
+    trains the encoder through z), the value and actor losses, and every network's gradient."""
+    g = torch.Generator().manual_seed(2)
+    cpu = _pearl("cpu")
+    n = 4 * 16
+    batch = sac_batch(n, g, 0.2)
+    context = torch.randn(4, 16, cpu.context_dim, generator=g)
+    eps, noise = torch.randn(4, 3, generator=g), torch.randn(n, 2, generator=g)
+    out = []
+    for device in ("cpu", accelerator):
+        algo = _pearl(device)
+        on = {k: v.to(device) for k, v in batch.items()}
+        mean, var = algo.posterior(context.to(device))
+        z = (mean + var.sqrt() * eps.to(device)).repeat_interleave(16, 0)
+        q = critic_loss(algo.nets, on, z, 0.9, 100.0)
+        q.backward()
+        v, pi, _ = actor_value_losses(
+            algo.nets, on["obs"], z.detach(), noise.to(device), 1e-3, 1e-3
+        )
+        (v + pi).backward()
+        grads = {name: _grads(net) for name, net in algo.networks().items()}
+        out.append(([x.detach().cpu() for x in (mean, var)], [float(x) for x in (q, v, pi)], grads))
+    (post_c, loss_c, grad_c), (post_d, loss_d, grad_d) = out
+    assert post_d[0].device.type == "cpu" and post_d[1].shape == (4, 3)
+    for a, b in zip(post_d, post_c):
+        assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert loss_d == pytest.approx(loss_c, rel=1e-4, abs=1e-6)
+    assert grad_c["encoder"] and grad_d.keys() == grad_c.keys()  # the critic reaches the encoder
+    for name, grads in grad_c.items():
+        for key, ref in grads.items():
+            scale = float(ref.abs().max()) + 1e-12
+            assert_close(grad_d[name][key], ref, rtol=1e-4, atol=1e-4 * scale, msg=f"{name}.{key}")
+
+
+def test_pearl_collection_and_gradient_steps_on_the_device_follow_the_cpu(accelerator):
+    """Collection with the same z gives the same trajectories; the buffers they fill feed the same
+    batches (every draw is made on the CPU), so the first gradient step's losses agree tightly and
+    three steps leave the parameters within Adam's step bound of each other (a gradient near zero
+    can change sign between devices, and Adam moves it by up to lr either way)."""
+    results = []
+    for device in ("cpu", accelerator):
+        algo = _pearl(device)
+        gen = torch.Generator().manual_seed(0)
+        c = algo.config
+        algo.train_tasks = algo.family.tasks.sample(c.num_train_tasks, "train", gen)
+        ids = list(range(c.num_train_tasks))
+        z = algo._prior_draws(c.num_train_tasks, algo._episodes(c.initial_steps), gen)
+        traj = algo._collect(algo.train_tasks, z, 1)
+        algo._store(ids, traj, encoder=True)
+        first = algo._gradient_step(gen)
+        for _ in range(2):
+            algo._gradient_step(gen)
+        params = {
+            f"{name}.{key}": p.detach().cpu()
+            for name, net in algo.networks().items()
+            for key, p in net.named_parameters()
+        }
+        results.append((traj, first, params))
+    (t_cpu, f_cpu, p_cpu), (t_dev, f_dev, p_dev) = results
+    _close(t_cpu, t_dev, rtol=1e-4, atol=1e-4)
+    for key in ("q", "kl"):  # computed before any parameter moved
+        assert f_dev[key] == pytest.approx(f_cpu[key], rel=1e-4, abs=1e-6), key
+    for key in ("v", "policy"):  # after the critics' first Adam step
+        assert f_dev[key] == pytest.approx(f_cpu[key], rel=1e-2, abs=1e-3), key
+    lr = _pearl("cpu").config.lr
+    for name, ref in p_cpu.items():
+        assert_close(p_dev[name], ref, rtol=0, atol=2 * 3 * lr + 1e-6, msg=name)
+
+
+def _transformer(family, device):
+    torch.manual_seed(0)
+    cfg = TransformerConfig(
+        meta_batch_size=8, episodes_per_trial=2, model_size=16, num_heads=2, num_minibatches=1
+    )
+    return InContextTransformer(cfg, family, InProcessSampler(family, device), device)
+
+
+def test_transformer_cache_on_the_device_gives_its_full_forward_pass(accelerator):
+    family = make_family("tabular_mdp", **SMALL["tabular_mdp"])
+    policy = _transformer(family, accelerator).policy
+    x = torch.randn(9, 5, policy.encoder.in_features, device=accelerator)
+    with torch.no_grad():
+        full, values, _ = policy(x, policy.initial_state(5, accelerator))
+        buffer = policy.acting_state(12, 5, accelerator)
+        for t in range(9):
+            out, value, _ = policy.act_step(x[t : t + 1], buffer, t)
+            assert_close(out[0], full[t], atol=1e-5, rtol=1e-5)
+            assert_close(value[0], values[t], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("env", ["tabular_mdp", "drone_wind"])  # softmax and Gaussian heads
+def test_transformer_trials_and_ppo_gradient_on_the_device_match_the_cpu(accelerator, env):
+    """The sampler acting one token at a time through the cache gives the same trials; the PPO
+    loss over the whole trials and its gradient agree; a whole update runs on each."""
+    family = make_family(env, **SMALL[env])
+    tasks = family.tasks.sample(8, "train", torch.Generator().manual_seed(0))
+    out = []
+    for device in ("cpu", accelerator):
+        algo = _transformer(family, device)
+        traj = algo.sample_trials(tasks, seed=1)
+        trials = algo.trials(traj)
+        adv, returns = algo._advantages(trials)
+        logits, values, _ = algo.policy(trials.inputs, algo.policy.initial_state(8, device))
+        log_prob, entropy = algo._log_prob_entropy(logits, trials.actions)
+        terms = ppo_loss(
+            log_prob, trials.log_probs, adv, values, returns, entropy, trials.mask, 0.2, 0.5, 0.01
+        )
+        terms["total"].backward()
+        grad = torch.cat([p.grad.reshape(-1) for p in algo.policy.parameters()]).cpu()
+        stats = algo.update(trials)
+        assert all(torch.isfinite(torch.tensor(v)) for v in stats.values())
+        out.append((traj, float(terms["total"]), grad))
+    (t_cpu, l_cpu, g_cpu), (t_dev, l_dev, g_dev) = out
+    _close(t_cpu, t_dev, rtol=1e-4, atol=1e-4)
+    assert l_dev == pytest.approx(l_cpu, rel=1e-4, abs=1e-6)
+    assert_close(g_dev, g_cpu, rtol=1e-4, atol=1e-4 * float(g_cpu.abs().max()))
+
+
+def test_xland_steps_on_the_device_with_the_cpus_transitions(accelerator):
+    """The library steps where torch acts (JAX's GPU when it has one) and hands its arrays over by
+    DLPack; the transitions equal the CPU's for the same rule sets, keys and actions."""
+    pytest.importorskip("xminigrid")
+    family = make_family("xland", horizon=6)
+    tasks = family.tasks.sample(5, "train", torch.Generator().manual_seed(0))
+    actions = torch.randint(6, (8, 5), generator=torch.Generator().manual_seed(1))
+    runs = []
+    for device in ("cpu", accelerator):
+        env = family.make_env(5, device)
+        steps = [env.reset(tasks=tasks, seed=3)[0]]
+        for a in actions:
+            obs, reward, terminated, truncated, _ = env.step(a.to(device))
+            assert obs.device.type == torch.device(device).type
+            steps.append(
+                torch.cat([obs, reward[:, None], terminated[:, None], truncated[:, None]], 1)
+            )
+        runs.append((env, torch.stack([s.cpu().float() for s in steps[1:]]), steps[0].cpu()))
+    (env_c, s_c, o_c), (env_d, s_d, o_d) = runs
+    assert env_c._jax_device.platform == "cpu"
+    jax = pytest.importorskip("jax")
+    if accelerator.type == "cuda" and any(d.platform == "gpu" for d in jax.devices()):
+        assert env_d._jax_device.platform == "gpu"  # stepped on the GPU, not copied from the CPU
+    assert torch.equal(o_d, o_c)
+    assert torch.equal(s_d, s_c)
+
+
 @pytest.mark.parametrize(
     "preset,extra",
     [
         ("maml-navigation2d", ["algo.meta_batch_size=2", "algo.episodes_per_task=2"]),
         ("rl2-bandit-k5-n10", ["algo.meta_batch_size=4", "algo.hidden_size=8"]),
         ("rl2-bandit-k5-n100", ["algo.meta_batch_size=4", "algo.hidden_size=8"]),  # LSTM
+        (
+            "transformer-bandit-k5-n10",
+            ["algo.meta_batch_size=4", "algo.model_size=8", "algo.num_heads=2"],
+        ),
+        (
+            "transformer-xland",
+            ["algo.meta_batch_size=4", "algo.model_size=8", "algo.num_heads=2", "env.horizon=8"],
+        ),
+        (
+            "pearl-point-robot-sparse",
+            [f"algo.{k}={v}" for k, v in PEARL_TINY.items()] + ["evaluate.num_steps=2"],
+        ),
     ],
 )
 def test_train_evaluate_report_and_resume_on_the_device(tmp_path, device, preset, extra):
+    if "xland" in preset:
+        pytest.importorskip("xminigrid")
     run = tmp_path / "run"
+    evaluate = ["evaluate.episodes_per_task=2", "evaluate.pretrained_iterations=1"]
     sets = [
         *extra,
         "evaluate.num_tasks=3",
-        "evaluate.episodes_per_task=2",
-        "evaluate.pretrained_iterations=1",
+        *(evaluate if not preset.startswith("pearl") else []),
         "train.eval_every=2",
     ]
     argv = [a for s in sets for a in ("--set", s)]

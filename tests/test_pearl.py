@@ -121,17 +121,22 @@ def _loop_losses(nets, batch, z, noise, gamma, scale, mean_reg, std_reg):
     return sum(q_terms) / n, sum(v_terms) / n, sum(pi_terms) / n + reg
 
 
-def test_the_soft_actor_critic_losses_equal_a_loop_over_transitions():
-    algo, _ = _learner()
-    g = torch.Generator().manual_seed(2)
-    n = 12
-    batch = {
+def sac_batch(n: int, g: torch.Generator, terminal_share: float) -> dict[str, torch.Tensor]:
+    """``n`` random point-robot transitions (2-D observations and actions inside the box)."""
+    return {
         "obs": torch.randn(n, 2, generator=g),
         "actions": torch.rand(n, 2, generator=g) * 1.8 - 0.9,
         "rewards": torch.randn(n, generator=g),
         "next_obs": torch.randn(n, 2, generator=g),
-        "terminated": (torch.rand(n, generator=g) < 0.3).float(),
+        "terminated": (torch.rand(n, generator=g) < terminal_share).float(),
     }
+
+
+def test_the_soft_actor_critic_losses_equal_a_loop_over_transitions():
+    algo, _ = _learner()
+    g = torch.Generator().manual_seed(2)
+    n = 12
+    batch = sac_batch(n, g, 0.3)
     z, noise = torch.randn(n, 3, generator=g), torch.randn(n, 2, generator=g) * 0.5
     with torch.no_grad():
         q = critic_loss(algo.nets, batch, z, 0.9, 5.0)

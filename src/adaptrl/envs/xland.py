@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import bz2
 import hashlib
+import os
 import pickle
 import random
 from dataclasses import dataclass
@@ -280,7 +281,9 @@ class XLandTasks(TaskDistribution):
 
 
 def _library():
-    """xminigrid and jax, or the one-line error naming the extra."""
+    """xminigrid and jax, or the one-line error naming the extra. JAX takes GPU memory as it
+    needs it (not the default 75% at start), so that torch can share the card."""
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     try:
         import jax
         import xminigrid
@@ -303,7 +306,9 @@ class XLandEnv(BatchedMetaEnv):
         self._batch_spaces()
         jax, xminigrid = _library()
         self._jax = jax
-        env, params = xminigrid.make(f"XLand-MiniGrid-{self.config.grid}")
+        self._jax_device = _jax_device(jax, self.device)
+        with self._on():
+            env, params = xminigrid.make(f"XLand-MiniGrid-{self.config.grid}")
         self._params = params.replace(max_steps=self.horizon, view_size=self.config.view_size)
         self._timestep = None
         self._layout: np.ndarray | None = None  # [B, 2]: each row's key of its trial's layout
@@ -320,12 +325,18 @@ class XLandEnv(BatchedMetaEnv):
         jnp = self._jax.numpy
         from xminigrid.types import RuleSet
 
-        ruleset = RuleSet(
-            goal=jnp.asarray(tasks["goal"].cpu().numpy(), dtype=jnp.uint8),
-            rules=jnp.asarray(tasks["rules"].cpu().numpy(), dtype=jnp.uint8),
-            init_tiles=jnp.asarray(tasks["init_tiles"].cpu().numpy(), dtype=jnp.uint8),
-        )
-        self._batch_params = self._params.replace(ruleset=ruleset)
+        with self._on():
+            ruleset = RuleSet(
+                goal=jnp.asarray(tasks["goal"].cpu().numpy(), dtype=jnp.uint8),
+                rules=jnp.asarray(tasks["rules"].cpu().numpy(), dtype=jnp.uint8),
+                init_tiles=jnp.asarray(tasks["init_tiles"].cpu().numpy(), dtype=jnp.uint8),
+            )
+            self._batch_params = self._params.replace(ruleset=ruleset)
+
+    def _on(self):
+        """Run JAX's work on this env's JAX device (a fresh context each time: JAX's may be
+        single-use)."""
+        return self._jax.default_device(self._jax_device)
 
     def _to_torch(self, x) -> torch.Tensor:
         return torch.from_dlpack(x).to(self.device)
@@ -340,14 +351,18 @@ class XLandEnv(BatchedMetaEnv):
             key_data = (draw.double() * 2**32).long().cpu().numpy().astype(np.uint32)  # [B, 2]
             kept = self._layout if self._layout is not None else key_data
             self._layout = np.where(rows[:, None], key_data, kept)
-        self._timestep, obs = self._reset_fn(self._batch_params, self._layout, rows, self._timestep)
+        with self._on():
+            self._timestep, obs = self._reset_fn(
+                self._batch_params, self._layout, rows, self._timestep
+            )
         return self._to_torch(obs), {}
 
     def step(self, actions):
         acts = np.asarray(actions.cpu().numpy(), dtype=np.int32)
-        self._timestep, (obs, reward, terminated, truncated) = self._step_fn(
-            self._batch_params, self._timestep, acts
-        )
+        with self._on():
+            self._timestep, (obs, reward, terminated, truncated) = self._step_fn(
+                self._batch_params, self._timestep, acts
+            )
         return (
             self._to_torch(obs),
             self._to_torch(reward),
@@ -355,6 +370,20 @@ class XLandEnv(BatchedMetaEnv):
             self._to_torch(truncated),
             {},
         )
+
+
+def _jax_device(jax, device: torch.device):
+    """The JAX device beside torch's, so that the library steps where the policy acts and DLPack
+    hands its arrays over without a copy (on a GPU too). A CUDA torch device with a JAX that has no
+    GPU support steps on JAX's CPU, the arrays then copied over."""
+    if device.type == "cuda":
+        try:
+            gpus = jax.devices("gpu")
+        except RuntimeError:  # no GPU backend in this JAX
+            gpus = []
+        if gpus:
+            return gpus[device.index or 0]
+    return jax.devices("cpu")[0]
 
 
 _COMPILED: dict[type, tuple] = {}
