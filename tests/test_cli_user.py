@@ -228,8 +228,15 @@ def test_version_and_help(capsys):
 def test_evaluate_says_when_it_trains_a_reference(run, capsys):
     shutil.rmtree(run / "baselines", ignore_errors=True)
     assert main(["evaluate", str(run), "--split", "test", "--quiet"]) == 0
-    out = capsys.readouterr().out
-    assert "training the 'pretrained' reference once (2 iterations" in out
+    captured = capsys.readouterr()
+    assert "training the 'pretrained' reference once (2 iterations" in captured.out
+    # Up front, on stderr (kept by --quiet), every reference still to train and its budget.
+    first = captured.err.splitlines()[0]
+    assert first.startswith("evaluate first trains ") and "up to 2 iterations" in first
+    assert "pretrained" in first and "--no-references" in first
+    assert main(["evaluate", str(run), "--split", "test", "--quiet"]) == 0
+    again = capsys.readouterr()  # trained once, then reused: nothing to announce
+    assert "evaluate first trains" not in again.err and "training the" not in again.out
 
 
 USER_FAMILY = '''
@@ -297,6 +304,7 @@ def test_a_users_family_works_from_the_cli_with_import(tmp_path, capsys):
     )
     assert forgot.returncode == 2 and len(forgot.stderr.strip().splitlines()) == 1
     assert "unknown env 'point_line'" in forgot.stderr and "--import" in forgot.stderr
+    capsys.readouterr()  # what evaluate said (the references it trained)
     assert "no module named 'nope_family'" in _error(capsys, ["--import", "nope_family", "list"])
 
 

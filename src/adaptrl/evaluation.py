@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import shutil
+import sys
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -72,6 +73,7 @@ def reference_learners(
     refs: dict[str, ReferenceLearner] = {}
     trained: dict[str, ReferenceLearner] = {}
     chosen = chosen_references(built.learner, built.family, config.evaluate.references)
+    _announce_training(run, config, chosen)
     try:
         for name, ref in chosen.items():
             if ref.algo_overrides is None:
@@ -94,9 +96,8 @@ def close_references(refs) -> None:
             ref.trainer.close()
 
 
-def _trained_reference(
-    run: Run, config: RunConfig, built: Built, folder: str, ref: Reference, progress: bool
-) -> ReferenceLearner:
+def _reference_budget(run: Run, config: RunConfig) -> tuple[int, float]:
+    """Iterations and seconds (0: no time limit) every trained reference of the run gets."""
     ev = config.evaluate
     iters, seconds = ev.pretrained_iterations or config.train.num_iterations, 0.0
     if not ev.pretrained_iterations and ev.reference_budget == "time":
@@ -104,6 +105,43 @@ def _trained_reference(
         seconds = float(last.get("elapsed_s", 0.0)) - float(last.get("validation_s", 0.0))
         if seconds > 0:  # checkpoints before elapsed_s existed: fall back to iterations
             iters = REFERENCE_ITERATION_CAP * int(last.get("iteration", iters))
+    return iters, max(seconds, 0.0)
+
+
+def _describe_budget(iters: int, seconds: float) -> str:
+    return f"{seconds:.0f} s, the learner's training time" if seconds else f"{iters} iterations"
+
+
+def _announce_training(run: Run, config: RunConfig, chosen: dict[str, Reference]) -> None:
+    """Say up front (on stderr, which ``--quiet`` keeps) which references evaluation must train
+    first and for how long: two references trained for the learner's hour each must not look
+    like a hang, nor start unnoticed."""
+    folders = {r.trained_as or n for n, r in chosen.items() if r.algo_overrides is not None}
+    iters, seconds = _reference_budget(run, config)
+    pending = []
+    for folder in sorted(folders):
+        path = run.path / "baselines" / folder
+        state = Run.open(path).load_checkpoint(required=False) if path.exists() else None
+        done = state is not None and (
+            int(state.get("iteration", 0)) >= iters
+            or bool(seconds)
+            and float(state.get("elapsed_s", 0.0)) >= seconds
+        )
+        if not done:
+            pending.append(folder)
+    if pending:
+        line = (
+            f"evaluate first trains {len(pending)} reference(s), once each for up to "
+            f"{_describe_budget(iters, seconds)}: {', '.join(pending)} (then reused; "
+            "--no-references skips them)"
+        )
+        print(line, file=sys.stderr, flush=True)
+
+
+def _trained_reference(
+    run: Run, config: RunConfig, built: Built, folder: str, ref: Reference, progress: bool
+) -> ReferenceLearner:
+    iters, seconds = _reference_budget(run, config)
     ref_cfg = replace(
         config,
         env={**config.env, **(ref.env_overrides or {})},
@@ -120,13 +158,9 @@ def _trained_reference(
     try:
         if trainer.iteration < iters and not trainer.out_of_time():
             # Say why evaluation trains: it must not look as if training restarted.
-            budget = (
-                f"{seconds:.0f} s, the learner's training time"
-                if seconds
-                else f"{iters} iterations"
-            )
             print(
-                f"training the '{folder}' reference once ({budget}; kept in {path}; "
+                f"training the '{folder}' reference once ({_describe_budget(iters, seconds)}; "
+                f"kept in {path}; "
                 "--no-references skips it)",
                 flush=True,
             )
