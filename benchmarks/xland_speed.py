@@ -64,9 +64,9 @@ def library_steps_per_s(
 
 
 def _jax_device(device: str):
-    from adaptrl.envs.xland import _jax_device as beside
+    from adaptrl.envs.xland import jax_device_beside
 
-    return beside(jax, torch.device(device))
+    return jax_device_beside(jax, torch.device(device))
 
 
 def _library_steps_per_s(family, tasks, rows: int, steps: int, auto_reset: bool) -> float:

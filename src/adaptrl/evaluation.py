@@ -121,12 +121,10 @@ def _announce_training(run: Run, config: RunConfig, chosen: dict[str, Reference]
     pending = []
     for folder in sorted(folders):
         path = run.path / "baselines" / folder
-        state = Run.open(path).load_checkpoint(required=False) if path.exists() else None
-        done = state is not None and (
-            int(state.get("iteration", 0)) >= iters
-            or bool(seconds)
-            and float(state.get("elapsed_s", 0.0)) >= seconds
-        )
+        started = (path / "config.yaml").exists()
+        state = Run.open(path).load_checkpoint(required=False) if started else None
+        out_of_time = bool(seconds) and float((state or {}).get("elapsed_s", 0.0)) >= seconds
+        done = state is not None and (int(state.get("iteration", 0)) >= iters or out_of_time)
         if not done:
             pending.append(folder)
     if pending:

@@ -273,10 +273,10 @@ def actor_value_losses(
     noise: torch.Tensor,
     mean_reg: float,
     std_reg: float,
-) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
     """V's regression onto min Q(s, ã, z) − log π(ã) and the actor's reparameterised loss
     E[log π(ã) − min Q(s, ã, z)] + regularisers, ã = tanh(μ + σ·noise); z is detached (the
-    encoder learns only from the critic)."""
+    encoder learns only from the critic). The stats are detached tensors, read by the caller."""
     z = z.detach()
     s_z = torch.cat([obs, z], -1)
     mean, log_std = nets.actor(s_z)
@@ -287,7 +287,7 @@ def actor_value_losses(
     value_loss = (v - (min_q - log_pi).detach()).pow(2).mean()
     policy_loss = (log_pi - min_q).mean()
     policy_loss = policy_loss + mean_reg * mean.pow(2).mean() + std_reg * log_std.pow(2).mean()
-    stats = {"log_pi": float(log_pi.detach().mean()), "mean_q": float(min_q.detach().mean())}
+    stats = {"log_pi": log_pi.detach().mean(), "mean_q": min_q.detach().mean()}
     return value_loss, policy_loss, stats
 
 
@@ -578,20 +578,23 @@ class PEARL:
         visit = torch.randint(c.num_train_tasks, (c.tasks_per_iteration,), generator=g).tolist()
         returns = self._visit(visit, ctx.seed(2), g)
         sampled = time.perf_counter()
-        stats: dict[str, float] = {}
+        stats: dict[str, torch.Tensor] = {}
         for _ in range(c.gradient_steps):
             stats = self._gradient_step(g)
+        logged = {f"loss/{k}": float(v) for k, v in stats.items()}  # the last step's, read once
         end = time.perf_counter()
         return {
             **returns,
-            **{f"loss/{k}": v for k, v in stats.items()},
+            **logged,
             "perf/sample_s": sampled - start,
             "perf/update_s": end - sampled,
             "perf/iteration_s": end - start,
             "perf/gradient_steps_per_s": c.gradient_steps / max(end - sampled, 1e-9),
         }
 
-    def _gradient_step(self, g: torch.Generator) -> dict[str, float]:
+    def _gradient_step(self, g: torch.Generator) -> dict[str, torch.Tensor]:
+        """One update of every network; its losses stay tensors (reading each as a float would
+        make the host wait for the device at every step)."""
         c, nets = self.config, self.nets
         ready = ((self.rl_buffer.size > 0) & (self.encoder_buffer.size > 0)).nonzero()[:, 0]
         tasks = ready[torch.randint(len(ready), (c.meta_batch_size,), generator=g)]
@@ -629,8 +632,8 @@ class PEARL:
         self.optimizers["actor"].zero_grad(set_to_none=True)
         pi_loss.backward()
         self.optimizers["actor"].step()
-        losses = {"q": q_loss, "v": v_loss, "policy": pi_loss, "kl": kl}
-        return {**{k: float(v.detach()) for k, v in losses.items()}, **extra}
+        losses = {"q": q_loss, "v": v_loss, "policy": pi_loss, "kl": kl, **extra}
+        return {k: v.detach() for k, v in losses.items()}
 
     # ------------------------------------------------------------------------- meta-test
     def meta_test(self, tasks: Tasks, cfg: EvalConfig, seed: int = 0) -> Adaptation:

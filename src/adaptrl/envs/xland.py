@@ -306,7 +306,7 @@ class XLandEnv(BatchedMetaEnv):
         self._batch_spaces()
         jax, xminigrid = _library()
         self._jax = jax
-        self._jax_device = _jax_device(jax, self.device)
+        self._jax_device = jax_device_beside(jax, self.device)
         with self._on():
             env, params = xminigrid.make(f"XLand-MiniGrid-{self.config.grid}")
         self._params = params.replace(max_steps=self.horizon, view_size=self.config.view_size)
@@ -372,7 +372,7 @@ class XLandEnv(BatchedMetaEnv):
         )
 
 
-def _jax_device(jax, device: torch.device):
+def jax_device_beside(jax, device: torch.device):
     """The JAX device beside torch's, so that the library steps where the policy acts and DLPack
     hands its arrays over without a copy (on a GPU too). A CUDA torch device with a JAX that has no
     GPU support steps on JAX's CPU, the arrays then copied over."""
